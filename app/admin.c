@@ -1,0 +1,574 @@
+/*
+ * admin.c - the operator's command line (see admin.h).
+ *
+ * Every command has --help, prints one clear line on failure and exits
+ * non-zero. Commands work on the same database the workers use, in short
+ * transactions, so they are safe to run while the gateway serves traffic.
+ */
+#include "admin.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "auth.h"
+#include "breaker.h"
+#include "config.h"
+#include "limits.h"
+#include "request.h"
+#include "secrets.h"
+#include "store.h"
+
+static int wants_help(int argc, char **argv)
+{
+    for (int i = 1; i < argc; i++)
+        if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0)
+            return 1;
+    return 0;
+}
+
+static struct cfg *load_config(const char *path)
+{
+    struct buf problems = {0};
+    const char *p = cfg_default_path(path);
+    struct cfg *cfg = cfg_load(p, &problems, NULL);
+    if (!cfg)
+        fprintf(stderr, "aigw: invalid configuration:\n%s", buf_cstr(&problems));
+    buf_free(&problems);
+    return cfg;
+}
+
+static struct store *open_store(struct cfg *cfg)
+{
+    struct buf err = {0};
+    struct store *s = store_open(cfg->database.path, cfg->database.synchronous,
+                                 cfg->database.busy_timeout_ms, &err);
+    if (!s)
+        fprintf(stderr, "aigw: %s\n", buf_cstr(&err));
+    buf_free(&err);
+    return s;
+}
+
+long long admin_parse_duration(const char *s)
+{
+    char *end;
+    errno = 0;
+    long long v = strtoll(s, &end, 10);
+    if (errno || end == s || v < 0)
+        return -1;
+    long long mult = 1;
+    if (*end == 'd')
+        mult = 86400;
+    else if (*end == 'h')
+        mult = 3600;
+    else if (*end == 'm')
+        mult = 60;
+    else if (*end == 's' || *end == '\0')
+        mult = 1;
+    else
+        return -1;
+    if (*end && end[1] != '\0')
+        return -1;
+    if (v > (long long)1e12 / mult)
+        return -1;
+    return v * mult;
+}
+
+int admin_check_config(const char *config_path, int argc, char **argv)
+{
+    if (wants_help(argc, argv)) {
+        printf("usage: aigw [--config PATH] check-config\n\n"
+               "Checks the configuration file and names every problem with its JSON path.\n"
+               "Also resolves every secret reference (without printing values).\n");
+        return 0;
+    }
+    const char *path = cfg_default_path(config_path);
+    struct buf problems = {0}, warnings = {0};
+    struct cfg *cfg = cfg_load(path, &problems, &warnings);
+    if (warnings.len)
+        fprintf(stderr, "%s", buf_cstr(&warnings));
+    if (!cfg) {
+        fprintf(stderr, "%s", buf_cstr(&problems));
+        buf_free(&problems);
+        buf_free(&warnings);
+        return 1;
+    }
+    int bad = 0;
+    struct buf value = {0}, err = {0};
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        if (!cfg->backends[i].api_key_ref)
+            continue;
+        buf_reset(&err);
+        if (secret_resolve(cfg->backends[i].api_key_ref, cfg->environment, &value, &err) < 0) {
+            fprintf(stderr, "%s: backends[%zu].api_key: %s\n", path, i, buf_cstr(&err));
+            bad = 1;
+        }
+    }
+    if (cfg->auth.jwt_hs256_secret_ref) {
+        buf_reset(&err);
+        if (secret_resolve(cfg->auth.jwt_hs256_secret_ref, cfg->environment, &value, &err) < 0) {
+            fprintf(stderr, "%s: auth.jwt.hs256_secret: %s\n", path, buf_cstr(&err));
+            bad = 1;
+        }
+    }
+    if (value.data)
+        memset(value.data, 0, value.cap);
+    buf_free(&value);
+    buf_free(&err);
+    if (!bad)
+        printf("%s: OK (%zu backend(s), auth %s)\n", path, cfg->n_backends,
+               cfg->auth.enabled ? "enabled" : "DISABLED");
+    cfg_free(cfg);
+    buf_free(&problems);
+    buf_free(&warnings);
+    return bad;
+}
+
+int admin_db(const char *config_path, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv) || strcmp(argv[1], "migrate") != 0) {
+        printf("usage: aigw [--config PATH] db migrate\n\n"
+               "Creates the database if needed and applies pending schema migrations.\n");
+        return argc < 2 || !wants_help(argc, argv);
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct store *s = open_store(cfg); /* store_open applies the migrations */
+    if (!s) {
+        cfg_free(cfg);
+        return 1;
+    }
+    printf("database %s is up to date\n", cfg->database.path);
+    store_close(s);
+    cfg_free(cfg);
+    return 0;
+}
+
+/* --- users ----------------------------------------------------------------- */
+
+static const char user_usage[] =
+    "usage: aigw [--config PATH] user add USER [options]\n"
+    "       aigw [--config PATH] user set USER [options] [--enable]\n"
+    "       aigw [--config PATH] user disable USER\n"
+    "       aigw [--config PATH] user list\n\n"
+    "options:\n"
+    "  --roles R1,R2        roles (default AI.User)\n"
+    "  --requests N         requests per window (default: limits.requests_per_window)\n"
+    "  --window SECONDS     the rate window (default: limits.window_s)\n"
+    "  --tpm N              tokens per minute (0 = none)\n"
+    "  --budget N           token budget per period\n"
+    "  --period P           day, month or total\n"
+    "  use 'default' as a value to fall back to the configuration's default\n";
+
+static int parse_limit(const char *opt, const char *v, int64_t *out)
+{
+    if (strcmp(v, "default") == 0) {
+        *out = -1;
+        return 0;
+    }
+    char *end;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (errno || *end || n < 0) {
+        fprintf(stderr, "aigw: %s needs a whole number >= 0 or 'default' (got '%s')\n", opt, v);
+        return -1;
+    }
+    *out = n;
+    return 0;
+}
+
+static int parse_user_options(int argc, char **argv, int start, struct user_row *u, int *enable)
+{
+    for (int i = start; i < argc; i++) {
+        const char *o = argv[i];
+        if (strcmp(o, "--enable") == 0 && enable) {
+            *enable = 1;
+            continue;
+        }
+        if (i + 1 >= argc) {
+            fprintf(stderr, "aigw: %s needs a value (see aigw user --help)\n", o);
+            return -1;
+        }
+        const char *v = argv[++i];
+        if (strcmp(o, "--roles") == 0) {
+            if (strlen(v) >= sizeof u->roles) {
+                fprintf(stderr, "aigw: --roles is too long\n");
+                return -1;
+            }
+            snprintf(u->roles, sizeof u->roles, "%s", v);
+        } else if (strcmp(o, "--requests") == 0) {
+            if (parse_limit(o, v, &u->requests_per_window) < 0)
+                return -1;
+        } else if (strcmp(o, "--window") == 0) {
+            if (parse_limit(o, v, &u->window_s) < 0)
+                return -1;
+        } else if (strcmp(o, "--tpm") == 0) {
+            if (parse_limit(o, v, &u->tokens_per_minute) < 0)
+                return -1;
+        } else if (strcmp(o, "--budget") == 0) {
+            if (parse_limit(o, v, &u->token_budget) < 0)
+                return -1;
+        } else if (strcmp(o, "--period") == 0) {
+            if (strcmp(v, "default") == 0)
+                u->budget_period[0] = '\0';
+            else if (strcmp(v, "day") && strcmp(v, "month") && strcmp(v, "total")) {
+                fprintf(stderr, "aigw: --period must be day, month, total or default\n");
+                return -1;
+            } else
+                snprintf(u->budget_period, sizeof u->budget_period, "%s", v);
+        } else {
+            fprintf(stderr, "aigw: unknown option %s (see aigw user --help)\n", o);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static void print_limit(int64_t v)
+{
+    if (v < 0)
+        printf("\tdefault");
+    else
+        printf("\t%lld", (long long)v);
+}
+
+static void print_user(const struct user_row *u, void *arg)
+{
+    (void)arg;
+    printf("%s\t%s", u->user_id, u->roles);
+    print_limit(u->requests_per_window);
+    print_limit(u->window_s);
+    print_limit(u->tokens_per_minute);
+    print_limit(u->token_budget);
+    printf("\t%s\t%s\n", u->budget_period[0] ? u->budget_period : "default",
+           u->disabled ? "disabled" : "enabled");
+}
+
+static int valid_user_id(const char *id)
+{
+    size_t n = strlen(id);
+    if (n == 0 || n > 256)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
+int admin_user(const char *config_path, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv)) {
+        fputs(user_usage, argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "list") && strcmp(sub, "add") && strcmp(sub, "set") && strcmp(sub, "disable")) {
+        fprintf(stderr, "aigw: unknown user command '%s' (add, set, disable, list)\n", sub);
+        return 1;
+    }
+    if (strcmp(sub, "list") != 0 && (argc < 3 || !valid_user_id(argv[2]))) {
+        fprintf(stderr, "aigw: user %s needs a USER of 1 to 256 printable characters\n", sub);
+        return 1;
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct store *s = open_store(cfg);
+    int rc = 1;
+    if (!s)
+        goto out;
+    if (strcmp(sub, "list") == 0) {
+        printf("user\troles\trequests\twindow_s\ttpm\tbudget\tperiod\tstate\n");
+        rc = store_user_each(s, print_user, NULL) < 0;
+        goto out;
+    }
+    struct user_row u;
+    int found = store_user_get(s, argv[2], &u);
+    if (found < 0) {
+        fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
+        goto out;
+    }
+    if (strcmp(sub, "add") == 0) {
+        if (found) {
+            fprintf(stderr, "aigw: user %s already exists (use 'aigw user set')\n", argv[2]);
+            goto out;
+        }
+        memset(&u, 0, sizeof u);
+        snprintf(u.user_id, sizeof u.user_id, "%s", argv[2]);
+        snprintf(u.roles, sizeof u.roles, "AI.User");
+        u.requests_per_window = u.window_s = u.tokens_per_minute = u.token_budget = -1;
+        if (parse_user_options(argc, argv, 3, &u, NULL) < 0)
+            goto out;
+        if (store_user_insert(s, &u, now_ms()) < 0) {
+            fprintf(stderr, "aigw: cannot add user: %s\n", store_errmsg(s));
+            goto out;
+        }
+        printf("user %s added\n", u.user_id);
+        rc = 0;
+        goto out;
+    }
+    if (!found) {
+        fprintf(stderr, "aigw: no user %s (add it with 'aigw user add')\n", argv[2]);
+        goto out;
+    }
+    int enable = 0;
+    if (strcmp(sub, "disable") == 0) {
+        u.disabled = 1;
+    } else {
+        if (parse_user_options(argc, argv, 3, &u, &enable) < 0)
+            goto out;
+        if (enable)
+            u.disabled = 0;
+    }
+    if (store_user_update(s, &u) < 0) {
+        fprintf(stderr, "aigw: cannot update user: %s\n", store_errmsg(s));
+        goto out;
+    }
+    printf("user %s %s\n", u.user_id, strcmp(sub, "disable") == 0 ? "disabled" : "updated");
+    rc = 0;
+out:
+    store_close(s);
+    cfg_free(cfg);
+    return rc;
+}
+
+/* --- keys ------------------------------------------------------------------ */
+
+static void format_time(int64_t ms, char *out, size_t n)
+{
+    if (!ms) {
+        snprintf(out, n, "-");
+        return;
+    }
+    time_t t = (time_t)(ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(out, n, "%Y-%m-%dT%H:%M:%SZ", &tm);
+}
+
+static void print_key(const struct key_row *k, void *arg)
+{
+    (void)arg;
+    char created[32], expires[32], revoked[32];
+    format_time(k->created_ms, created, sizeof created);
+    format_time(k->expires_ms, expires, sizeof expires);
+    format_time(k->revoked_ms, revoked, sizeof revoked);
+    printf("%s\t%s\t%s\t%s\t%s\n", k->key_id, k->user_id, created, expires, revoked);
+}
+
+int admin_key(const char *config_path, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv)) {
+        fputs("usage: aigw [--config PATH] key create USER [--expires DURATION]\n"
+              "       aigw [--config PATH] key list [USER]\n"
+              "       aigw [--config PATH] key revoke KEY_ID\n\n"
+              "A created key is printed once; only its SHA-256 is stored.\n"
+              "DURATION is like 90d, 24h, 30m.\n",
+              argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    const char *sub = argv[1];
+    if (strcmp(sub, "create") && strcmp(sub, "list") && strcmp(sub, "revoke")) {
+        fprintf(stderr, "aigw: unknown key command '%s' (create, list, revoke)\n", sub);
+        return 1;
+    }
+    if ((strcmp(sub, "create") == 0 || strcmp(sub, "revoke") == 0) && argc < 3) {
+        fprintf(stderr, "aigw: key %s needs %s\n", sub, strcmp(sub, "create") == 0 ? "USER" : "KEY_ID");
+        return 1;
+    }
+    int64_t expires = 0;
+    if (strcmp(sub, "create") == 0) {
+        for (int i = 3; i < argc; i++) {
+            if (strcmp(argv[i], "--expires") == 0 && i + 1 < argc) {
+                long long d = admin_parse_duration(argv[++i]);
+                if (d <= 0) {
+                    fprintf(stderr, "aigw: --expires needs a duration like 90d or 12h\n");
+                    return 1;
+                }
+                expires = now_ms() + d * 1000;
+            } else {
+                fprintf(stderr, "aigw: unknown option %s (see aigw key --help)\n", argv[i]);
+                return 1;
+            }
+        }
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct store *s = open_store(cfg);
+    int rc = 1;
+    if (!s)
+        goto out;
+    if (strcmp(sub, "list") == 0) {
+        printf("key_id\tuser\tcreated\texpires\trevoked\n");
+        rc = store_key_each(s, argc > 2 ? argv[2] : NULL, print_key, NULL) < 0;
+    } else if (strcmp(sub, "revoke") == 0) {
+        int r = store_key_revoke(s, argv[2], now_ms());
+        if (r < 0)
+            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
+        else if (r == 0)
+            fprintf(stderr, "aigw: no active key %s\n", argv[2]);
+        else {
+            printf("key %s revoked\n", argv[2]);
+            rc = 0;
+        }
+    } else {
+        struct user_row u;
+        int found = store_user_get(s, argv[2], &u);
+        if (found <= 0) {
+            fprintf(stderr, "aigw: no user %s (add it first with 'aigw user add %s')\n", argv[2], argv[2]);
+            goto out;
+        }
+        char key[96], key_id[16];
+        unsigned char hash[32];
+        if (auth_key_generate(key, sizeof key, key_id, sizeof key_id, hash) < 0 ||
+            store_key_insert(s, key_id, hash, u.user_id, now_ms(), expires) < 0) {
+            fprintf(stderr, "aigw: cannot create key: %s\n", store_errmsg(s));
+            goto out;
+        }
+        printf("%s\n", key);
+        fprintf(stderr, "key %s created for %s; it is shown only this once\n", key_id, u.user_id);
+        memset(key, 0, sizeof key);
+        rc = 0;
+    }
+out:
+    store_close(s);
+    cfg_free(cfg);
+    return rc;
+}
+
+/* --- backends -------------------------------------------------------------- */
+
+int admin_backend(const char *config_path, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv) ||
+        (strcmp(argv[1], "status") && strcmp(argv[1], "reset"))) {
+        fputs("usage: aigw [--config PATH] backend status\n"
+              "       aigw [--config PATH] backend reset NAME\n\n"
+              "status shows each backend's circuit breaker; reset closes one.\n",
+              wants_help(argc, argv) ? stdout : stderr);
+        return !wants_help(argc, argv);
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct store *s = open_store(cfg);
+    int rc = 1;
+    if (!s)
+        goto out;
+    if (strcmp(argv[1], "status") == 0) {
+        printf("backend\tpriority\tstate\tfailures\topen_until\tlast_error\n");
+        for (size_t i = 0; i < cfg->n_backends; i++) {
+            struct breaker_row row;
+            if (store_breaker_get(s, cfg->backends[i].name, &row) < 0)
+                goto out;
+            char until[32];
+            format_time(strcmp(row.state, "closed") ? row.open_until_ms : 0, until, sizeof until);
+            printf("%s\t%d\t%s\t%d\t%s\t%s\n", cfg->backends[i].name, cfg->backends[i].priority,
+                   row.state, row.failures, until, row.last_error[0] ? row.last_error : "-");
+        }
+        rc = 0;
+        goto out;
+    }
+    if (argc < 3) {
+        fprintf(stderr, "aigw: backend reset needs NAME\n");
+        goto out;
+    }
+    size_t i = 0;
+    while (i < cfg->n_backends && strcmp(cfg->backends[i].name, argv[2]) != 0)
+        i++;
+    if (i == cfg->n_backends) {
+        fprintf(stderr, "aigw: no backend named %s in %s\n", argv[2], cfg->path);
+        goto out;
+    }
+    struct breaker_row row;
+    memset(&row, 0, sizeof row);
+    snprintf(row.state, sizeof row.state, "closed");
+    row.updated_ms = now_ms();
+    if (store_breaker_put(s, argv[2], &row) < 0) {
+        fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
+        goto out;
+    }
+    printf("backend %s reset (closed)\n", argv[2]);
+    rc = 0;
+out:
+    store_close(s);
+    cfg_free(cfg);
+    return rc;
+}
+
+/* --- audit ----------------------------------------------------------------- */
+
+int admin_audit(const char *config_path, int argc, char **argv)
+{
+    if (argc < 2 || wants_help(argc, argv) || (strcmp(argv[1], "prune") && strcmp(argv[1], "sweep"))) {
+        fputs("usage: aigw [--config PATH] audit prune --older-than DURATION\n"
+              "       aigw [--config PATH] audit sweep [--older-than DURATION]\n\n"
+              "prune deletes completed audit rows older than DURATION (e.g. 90d) in small batches.\n"
+              "sweep marks pending rows of requests whose worker died 'abandoned' and releases\n"
+              "their budget reservations (default: older than the request deadline).\n",
+              wants_help(argc, argv) ? stdout : stderr);
+        return !wants_help(argc, argv);
+    }
+    long long older = -1;
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--older-than") == 0 && i + 1 < argc)
+            older = admin_parse_duration(argv[++i]);
+        else {
+            fprintf(stderr, "aigw: unknown option %s (see aigw audit --help)\n", argv[i]);
+            return 1;
+        }
+    }
+    int prune = strcmp(argv[1], "prune") == 0;
+    if (prune && older < 0) {
+        fprintf(stderr, "aigw: audit prune needs --older-than DURATION (e.g. 90d)\n");
+        return 1;
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct worker w;
+    memset(&w, 0, sizeof w);
+    w.cfg = cfg;
+    w.store = open_store(cfg);
+    int rc = 1;
+    if (!w.store)
+        goto out;
+    if (prune) {
+        long total = 0;
+        int n;
+        do {
+            /* Small batches, each its own transaction, so workers never wait long. */
+            if (store_begin(w.store) < 0)
+                break;
+            n = store_audit_prune(w.store, now_ms() - older * 1000, 1000);
+            if (n < 0 || store_commit(w.store) < 0) {
+                store_rollback(w.store);
+                fprintf(stderr, "aigw: database error: %s\n", store_errmsg(w.store));
+                goto out;
+            }
+            total += n;
+        } while (n == 1000);
+        printf("deleted %ld audit row(s)\n", total);
+        rc = 0;
+    } else {
+        int64_t age = older >= 0 ? older * 1000 : (int64_t)(cfg->retry.deadline_s * 1000) + 60000;
+        long total = 0;
+        int n;
+        while ((n = limits_sweep_abandoned(&w, age)) > 0)
+            total += n;
+        if (n < 0) {
+            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(w.store));
+            goto out;
+        }
+        printf("marked %ld request(s) abandoned\n", total);
+        rc = 0;
+    }
+out:
+    store_close(w.store);
+    cfg_free(cfg);
+    return rc;
+}

@@ -1,0 +1,36 @@
+/*
+ * auth.h - who is calling: gateway API keys and JWT bearer tokens.
+ *
+ * Pipeline stage 3. Exactly one credential is accepted per request, as
+ * `Authorization: Bearer ...` or the Azure SDK's `api-key:` header. Gateway
+ * keys (aigw_...) are looked up by their SHA-256; anything else in a Bearer
+ * header is a JWT. The caller's credential is used only here and is never
+ * forwarded to a backend.
+ */
+#ifndef AIGW_AUTH_H
+#define AIGW_AUTH_H
+
+#include <stddef.h>
+
+#include "err.h"
+#include "request.h"
+
+/* Authenticates req and fills req->caller (with the limits of the subject). */
+enum aigw_err auth_authenticate(struct request *req);
+
+/* After validation: decides whose limits and budget apply (the caller, or the
+ * body's user on whose behalf a trusted application calls). */
+enum aigw_err auth_authorize_subject(struct request *req);
+
+/* 1 when the comma-separated roles list holds role. */
+int auth_has_role(const char *roles, const char *role);
+
+/* Creates a new key for user: writes the key text (shown once) into out and
+ * its public id into key_id. Returns 0 or -1. */
+int auth_key_generate(char *out, size_t out_len, char *key_id, size_t key_id_len,
+                      unsigned char hash[32]);
+
+/* SHA-256 of a key's text. */
+void auth_key_hash(const char *key, size_t len, unsigned char hash[32]);
+
+#endif

@@ -1,0 +1,74 @@
+/*
+ * backend.h - HTTP calls to model backends over kept-alive connections.
+ *
+ * Each worker keeps one libcurl handle per configured backend, so TLS and TCP
+ * connections are reused across requests. backend_perform makes one call and
+ * reports what happened; deciding what to do about it is dispatch.c's job.
+ * A streamed answer is handed to the caller event by event as it arrives.
+ */
+#ifndef AIGW_BACKEND_H
+#define AIGW_BACKEND_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+
+struct backend_conn {
+    const struct cfg_backend *cfg;
+    void *curl; /* CURL * */
+    struct buf key; /* the resolved api key; never logged */
+    int key_loaded;
+};
+
+struct backend_pool {
+    struct backend_conn *conns;
+    size_t n;
+};
+
+/* One handle per backend; free with backend_pool_free. NULL when out of memory. */
+struct backend_pool *backend_pool_new(const struct cfg *cfg);
+void backend_pool_free(struct backend_pool *pool);
+
+/* Resolves the backend's key (again, with force). 0, or -1 with err set. */
+int backend_load_key(struct backend_conn *c, const char *environment, int force, struct buf *err);
+
+/* Called with the data of each SSE event; return 0 to go on, -1 to abort. */
+typedef int (*sse_event_fn)(void *arg, const char *data, size_t len);
+
+struct upstream_call {
+    /* in */
+    const char *url;
+    const char *body;
+    size_t body_len;
+    const char *traceparent;
+    double timeout_s;
+    sse_event_fn on_event; /* non-NULL: relay text/event-stream answers */
+    void *arg;
+    struct buf *body_out;  /* the whole answer when not relayed as events */
+    size_t max_body;
+    /* out */
+    long status;                /* 0 when no HTTP answer */
+    int64_t retry_after_ms;     /* from Retry-After / retry-after-ms; -1 when absent */
+    char content_type[96];
+    char processing_ms[24];     /* openai-processing-ms, relayed to the client */
+    int is_sse;
+    int events;                 /* SSE events handed to on_event */
+    int aborted;                /* on_event asked to stop */
+    int timed_out;
+    int transport_error;        /* connect failure, reset, truncated answer */
+    char error[160];
+    double latency_ms;
+    size_t sse_pos;             /* parser state */
+    struct buf sse_line;
+};
+
+/* Performs one POST (or GET when body is NULL). Returns 0 when an HTTP answer
+ * arrived completely, -1 otherwise (see the out fields). */
+int backend_perform(struct backend_conn *c, struct upstream_call *call);
+
+/* Parses a Retry-After value (seconds or an HTTP date) into milliseconds; -1 if invalid. */
+int64_t backend_parse_retry_after(const char *value, int64_t now_ms);
+
+#endif

@@ -1,0 +1,348 @@
+/*
+ * dispatch.c - failover, retries and breakers around backend calls (see dispatch.h).
+ *
+ * The breaker is consulted and updated in short transactions before and after
+ * each call; no transaction is open while a backend is being called.
+ */
+#include "dispatch.h"
+
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "breaker.h"
+#include "log.h"
+
+#define DEFAULT_API_VERSION "2024-10-21"
+#define MAX_ANSWER_BYTES (16u << 20) /* a model answer larger than this is refused */
+
+uint64_t rng_next(uint64_t *s)
+{
+    /* xorshift64*: jitter and weighted choice need speed, not secrecy. */
+    uint64_t x = *s ? *s : 0x9E3779B97F4A7C15ull;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    *s = x;
+    return x * 0x2545F4914F6CDD1Dull;
+}
+
+static double rng_unit(uint64_t *s)
+{
+    return (double)(rng_next(s) >> 11) / 9007199254740992.0;
+}
+
+int dispatch_model_served(const struct cfg *cfg, const char *model)
+{
+    for (size_t i = 0; i < cfg->n_backends; i++)
+        if (cfg_backend_deployment(&cfg->backends[i], model))
+            return 1;
+    return 0;
+}
+
+size_t dispatch_order(const struct cfg *cfg, const char *model, uint64_t *rng, size_t *order)
+{
+    size_t n = 0;
+    for (size_t i = 0; i < cfg->n_backends; i++)
+        if (cfg_backend_deployment(&cfg->backends[i], model))
+            order[n++] = i;
+    /* Insertion sort by priority (stable; n is small). */
+    for (size_t i = 1; i < n; i++)
+        for (size_t j = i; j > 0 && cfg->backends[order[j]].priority < cfg->backends[order[j - 1]].priority; j--) {
+            size_t t = order[j];
+            order[j] = order[j - 1];
+            order[j - 1] = t;
+        }
+    /* Within each priority, draw without replacement in proportion to weight. */
+    for (size_t start = 0; start < n;) {
+        size_t end = start;
+        while (end < n && cfg->backends[order[end]].priority == cfg->backends[order[start]].priority)
+            end++;
+        for (size_t k = start; k + 1 < end; k++) {
+            long total = 0;
+            for (size_t j = k; j < end; j++)
+                total += cfg->backends[order[j]].weight;
+            long pick = (long)(rng_unit(rng) * (double)total);
+            size_t j = k;
+            for (; j < end; j++) {
+                pick -= cfg->backends[order[j]].weight;
+                if (pick < 0)
+                    break;
+            }
+            if (j >= end)
+                j = end - 1;
+            size_t t = order[k];
+            order[k] = order[j];
+            order[j] = t;
+        }
+        start = end;
+    }
+    return n;
+}
+
+int64_t dispatch_backoff_ms(int round, int base_ms, int max_ms, double rnd, int64_t retry_after_ms)
+{
+    double d = (double)base_ms * pow(2.0, round);
+    if (d > max_ms)
+        d = max_ms;
+    d = d * (0.5 + 0.5 * rnd);
+    int64_t ms = (int64_t)d;
+    return retry_after_ms > ms ? retry_after_ms : ms;
+}
+
+static void build_url(const struct cfg_backend *b, const char *deployment, const char *op,
+                      const char *client_version, struct buf *out)
+{
+    buf_reset(out);
+    if (b->type == BACKEND_AZURE) {
+        const char *v = b->api_version ? b->api_version
+                        : client_version && *client_version ? client_version
+                                                            : DEFAULT_API_VERSION;
+        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=", b->url, deployment, op);
+        /* The version came from the client: keep only URL-safe characters. */
+        for (const char *p = v; *p; p++)
+            if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+                *p == '-' || *p == '.' || *p == '_')
+                buf_putc(out, *p);
+    } else {
+        buf_printf(out, "%s/%s", b->url, op);
+    }
+}
+
+/* The body for backend b: the client's bytes when they can go unchanged. */
+static const char *body_for(struct request *req, struct dispatch_target *t,
+                            const struct cfg_backend *b, const char *deployment, size_t *len)
+{
+    if (b->type == BACKEND_AZURE && t->body_is_raw_ok) {
+        *len = req->body.len;
+        return req->body.data;
+    }
+    if (b->type == BACKEND_OPENAI)
+        json_object_object_add(t->body, "model", json_object_new_string(deployment));
+    else
+        json_object_object_del(t->body, "model");
+    size_t n;
+    const char *s = json_object_to_json_string_length(t->body, JSON_C_TO_STRING_PLAIN, &n);
+    *len = n;
+    return s;
+}
+
+/* Statuses that describe the request, not the backend: relayed, never retried.
+ * 401, 403 and 404 from a backend mean its key or deployment is wrong, which
+ * another region may not share, so those fail over. */
+static int client_error(long status)
+{
+    return status == 400 || status == 409 || status == 413 || status == 415 || status == 422;
+}
+
+static struct attempt *record_attempt(struct request *req, const char *backend)
+{
+    struct attempt *a = &req->attempts[req->n_attempts < MAX_ATTEMPTS_RECORDED ? req->n_attempts
+                                                                               : MAX_ATTEMPTS_RECORDED - 1];
+    memset(a, 0, sizeof *a);
+    a->backend = backend;
+    req->n_attempts++;
+    return a;
+}
+
+static void sleep_ms(int64_t ms)
+{
+    if (ms <= 0)
+        return;
+    struct timespec ts = {ms / 1000, (ms % 1000) * 1000000};
+    while (nanosleep(&ts, &ts) != 0)
+        ;
+}
+
+enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
+{
+    struct worker *w = req->w;
+    const struct cfg *cfg = w->cfg;
+    size_t order[64];
+    size_t n = cfg->n_backends > 64 ? 0 : dispatch_order(cfg, req->model, &w->rng, order);
+    if (n == 0)
+        return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
+                            "The model '%s' does not exist or no backend serves it.", req->model);
+    double deadline = req->start_mono + cfg->retry.deadline_s;
+    struct buf url = {0};
+    char traceparent[64];
+    snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", req->trace_id, req->span_id);
+    struct upstream_call call = {0};
+    int64_t retry_after_max = -1;
+    int64_t earliest_retry_at = 0;
+    int last_was_timeout = 0;
+    int tried_any = 0;
+    enum aigw_err result = AIGW_ERR_BACKEND_ERROR;
+
+    for (int round = 0; req->n_attempts < cfg->retry.max_attempts; round++) {
+        int tried_this_round = 0;
+        retry_after_max = -1;
+        for (size_t k = 0; k < n && req->n_attempts < cfg->retry.max_attempts; k++) {
+            struct backend_conn *conn = &w->pool->conns[order[k]];
+            const struct cfg_backend *b = conn->cfg;
+            double remaining = deadline - mono_s();
+            if (remaining <= 0.05) {
+                result = AIGW_ERR_DEADLINE;
+                goto done;
+            }
+            int64_t retry_at = 0;
+            enum breaker_decision d = breaker_acquire(w, b->name, b->timeout_s, &retry_at);
+            if (d == BREAKER_SKIP) {
+                if (!earliest_retry_at || retry_at < earliest_retry_at)
+                    earliest_retry_at = retry_at;
+                continue;
+            }
+            const char *deployment = cfg_backend_deployment(b, req->model);
+            struct attempt *a = record_attempt(req, b->name);
+            tried_any = tried_this_round = 1;
+            req->backend_name = b->name;
+            req->backend_deployment = deployment;
+            struct buf keyerr = {0};
+            if (backend_load_key(conn, cfg->environment, 0, &keyerr) < 0) {
+                log_error("backend %s: %s", b->name, buf_cstr(&keyerr));
+                snprintf(a->error, sizeof a->error, "backend key unavailable");
+                buf_free(&keyerr);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                               "backend key unavailable");
+                continue;
+            }
+            buf_free(&keyerr);
+            build_url(b, deployment, t->op, req->api_version, &url);
+            size_t body_len;
+            const char *body = body_for(req, t, b, deployment, &body_len);
+            call.url = buf_cstr(&url);
+            call.body = body;
+            call.body_len = body_len;
+            call.traceparent = traceparent;
+            call.timeout_s = remaining < b->timeout_s ? remaining : b->timeout_s;
+            call.on_event = t->on_event;
+            call.arg = t->arg;
+            call.body_out = &req->upstream;
+            call.max_body = MAX_ANSWER_BYTES;
+            buf_reset(&req->upstream);
+            int rc = backend_perform(conn, &call);
+            if (rc == 0 && call.status == 401 && conn->cfg->api_key_ref) {
+                /* The key may have been rotated: fetch it again and retry once. */
+                struct buf err = {0};
+                if (backend_load_key(conn, cfg->environment, 1, &err) == 0) {
+                    buf_reset(&req->upstream);
+                    rc = backend_perform(conn, &call);
+                }
+                buf_free(&err);
+            }
+            a->http_status = (int)call.status;
+            a->latency_ms = call.latency_ms;
+            last_was_timeout = call.timed_out;
+            if (call.processing_ms[0])
+                snprintf(req->upstream_processing_ms, sizeof req->upstream_processing_ms, "%s",
+                         call.processing_ms);
+
+            if (call.is_sse && call.events > 0 && req->stream_started) {
+                /* The client has bytes of this stream: no failover any more. */
+                if (rc == 0 && !call.aborted) {
+                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                    req->upstream_status = (int)call.status;
+                    result = AIGW_OK;
+                } else {
+                    snprintf(a->error, sizeof a->error, "%s", req->client_gone ? "client disconnected" : call.error);
+                    if (!req->client_gone)
+                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, call.error);
+                    else
+                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                    req->upstream_status = (int)call.status;
+                    result = req->client_gone ? AIGW_OK : AIGW_ERR_BACKEND_ERROR;
+                    if (!req->client_gone)
+                        request_fail(req, AIGW_ERR_BACKEND_ERROR, "",
+                                     "The backend stream broke off: %s.", call.error);
+                }
+                goto done;
+            }
+            if (rc < 0) {
+                snprintf(a->error, sizeof a->error, "%s", call.error);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, call.error);
+                log_warn("request %s: backend %s failed: %s", req->request_id, b->name, call.error);
+                continue;
+            }
+            if (call.status == 429) {
+                snprintf(a->error, sizeof a->error, "throttled (429)");
+                if (call.retry_after_ms >= 0) {
+                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_THROTTLED,
+                                   call.retry_after_ms, "throttled (429 with Retry-After)");
+                    if (call.retry_after_ms > retry_after_max)
+                        retry_after_max = call.retry_after_ms;
+                } else {
+                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                                   "throttled (429)");
+                }
+                continue;
+            }
+            if (!(call.status >= 200 && call.status < 300) && !client_error(call.status)) {
+                snprintf(a->error, sizeof a->error, "HTTP %ld from backend", call.status);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                continue;
+            }
+            if (client_error(call.status)) {
+                /* The caller's mistake: relay it, do not retry, the backend is healthy. */
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                req->upstream_status = (int)call.status;
+                snprintf(a->error, sizeof a->error, "HTTP %ld (passed to the client)", call.status);
+                result = AIGW_OK;
+                goto done;
+            }
+            if (!call.is_sse && t->accept && t->accept(req, t->arg) < 0) {
+                snprintf(a->error, sizeof a->error, "malformed answer from backend");
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                continue;
+            }
+            if (call.is_sse && !req->stream_started) {
+                /* The stream ended before a single event reached the client. */
+                snprintf(a->error, sizeof a->error, "stream ended without events");
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                continue;
+            }
+            breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+            req->upstream_status = (int)call.status;
+            result = AIGW_OK;
+            goto done;
+        }
+        if (!tried_this_round) {
+            /* Every breaker is open: say when one may close. */
+            int64_t wait = earliest_retry_at ? earliest_retry_at - now_ms() : 1000;
+            req->retry_after_s = (int)((wait > 0 ? wait : 0) + 999) / 1000;
+            if (req->retry_after_s < 1)
+                req->retry_after_s = 1;
+            result = AIGW_ERR_BACKEND_UNAVAILABLE;
+            goto done;
+        }
+        if (req->n_attempts >= cfg->retry.max_attempts)
+            break;
+        int64_t backoff = dispatch_backoff_ms(round, cfg->retry.base_delay_ms, cfg->retry.max_delay_ms,
+                                              rng_unit(&w->rng), retry_after_max);
+        if (mono_s() + (double)backoff / 1000.0 >= deadline)
+            break;
+        sleep_ms(backoff);
+    }
+    result = !tried_any ? AIGW_ERR_BACKEND_UNAVAILABLE
+             : last_was_timeout ? AIGW_ERR_DEADLINE
+                                : AIGW_ERR_BACKEND_ERROR;
+    if (!tried_any && !req->retry_after_s)
+        req->retry_after_s = 1;
+done:
+    buf_free(&url);
+    buf_free(&call.sse_line);
+    if (result != AIGW_OK && req->err == AIGW_OK) {
+        if (result == AIGW_ERR_BACKEND_UNAVAILABLE)
+            request_fail(req, result, "", "Every backend for model '%s' is unavailable (circuit open); "
+                                          "retry after %d s.", req->model, req->retry_after_s);
+        else if (result == AIGW_ERR_DEADLINE)
+            request_fail(req, result, "", "No backend answered within the deadline after %d attempt(s).",
+                         req->n_attempts);
+        else
+            request_fail(req, result, "", "The model backends failed after %d attempt(s); last: %s.",
+                         req->n_attempts,
+                         req->n_attempts ? req->attempts[(req->n_attempts - 1) % MAX_ATTEMPTS_RECORDED].error : "none");
+    }
+    return result;
+}

@@ -1,0 +1,16 @@
+/*
+ * migrations.h - the schema migrations compiled in from sql/NNN_*.sql.
+ */
+#ifndef AIGW_MIGRATIONS_H
+#define AIGW_MIGRATIONS_H
+
+struct migration {
+    int version;
+    const char *name;
+    const char *sql;
+};
+
+extern const struct migration migrations[];
+extern const int n_migrations;
+
+#endif

@@ -1,0 +1,187 @@
+/*
+ * pipeline.c - the request pipeline (see pipeline.h).
+ *
+ * Each stage returns an enum aigw_err; the first failure ends the request and
+ * respond() turns it into the one OpenAI-shaped error. Whatever happened, an
+ * admitted request is settled and a refused one past authentication leaves a
+ * 'refused' audit row.
+ */
+#include "pipeline.h"
+
+#include <stdio.h>
+#include <string.h>
+#include <strings.h>
+
+#include "auth.h"
+#include "chat.h"
+#include "dispatch.h"
+#include "fcgi_io.h"
+#include "limits.h"
+#include "log.h"
+#include "proxy.h"
+#include "store.h"
+
+#define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned rows */
+
+static enum aigw_err route_request(struct request *req)
+{
+    enum aigw_err e = router_match(req->method, req->path, &req->route, req->deployment);
+    if (e == AIGW_ERR_METHOD_NOT_ALLOWED)
+        return request_fail(req, e, "", "Method %s is not allowed on %s.", req->method, req->path);
+    if (e != AIGW_OK)
+        return request_fail(req, e, "", "No endpoint at %s.", req->path);
+    return AIGW_OK;
+}
+
+static int is_model_route(enum route r)
+{
+    return r == ROUTE_SEED_CHAT || r == ROUTE_AZURE_CHAT || r == ROUTE_AZURE_EMBED ||
+           r == ROUTE_OAI_CHAT || r == ROUTE_OAI_EMBED;
+}
+
+static enum api_kind route_kind(enum route r)
+{
+    return r == ROUTE_SEED_CHAT                             ? API_SEED_CHAT
+           : r == ROUTE_AZURE_EMBED || r == ROUTE_OAI_EMBED ? API_EMBEDDINGS
+                                                            : API_CHAT_COMPLETIONS;
+}
+
+/* Copies the api-version query parameter (Azure routes require it). */
+static enum aigw_err read_api_version(struct request *req)
+{
+    const char *q = req->query;
+    while (q && *q) {
+        if (strncmp(q, "api-version=", 12) == 0) {
+            const char *v = q + 12;
+            size_t n = strcspn(v, "&");
+            if (n == 0 || n >= sizeof req->api_version_buf)
+                break;
+            memcpy(req->api_version_buf, v, n);
+            req->api_version_buf[n] = '\0';
+            req->api_version = req->api_version_buf;
+            return AIGW_OK;
+        }
+        q = strchr(q, '&');
+        if (q)
+            q++;
+    }
+    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
+        return request_fail(req, AIGW_ERR_MISSING_FIELD, "api-version",
+                            "The api-version query parameter is required (e.g. ?api-version=2024-10-21).");
+    return AIGW_OK;
+}
+
+static enum aigw_err validate_request(struct request *req)
+{
+    const char *ct = req->content_type;
+    if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
+        (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' '))
+        return request_fail(req, AIGW_ERR_UNSUPPORTED_MEDIA_TYPE, "Content-Type",
+                            "Content-Type must be application/json (got %s).", ct ? ct : "none");
+    struct validation_error verr;
+    enum aigw_err e = validate_body(req->w->cfg, route_kind(req->route), req->body.data ? req->body.data : "",
+                                    req->body.len, &req->in, &verr);
+    if (e != AIGW_OK)
+        return request_fail(req, e, verr.param, "%s", verr.message);
+    return read_api_version(req);
+}
+
+/* The client-visible model: the Azure path's deployment, else the body's. */
+static enum aigw_err resolve_model(struct request *req)
+{
+    const struct cfg *cfg = req->w->cfg;
+    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
+        req->model = req->deployment;
+    else if (req->in.model)
+        req->model = req->in.model;
+    else if (req->route == ROUTE_SEED_CHAT && cfg->default_model)
+        req->model = cfg->default_model;
+    else
+        return request_fail(req, AIGW_ERR_MISSING_FIELD, "model", "model is required.");
+    if (!dispatch_model_served(cfg, req->model))
+        return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
+                            "The model '%s' does not exist or no backend serves it.", req->model);
+    return AIGW_OK;
+}
+
+static enum aigw_err dispatch_request(struct request *req)
+{
+    if (req->route == ROUTE_SEED_CHAT)
+        return chat_handle(req);
+    return proxy_handle(req);
+}
+
+static void serve_health(struct request *req)
+{
+    struct worker *w = req->w;
+    if (req->route == ROUTE_HEALTHZ) {
+        static const char ok[] = "{\"status\":\"ok\"}\n";
+        fcgi_send_json(req, 200, ok, sizeof ok - 1);
+        return;
+    }
+    /* readyz: the database takes writes and some backend can take traffic. */
+    int db = store_writable(w->store);
+    size_t open = 0;
+    for (size_t i = 0; i < w->cfg->n_backends; i++) {
+        struct breaker_row row;
+        if (store_breaker_get(w->store, w->cfg->backends[i].name, &row) == 0 &&
+            strcmp(row.state, "open") == 0 && row.open_until_ms > now_ms())
+            open++;
+    }
+    int ready = db && open < w->cfg->n_backends;
+    struct buf *out = &req->out;
+    buf_reset(out);
+    buf_printf(out, "{\"status\":\"%s\",\"database\":\"%s\",\"backends_open\":%zu,\"backends\":%zu,"
+                    "\"auth\":\"%s\"}\n",
+               ready ? "ready" : "not_ready", db ? "writable" : "unavailable", open, w->cfg->n_backends,
+               w->cfg->auth.enabled ? "enabled" : "disabled (auth.enabled is false)");
+    if (!ready)
+        req->retry_after_s = 5;
+    fcgi_send_json(req, ready ? 200 : 503, out->data, out->len);
+}
+
+void pipeline_handle(struct request *req)
+{
+    req->start_ms = now_ms();
+    req->start_mono = mono_s();
+    enum aigw_err e = fcgi_read_request(req);
+    if (e == AIGW_OK)
+        e = route_request(req);
+    if (e == AIGW_OK && !is_model_route(req->route)) {
+        if (req->route == ROUTE_MODELS)
+            proxy_list_models(req);
+        else if (req->route == ROUTE_METRICS)
+            request_fail(req, AIGW_ERR_NOT_FOUND, "", "Metrics are not enabled in this build.");
+        else
+            serve_health(req);
+        if (!req->http_status)
+            fcgi_send_error(req);
+        return;
+    }
+    int past_auth = 0;
+    if (e == AIGW_OK && (e = auth_authenticate(req)) == AIGW_OK) {
+        past_auth = 1;
+        if ((e = validate_request(req)) == AIGW_OK && (e = auth_authorize_subject(req)) == AIGW_OK &&
+            (e = resolve_model(req)) == AIGW_OK && (e = limits_admit(req)) == AIGW_OK)
+            e = dispatch_request(req);
+    }
+    /* respond: an error not yet answered gets its one OpenAI-shaped body. */
+    if (!req->http_status && !req->stream_started)
+        fcgi_send_error(req);
+    /* settle */
+    if (req->audited == 1)
+        limits_settle(req);
+    else if (past_auth && !req->audited && e != AIGW_OK && e != AIGW_ERR_INTERNAL)
+        limits_audit_refusal(req);
+}
+
+void pipeline_after_response(struct request *req)
+{
+    struct worker *w = req->w;
+    w->served++;
+    if (w->served % SWEEP_EVERY_REQUESTS == 1) {
+        /* Rows pending for longer than any request may run belong to dead workers. */
+        int64_t max_age = (int64_t)(w->cfg->retry.deadline_s * 1000) + 60000;
+        limits_sweep_abandoned(w, max_age);
+    }
+}

@@ -1,0 +1,248 @@
+/*
+ * proxy.c - compatible endpoints and the SSE relay (see proxy.h).
+ *
+ * A relayed stream is written to the client and flushed event by event; the
+ * web server configurations turn their own buffering off so the client sees
+ * each event as the backend produces it. Once the first event has been
+ * written the stream can no longer fail over: if the backend breaks off, the
+ * client gets one error event and no [DONE], and the audit row says error.
+ */
+#include "proxy.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "chat.h"
+#include "dispatch.h"
+#include "fcgi_io.h"
+#include "sanitize.h"
+
+#define MAX_STREAM_CHOICES 16
+
+struct stream_ctx {
+    struct request *req;
+    struct buf pending[MAX_STREAM_CHOICES]; /* held-back content per choice */
+    struct buf event;
+    struct buf clean;
+    int done;          /* [DONE] seen */
+    long relayed_chars; /* content relayed, for a usage estimate if the stream breaks */
+};
+
+static int send_event(struct stream_ctx *s, const char *data, size_t len)
+{
+    struct request *req = s->req;
+    if (!req->stream_started) {
+        if (fcgi_send_headers(req, 200, "text/event-stream") < 0)
+            return -1;
+        req->stream_started = 1;
+    }
+    buf_reset(&s->event);
+    buf_puts(&s->event, "data: ");
+    buf_append(&s->event, data, len);
+    buf_puts(&s->event, "\n\n");
+    if (req->w->cfg->audit.log_bodies != LOG_BODIES_NONE && req->out.len < (1u << 20))
+        buf_append(&req->out, s->event.data, s->event.len);
+    if (fcgi_write(req, s->event.data, s->event.len) < 0 || fcgi_flush(req) < 0)
+        return -1;
+    return 0;
+}
+
+/* Redacts the delta content of each choice in chunk; 1 if chunk changed. */
+static int redact_chunk(struct stream_ctx *s, json_object *chunk)
+{
+    json_object *choices;
+    int changed = 0;
+    if (!json_object_object_get_ex(chunk, "choices", &choices) ||
+        !json_object_is_type(choices, json_type_array))
+        return 0;
+    size_t n = json_object_array_length(choices);
+    for (size_t i = 0; i < n; i++) {
+        json_object *c = json_object_array_get_idx(choices, i), *idx, *delta, *content, *fr;
+        if (!json_object_is_type(c, json_type_object))
+            continue;
+        int index = json_object_object_get_ex(c, "index", &idx) ? json_object_get_int(idx) : 0;
+        if (index < 0 || index >= MAX_STREAM_CHOICES)
+            index = MAX_STREAM_CHOICES - 1;
+        int final = json_object_object_get_ex(c, "finish_reason", &fr) &&
+                    !json_object_is_type(fr, json_type_null);
+        const char *piece = "";
+        size_t plen = 0;
+        int has_content = json_object_object_get_ex(c, "delta", &delta) &&
+                          json_object_is_type(delta, json_type_object) &&
+                          json_object_object_get_ex(delta, "content", &content) &&
+                          json_object_is_type(content, json_type_string);
+        if (has_content) {
+            piece = json_object_get_string(content);
+            plen = (size_t)json_object_get_string_len(content);
+        }
+        if (!has_content && !final)
+            continue;
+        buf_reset(&s->clean);
+        redact_stream(s->req->w->redactor, &s->pending[index], piece, plen, final, &s->clean);
+        s->relayed_chars += (long)s->clean.len;
+        if (has_content) {
+            json_object_object_add(delta, "content",
+                                   json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
+            changed = 1;
+        } else if (s->clean.len && json_object_is_type(delta, json_type_object)) {
+            /* Text held back until the end rides on the finishing chunk. */
+            json_object_object_add(delta, "content",
+                                   json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
+            changed = 1;
+        }
+    }
+    return changed;
+}
+
+static int on_stream_event(void *arg, const char *data, size_t len)
+{
+    struct stream_ctx *s = arg;
+    struct request *req = s->req;
+    if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        s->done = 1;
+        return send_event(s, data, len);
+    }
+    json_object *chunk = json_tokener_parse(data);
+    if (!chunk || !json_object_is_type(chunk, json_type_object)) {
+        json_object_put(chunk);
+        return send_event(s, data, len); /* not ours to judge: relay as is */
+    }
+    json_object *usage, *choices;
+    int has_usage = json_object_object_get_ex(chunk, "usage", &usage) &&
+                    json_object_is_type(usage, json_type_object);
+    if (has_usage)
+        chat_read_usage(req, usage);
+    int no_choices = !json_object_object_get_ex(chunk, "choices", &choices) ||
+                     (json_object_is_type(choices, json_type_array) &&
+                      json_object_array_length(choices) == 0);
+    int rc = 0;
+    if (has_usage && no_choices && !req->in.include_usage) {
+        /* The usage chunk the gateway asked for on its own behalf. */
+    } else {
+        if (has_usage && !req->in.include_usage) {
+            json_object_object_del(chunk, "usage");
+            redact_chunk(s, chunk);
+            size_t n;
+            const char *t = json_object_to_json_string_length(chunk, JSON_C_TO_STRING_PLAIN, &n);
+            rc = send_event(s, t, n);
+        } else if (redact_chunk(s, chunk)) {
+            size_t n;
+            const char *t = json_object_to_json_string_length(chunk, JSON_C_TO_STRING_PLAIN, &n);
+            rc = send_event(s, t, n);
+        } else {
+            rc = send_event(s, data, len);
+        }
+    }
+    json_object_put(chunk);
+    return rc;
+}
+
+static int proxy_accept(struct request *req, void *arg)
+{
+    (void)arg;
+    json_object *answer = json_tokener_parse(buf_cstr(&req->upstream)), *usage;
+    if (!answer || !json_object_is_type(answer, json_type_object)) {
+        json_object_put(answer);
+        return -1;
+    }
+    if (json_object_object_get_ex(answer, "usage", &usage))
+        chat_read_usage(req, usage);
+    json_object_put(answer);
+    return 0;
+}
+
+enum aigw_err proxy_handle(struct request *req)
+{
+    int chat = req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_OAI_CHAT;
+    struct stream_ctx s = {.req = req};
+    struct dispatch_target t = {
+        .op = chat ? "chat/completions" : "embeddings",
+        .body = req->in.root,
+        .body_is_raw_ok = 1,
+        .accept = proxy_accept,
+    };
+    if (chat && req->in.stream) {
+        /* Ask for usage so streams are counted; stripped again if unasked. */
+        json_object *opts;
+        if (!json_object_object_get_ex(req->in.root, "stream_options", &opts) ||
+            !json_object_is_type(opts, json_type_object)) {
+            opts = json_object_new_object();
+            json_object_object_add(req->in.root, "stream_options", opts);
+        }
+        json_object_object_add(opts, "include_usage", json_object_new_boolean(1));
+        t.body_is_raw_ok = 0;
+        t.on_event = on_stream_event;
+        t.arg = &s;
+    }
+    enum aigw_err e = dispatch_call(req, &t);
+    if (req->stream_started) {
+        if (e != AIGW_OK || (!s.done && !req->client_gone)) {
+            if (e == AIGW_OK)
+                request_fail(req, AIGW_ERR_BACKEND_ERROR, "", "The backend stream ended without [DONE].");
+            /* Anything still held back is sent before the error. */
+            struct buf err = {0};
+            fcgi_error_json(req, &err);
+            send_event(&s, err.data, err.len);
+            buf_free(&err);
+            e = req->err;
+        }
+        if (req->client_gone && req->err == AIGW_OK)
+            request_fail(req, AIGW_ERR_INVALID_VALUE, "", "The client disconnected mid-stream.");
+        if (req->total_tokens == 0 && s.relayed_chars > 0) {
+            /* No usage event arrived: count what was relayed, erring high. */
+            req->prompt_tokens = validate_prompt_token_estimate(&req->in);
+            req->completion_tokens = s.relayed_chars / 3 + 1;
+            req->total_tokens = req->prompt_tokens + req->completion_tokens;
+        }
+        req->http_status = 200;
+        e = req->err;
+    } else if (e == AIGW_OK) {
+        /* A whole answer (2xx, or the backend's 4xx verdict on the request). */
+        buf_reset(&req->out);
+        redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "", req->upstream.len,
+                    &req->out);
+        fcgi_send_json(req, req->upstream_status, req->out.data, req->out.len);
+        if (req->upstream_status >= 300)
+            e = request_fail(req, AIGW_ERR_INVALID_VALUE, "", "The backend refused the request (HTTP %d).",
+                             req->upstream_status);
+        req->http_status = req->upstream_status;
+    }
+    for (int i = 0; i < MAX_STREAM_CHOICES; i++)
+        buf_free(&s.pending[i]);
+    buf_free(&s.event);
+    buf_free(&s.clean);
+    return e;
+}
+
+void proxy_list_models(struct request *req)
+{
+    const struct cfg *cfg = req->w->cfg;
+    struct buf *out = &req->out;
+    buf_reset(out);
+    buf_puts(out, "{\"object\":\"list\",\"data\":[");
+    int first = 1;
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        for (size_t j = 0; j < cfg->backends[i].n_deployments; j++) {
+            const char *m = cfg->backends[i].deployments[j].model;
+            int seen = 0;
+            /* List each model once, however many regions serve it. */
+            for (size_t a = 0; a <= i && !seen; a++)
+                for (size_t b = 0; b < cfg->backends[a].n_deployments; b++) {
+                    if (a == i && b >= j)
+                        break;
+                    if (strcmp(cfg->backends[a].deployments[b].model, m) == 0) {
+                        seen = 1;
+                        break;
+                    }
+                }
+            if (seen)
+                continue;
+            buf_puts(out, first ? "{\"id\":" : ",{\"id\":");
+            buf_put_json_string(out, m, strlen(m));
+            buf_puts(out, ",\"object\":\"model\",\"created\":0,\"owned_by\":\"aigw\"}");
+            first = 0;
+        }
+    }
+    buf_puts(out, "]}\n");
+    fcgi_send_json(req, 200, out->data, out->len);
+}

@@ -1,0 +1,63 @@
+/*
+ * request.c - lifetime of the per-request context (see request.h).
+ */
+#include "request.h"
+
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+void request_reset(struct request *req)
+{
+    struct worker *w = req->w;
+    struct buf body = req->body, upstream = req->upstream, out = req->out;
+    chat_input_clear(&req->in);
+    buf_reset(&body);
+    buf_reset(&upstream);
+    buf_reset(&out);
+    memset(req, 0, sizeof *req);
+    req->w = w;
+    req->body = body;
+    req->upstream = upstream;
+    req->out = out;
+    req->budget_period_start = -1;
+}
+
+void request_free(struct request *req)
+{
+    chat_input_clear(&req->in);
+    buf_free(&req->body);
+    buf_free(&req->upstream);
+    buf_free(&req->out);
+}
+
+enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *param,
+                           const char *fmt, ...)
+{
+    req->err = err;
+    snprintf(req->err_param, sizeof req->err_param, "%s", param ? param : "");
+    if (fmt) {
+        va_list ap;
+        va_start(ap, fmt);
+        vsnprintf(req->err_message, sizeof req->err_message, fmt, ap);
+        va_end(ap);
+    } else {
+        snprintf(req->err_message, sizeof req->err_message, "%s", aigw_err_info(err)->message);
+    }
+    return err;
+}
+
+int64_t now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+double mono_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}

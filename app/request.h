@@ -1,0 +1,146 @@
+/*
+ * request.h - the worker and the request context that flows through the pipeline.
+ *
+ * struct worker holds what a worker process keeps between requests: the
+ * config, its own database connection, its backend connections, compiled
+ * patterns and reusable buffers. struct request holds one request from read to
+ * export; it is reset between requests and everything it owns is released by
+ * request_reset, so the worker loop cannot leak.
+ */
+#ifndef AIGW_REQUEST_H
+#define AIGW_REQUEST_H
+
+#include <fcgiapp.h>
+#include <stdint.h>
+
+#include "buf.h"
+#include "config.h"
+#include "err.h"
+#include "router.h"
+#include "validate.h"
+
+struct store;
+struct redactor;
+struct backend_pool;
+struct jwks;
+struct audit_scratch;
+
+struct worker {
+    struct cfg *cfg;
+    struct store *store;
+    struct backend_pool *pool;
+    struct redactor *redactor;
+    struct jwks *jwks;
+    struct audit_scratch *audit_scratch;
+    uint64_t rng;          /* xorshift state for jitter and weighted choice */
+    unsigned long served;  /* requests handled by this process */
+};
+
+#define MAX_ATTEMPTS_RECORDED 32
+
+struct attempt {
+    const char *backend; /* the config's name; lives as long as the config */
+    int http_status;     /* 0 when no response */
+    double latency_ms;
+    char error[160];
+};
+
+struct caller {
+    int authenticated;
+    const char *via; /* "api_key", "jwt" or "none" */
+    char user_id[257];
+    char roles[512]; /* comma-separated */
+    /* limits in force for the subject (the caller, or the end user on whose
+     * behalf a trusted application calls) */
+    long requests_per_window;
+    long window_s;
+    long tokens_per_minute;
+    long token_budget;
+    enum budget_period budget_period;
+};
+
+struct ratelimit_info {
+    int have_requests, have_tokens;
+    long limit_requests, remaining_requests;
+    int64_t reset_requests_ms;
+    long limit_tokens, remaining_tokens;
+    int64_t reset_tokens_ms;
+};
+
+struct request {
+    struct worker *w;
+    FCGX_Request *fcgi;
+
+    /* read */
+    char request_id[40];
+    char trace_id[33];
+    char span_id[17];
+    char parent_span_id[17];
+    int64_t start_ms;      /* wall clock */
+    double start_mono;     /* monotonic seconds, for latency */
+    const char *method;
+    char path[1024];
+    const char *query;
+    const char *content_type;
+    const char *client_ip;
+    const char *authorization;
+    const char *api_key;
+    struct buf body;
+
+    /* route */
+    enum route route;
+    char deployment[ROUTER_DEPLOYMENT_MAX];
+
+    /* authenticate */
+    struct caller caller;
+    const char *subject; /* whose limits and budget apply */
+    const char *end_user;
+
+    /* validate */
+    struct chat_input in;
+    const char *model; /* the client-visible model name */
+    const char *api_version;
+    char api_version_buf[64];
+
+    /* admit */
+    int audited;          /* an audit row exists for this request */
+    long reserved_tokens;
+    int64_t budget_period_start;
+    struct ratelimit_info rl;
+
+    /* dispatch */
+    struct attempt attempts[MAX_ATTEMPTS_RECORDED];
+    int n_attempts;
+    const char *backend_name;
+    const char *backend_deployment;
+    int upstream_status;     /* status relayed from the backend (0 if none) */
+    char upstream_processing_ms[24];
+    struct buf upstream;     /* the backend's response body */
+    int stream_started;      /* the first byte of a stream reached the client */
+    int client_gone;
+
+    /* usage */
+    int64_t prompt_tokens, completion_tokens, total_tokens;
+
+    /* outcome */
+    enum aigw_err err;
+    char err_param[128];
+    char err_message[384];
+    int retry_after_s;       /* for 429 and 503 */
+    int http_status;
+    struct buf out;          /* the response body sent (for the audit) */
+};
+
+/* Clears everything a request holds, keeping buffers' memory for reuse. */
+void request_reset(struct request *req);
+/* Releases the request's buffers (at worker exit). */
+void request_free(struct request *req);
+/* Sets the error outcome with a message (and param) for the caller. */
+enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *param,
+                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+/* Wall-clock milliseconds and monotonic seconds. */
+int64_t now_ms(void);
+double mono_s(void);
+
+#endif

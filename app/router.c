@@ -1,0 +1,118 @@
+/*
+ * router.c - maps method and path to an endpoint (see router.h).
+ *
+ * Paths are compared exactly; the one variable segment (the Azure deployment)
+ * is percent-decoded and must be a plain name, so "..", "/" and control bytes
+ * never reach a backend URL.
+ */
+#include "router.h"
+
+#include <string.h>
+
+struct route_entry {
+    const char *path;
+    const char *method;
+    enum route route;
+};
+
+static const struct route_entry fixed_routes[] = {
+    {"/api/chat", "POST", ROUTE_SEED_CHAT},
+    {"/v1/chat/completions", "POST", ROUTE_OAI_CHAT},
+    {"/openai/v1/chat/completions", "POST", ROUTE_OAI_CHAT},
+    {"/v1/embeddings", "POST", ROUTE_OAI_EMBED},
+    {"/openai/v1/embeddings", "POST", ROUTE_OAI_EMBED},
+    {"/openai/models", "GET", ROUTE_MODELS},
+    {"/v1/models", "GET", ROUTE_MODELS},
+    {"/openai/v1/models", "GET", ROUTE_MODELS},
+    {"/healthz", "GET", ROUTE_HEALTHZ},
+    {"/readyz", "GET", ROUTE_READYZ},
+    {"/metrics", "GET", ROUTE_METRICS},
+};
+
+static int hexval(char c)
+{
+    if (c >= '0' && c <= '9')
+        return c - '0';
+    if (c >= 'a' && c <= 'f')
+        return c - 'a' + 10;
+    if (c >= 'A' && c <= 'F')
+        return c - 'A' + 10;
+    return -1;
+}
+
+/* Decodes one path segment [s, e) into out; only [A-Za-z0-9._-] may result. */
+static int decode_name(const char *s, const char *e, char out[ROUTER_DEPLOYMENT_MAX])
+{
+    size_t n = 0;
+    while (s < e) {
+        char c = *s++;
+        if (c == '%') {
+            if (e - s < 2 || hexval(s[0]) < 0 || hexval(s[1]) < 0)
+                return -1;
+            c = (char)(hexval(s[0]) * 16 + hexval(s[1]));
+            s += 2;
+        }
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '_' || c == '.'))
+            return -1;
+        if (n + 1 >= ROUTER_DEPLOYMENT_MAX)
+            return -1;
+        out[n++] = c;
+    }
+    out[n] = '\0';
+    if (n == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+        return -1;
+    return 0;
+}
+
+enum aigw_err router_match(const char *method, const char *path, enum route *route,
+                           char deployment[ROUTER_DEPLOYMENT_MAX])
+{
+    *route = ROUTE_NONE;
+    deployment[0] = '\0';
+    for (size_t i = 0; i < sizeof fixed_routes / sizeof fixed_routes[0]; i++) {
+        if (strcmp(path, fixed_routes[i].path) != 0)
+            continue;
+        if (strcmp(method, fixed_routes[i].method) != 0 &&
+            !(strcmp(method, "HEAD") == 0 && strcmp(fixed_routes[i].method, "GET") == 0))
+            return AIGW_ERR_METHOD_NOT_ALLOWED;
+        *route = fixed_routes[i].route;
+        return AIGW_OK;
+    }
+    static const char prefix[] = "/openai/deployments/";
+    if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
+        const char *name = path + sizeof prefix - 1;
+        const char *slash = strchr(name, '/');
+        if (!slash)
+            return AIGW_ERR_NOT_FOUND;
+        enum route r = ROUTE_NONE;
+        if (strcmp(slash, "/chat/completions") == 0)
+            r = ROUTE_AZURE_CHAT;
+        else if (strcmp(slash, "/embeddings") == 0)
+            r = ROUTE_AZURE_EMBED;
+        if (r == ROUTE_NONE || decode_name(name, slash, deployment) < 0)
+            return AIGW_ERR_NOT_FOUND;
+        if (strcmp(method, "POST") != 0)
+            return AIGW_ERR_METHOD_NOT_ALLOWED;
+        *route = r;
+        return AIGW_OK;
+    }
+    return AIGW_ERR_NOT_FOUND;
+}
+
+const char *router_operation(enum route route)
+{
+    switch (route) {
+    case ROUTE_SEED_CHAT: return "chat";
+    case ROUTE_AZURE_CHAT:
+    case ROUTE_OAI_CHAT: return "chat.completions";
+    case ROUTE_AZURE_EMBED:
+    case ROUTE_OAI_EMBED: return "embeddings";
+    case ROUTE_MODELS: return "models";
+    case ROUTE_HEALTHZ: return "healthz";
+    case ROUTE_READYZ: return "readyz";
+    case ROUTE_METRICS: return "metrics";
+    case ROUTE_NONE: break;
+    }
+    return "unknown";
+}

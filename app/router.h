@@ -1,0 +1,39 @@
+/*
+ * router.h - which endpoint a request is for.
+ *
+ * Pipeline stage 2: method and path become an enum route (and the deployment
+ * named in an Azure path); unknown paths are 404 and wrong methods 405.
+ */
+#ifndef AIGW_ROUTER_H
+#define AIGW_ROUTER_H
+
+#include <stddef.h>
+
+#include "err.h"
+
+enum route {
+    ROUTE_NONE,
+    ROUTE_SEED_CHAT,   /* POST /api/chat */
+    ROUTE_AZURE_CHAT,  /* POST /openai/deployments/{d}/chat/completions */
+    ROUTE_AZURE_EMBED, /* POST /openai/deployments/{d}/embeddings */
+    ROUTE_OAI_CHAT,    /* POST /v1/chat/completions, /openai/v1/chat/completions */
+    ROUTE_OAI_EMBED,   /* POST /v1/embeddings, /openai/v1/embeddings */
+    ROUTE_MODELS,      /* GET /openai/models, /v1/models */
+    ROUTE_HEALTHZ,     /* GET /healthz */
+    ROUTE_READYZ,      /* GET /readyz */
+    ROUTE_METRICS,     /* GET /metrics */
+};
+
+#define ROUTER_DEPLOYMENT_MAX 128
+
+/*
+ * Matches method and path (without the query string). On success *route is
+ * set and, for Azure paths, deployment holds the decoded deployment name.
+ */
+enum aigw_err router_match(const char *method, const char *path, enum route *route,
+                           char deployment[ROUTER_DEPLOYMENT_MAX]);
+
+/* The operation name recorded in the audit log for a route. */
+const char *router_operation(enum route route);
+
+#endif

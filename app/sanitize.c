@@ -1,0 +1,170 @@
+/*
+ * sanitize.c - redaction of secrets in responses (see sanitize.h).
+ */
+#include "sanitize.h"
+
+#include <regex.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct redactor {
+    regex_t *res;
+    size_t n;
+    char *replacement;
+    size_t hold; /* bytes a stream holds back: the longest secret we must catch */
+};
+
+struct redactor *redactor_new(const struct cfg *cfg)
+{
+    struct redactor *r = calloc(1, sizeof *r);
+    if (!r)
+        return NULL;
+    r->res = calloc(cfg->redaction.n_patterns ? cfg->redaction.n_patterns : 1, sizeof *r->res);
+    r->replacement = strdup(cfg->redaction.replacement);
+    r->hold = (size_t)cfg->redaction.max_match_chars;
+    if (!r->res || !r->replacement) {
+        redactor_free(r);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->redaction.n_patterns; i++) {
+        if (regcomp(&r->res[i], cfg->redaction.patterns[i], REG_EXTENDED) != 0) {
+            redactor_free(r);
+            return NULL;
+        }
+        r->n++;
+    }
+    return r;
+}
+
+void redactor_free(struct redactor *r)
+{
+    if (!r)
+        return;
+    for (size_t i = 0; i < r->n; i++)
+        regfree(&r->res[i]);
+    free(r->res);
+    free(r->replacement);
+    free(r);
+}
+
+/* The earliest match of any pattern in s (NUL-terminated) from offset 0, as
+ * [*so, *eo); 0 when none. */
+static int first_match(const struct redactor *r, const char *s, int notbol, size_t *so, size_t *eo)
+{
+    int found = 0;
+    for (size_t i = 0; i < r->n; i++) {
+        regmatch_t m;
+        if (regexec(&r->res[i], s, 1, &m, notbol ? REG_NOTBOL : 0) != 0 || m.rm_eo <= m.rm_so)
+            continue;
+        if (!found || (size_t)m.rm_so < *so || ((size_t)m.rm_so == *so && (size_t)m.rm_eo > *eo)) {
+            *so = (size_t)m.rm_so;
+            *eo = (size_t)m.rm_eo;
+            found = 1;
+        }
+    }
+    return found;
+}
+
+/* Redacts text[0, len) (NUL-terminated at len) into out. When limit is not
+ * NULL, stops before the first match that extends past *limit and sets *limit
+ * to where the unprocessed tail starts. */
+static int redact_range(const struct redactor *r, const char *text, size_t len, size_t *limit,
+                        struct buf *out)
+{
+    size_t pos = 0;
+    int count = 0;
+    while (pos < len) {
+        size_t so, eo;
+        if (!first_match(r, text + pos, pos > 0, &so, &eo))
+            break;
+        so += pos;
+        eo += pos;
+        if (limit && eo > *limit && so < len) {
+            /* Might be a longer secret still arriving: keep it for later. */
+            if (so < *limit)
+                *limit = so;
+            break;
+        }
+        if (buf_append(out, text + pos, so - pos) < 0 || buf_puts(out, r->replacement) < 0)
+            return -1;
+        count++;
+        pos = eo;
+    }
+    size_t stop = limit ? *limit : len;
+    if (stop < pos)
+        stop = pos;
+    if (limit)
+        *limit = stop;
+    if (buf_append(out, text + pos, stop - pos) < 0)
+        return -1;
+    return count;
+}
+
+int redact_text(const struct redactor *r, const char *text, size_t len, struct buf *out)
+{
+    if (memchr(text, '\0', len)) {
+        /* regexec stops at NUL: redact each NUL-separated piece. */
+        int total = 0;
+        size_t start = 0;
+        for (size_t i = 0; i <= len; i++) {
+            if (i < len && text[i] != '\0')
+                continue;
+            struct buf piece = {0};
+            buf_append(&piece, text + start, i - start);
+            int n = redact_range(r, buf_cstr(&piece), piece.len, NULL, out);
+            buf_free(&piece);
+            if (n < 0)
+                return -1;
+            total += n;
+            if (i < len && buf_putc(out, '\0') < 0)
+                return -1;
+            start = i + 1;
+        }
+        return total;
+    }
+    if (text[len] == '\0')
+        return redact_range(r, text, len, NULL, out);
+    struct buf copy = {0};
+    if (buf_append(&copy, text, len) < 0)
+        return -1;
+    int n = redact_range(r, buf_cstr(&copy), len, NULL, out);
+    buf_free(&copy);
+    return n;
+}
+
+static int is_space_byte(char c)
+{
+    return c == ' ' || c == '\n' || c == '\t' || c == '\r';
+}
+
+int redact_stream(const struct redactor *r, struct buf *pending, const char *piece, size_t len,
+                  int final, struct buf *out)
+{
+    if (len && buf_append(pending, piece, len) < 0)
+        return -1;
+    if (pending->len == 0)
+        return 0;
+    if (final) {
+        int n = redact_range(r, buf_cstr(pending), pending->len, NULL, out);
+        buf_reset(pending);
+        return n;
+    }
+    /* Hold back the last word: a secret has no white space in it, so only
+     * text after the last space may be the start of one still arriving.
+     * A word longer than hold bytes is cut to its last hold bytes. */
+    size_t limit = pending->len;
+    while (limit > 0 && !is_space_byte(pending->data[limit - 1]))
+        limit--;
+    if (pending->len - limit > r->hold)
+        limit = pending->len - r->hold;
+    /* Never split a UTF-8 sequence between what is sent and what is held. */
+    while (limit > 0 && limit < pending->len && ((unsigned char)pending->data[limit] & 0xC0) == 0x80)
+        limit--;
+    if (limit == 0)
+        return 0;
+    int n = redact_range(r, buf_cstr(pending), pending->len, &limit, out);
+    if (n < 0)
+        return -1;
+    buf_consume(pending, limit);
+    return n;
+}

@@ -1,0 +1,145 @@
+/*
+ * store.h - every question aigw asks its database, one function each.
+ *
+ * All SQL of the program lives in store.c, prepared once per worker and run
+ * with bound parameters only. The policy (GCRA arithmetic, breaker state
+ * machine) lives in limits.c and breaker.c, which call these functions inside
+ * the short transactions they open with store_begin/store_commit. A transaction
+ * is never held across a network call.
+ */
+#ifndef AIGW_STORE_H
+#define AIGW_STORE_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+struct store;
+
+/* Opens (creating if need be) the database at path, sets WAL, synchronous and
+ * busy_timeout, applies pending migrations and prepares every statement.
+ * Returns a new handle the caller closes with store_close, or NULL with the
+ * reason appended to err. */
+struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
+                         struct buf *err);
+void store_close(struct store *s);
+/* Applies migrations not yet applied; returns how many, or -1 (reason in err). */
+int store_migrate(struct store *s, struct buf *err);
+/* 1 when a write transaction can be started and committed (for /readyz). */
+int store_writable(struct store *s);
+
+/* BEGIN IMMEDIATE / COMMIT / ROLLBACK. begin and commit return 0 or -1. */
+int store_begin(struct store *s);
+int store_commit(struct store *s);
+void store_rollback(struct store *s);
+const char *store_errmsg(struct store *s);
+
+/* --- users and keys ------------------------------------------------------ */
+struct user_row {
+    char user_id[257];
+    char roles[512];
+    int64_t requests_per_window; /* -1 = config default */
+    int64_t window_s;
+    int64_t tokens_per_minute;
+    int64_t token_budget;
+    char budget_period[8]; /* "" = config default */
+    int disabled;
+};
+/* 1 found, 0 not found, -1 error. */
+int store_user_get(struct store *s, const char *user_id, struct user_row *out);
+int store_user_insert(struct store *s, const struct user_row *u, int64_t now_ms);
+int store_user_update(struct store *s, const struct user_row *u);
+/* Calls fn for each user in id order; returns 0 or -1. */
+int store_user_each(struct store *s, void (*fn)(const struct user_row *, void *), void *arg);
+
+struct key_row {
+    char key_id[64];
+    char user_id[257];
+    int64_t created_ms;
+    int64_t expires_ms; /* 0 = never */
+    int64_t revoked_ms; /* 0 = not revoked */
+};
+int store_key_insert(struct store *s, const char *key_id, const unsigned char hash[32],
+                     const char *user_id, int64_t now_ms, int64_t expires_ms);
+/* Looks a key up by the SHA-256 of its text: 1 found, 0 not, -1 error. */
+int store_key_by_hash(struct store *s, const unsigned char hash[32], struct key_row *out);
+/* 1 revoked, 0 no such key, -1 error. */
+int store_key_revoke(struct store *s, const char *key_id, int64_t now_ms);
+int store_key_each(struct store *s, const char *user_id,
+                   void (*fn)(const struct key_row *, void *), void *arg);
+
+/* --- limits and budgets (inside a transaction) ---------------------------- */
+/* The GCRA theoretical arrival time in microseconds, 0 when none is stored, -1 on error. */
+int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind);
+int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us);
+/* used and reserved for the period; both 0 when no row. Returns 0 or -1. */
+int store_budget_get(struct store *s, const char *user_id, int64_t period_start, int64_t *used,
+                     int64_t *reserved);
+/* Adds the deltas (may be negative) to the period's row, creating it. */
+int store_budget_add(struct store *s, const char *user_id, int64_t period_start,
+                     int64_t used_delta, int64_t reserved_delta);
+
+/* --- audit ---------------------------------------------------------------- */
+struct audit_row {
+    const char *request_id;
+    int64_t ts_ms;
+    const char *user_id;
+    const char *end_user;
+    const char *operation;
+    const char *model;
+    const char *deployment;
+    const char *backend;
+    int attempts;
+    const char *attempts_detail; /* JSON array */
+    int stream;
+    int64_t reserved_tokens;
+    int64_t budget_period_start; /* -1 = none */
+    int64_t prompt_tokens;
+    int64_t completion_tokens;
+    int64_t total_tokens;
+    double latency_ms;
+    const char *status;
+    int http_status;
+    const char *error_code;
+    const char *error;
+    const char *client_ip;
+    const char *trace_id;
+    const char *request_body;
+    const char *response_body;
+    int64_t completed_ms;
+};
+int store_audit_insert(struct store *s, const struct audit_row *r);
+/* Completes the row of r->request_id with the outcome fields of r. */
+int store_audit_complete(struct store *s, const struct audit_row *r);
+
+struct pending_row {
+    char request_id[64];
+    char user_id[257]; /* whose budget holds the reservation (end user, else caller) */
+    int64_t reserved_tokens;
+    int64_t budget_period_start;
+};
+/* Pending rows started before cutoff_ms, at most limit of them. Returns count or -1. */
+int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *out, int limit);
+int store_audit_abandon(struct store *s, const char *request_id, int64_t now_ms);
+/* Deletes at most limit rows older than cutoff; returns rows deleted or -1. */
+int store_audit_prune(struct store *s, int64_t cutoff_ms, int limit);
+
+/* --- circuit breakers (inside a transaction) ------------------------------ */
+struct breaker_row {
+    char state[12]; /* closed, open, half_open */
+    int failures;
+    int64_t open_until_ms;
+    int half_open_inflight;
+    char last_error[256];
+    int64_t updated_ms;
+};
+/* Reads the row; a backend never seen is closed with no failures. 0 or -1. */
+int store_breaker_get(struct store *s, const char *name, struct breaker_row *out);
+int store_breaker_put(struct store *s, const char *name, const struct breaker_row *r);
+
+/* --- JWKS cache ------------------------------------------------------------- */
+/* Copies the cached document into out; 1 found, 0 not, -1 error. */
+int store_jwks_get(struct store *s, const char *url, struct buf *out, int64_t *fetched_ms);
+int store_jwks_put(struct store *s, const char *url, const char *body, int64_t now_ms);
+
+#endif
