@@ -219,6 +219,13 @@ class Gateway:
                 out.append(f"--- {name}\n" + open(p, errors="replace").read()[-5000:])
         return "\n".join(out)
 
+    def sanitizer_reports(self):
+        """AddressSanitizer/UBSan/LeakSanitizer reports the workers wrote to the logs."""
+        log = self.error_log()
+        return [line for line in log.splitlines()
+                if "ERROR: AddressSanitizer" in line or "ERROR: LeakSanitizer" in line
+                or "runtime error:" in line]
+
     def worker_pids(self):
         """Pids of the aigw worker processes started for this gateway."""
         r = subprocess.run(["pgrep", "-f", "-a", "aigw"], capture_output=True, text=True)
@@ -305,8 +312,11 @@ def make_gateway(tmp_path, mocks):
         return gw.start()
 
     yield make
+    problems = []
     for gw in started:
         gw.stop()
+        problems += gw.sanitizer_reports()
+    assert not problems, "sanitizer reports in worker logs:\n" + "\n".join(problems)
 
 
 @pytest.fixture

@@ -1,0 +1,26 @@
+#!/usr/bin/env bash
+# Installs the dependencies, builds aigw and runs every test (unit, integration
+# against real lighttpd/Apache/nginx, and the openai SDK client tests).
+#   sudo tests/run-all.sh            # build and run make check
+#   SANITIZERS=1 tests/run-all.sh    # the same built with ASan+UBSan
+set -euo pipefail
+cd "$(dirname "$0")/.."
+if [ "$(id -u)" = 0 ] && [ "${SKIP_SETUP:-0}" != 1 ]; then
+    tests/setup-debian.sh
+fi
+[ -x configure ] || ./autogen.sh
+flags=
+if [ "${SANITIZERS:-0}" = 1 ]; then
+    flags=--enable-sanitizers
+    # An error in any worker fails the run (the fixtures read the servers' logs).
+    export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1
+    export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
+fi
+# Reconfigure when the build was made with other flags.
+have=$( [ -x config.status ] && ./config.status --config | grep -o -- --enable-sanitizers || true)
+if [ ! -f Makefile ] || [ "$have" != "$flags" ]; then
+    [ -f Makefile ] && make -s distclean >/dev/null 2>&1 || true
+    ./configure -q $flags
+fi
+make -j"$(nproc)" -s
+make -s check

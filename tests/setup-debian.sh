@@ -1,0 +1,17 @@
+#!/usr/bin/env bash
+# Installs everything aigw needs to build, run and test on Debian 12 (as root).
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends \
+    build-essential autoconf automake libtool pkg-config \
+    libfcgi-dev libcurl4-openssl-dev libjson-c-dev libsqlite3-dev sqlite3 libjwt-dev libssl-dev \
+    libcmocka-dev \
+    lighttpd apache2 libapache2-mod-fcgid nginx-light \
+    python3 python3-pytest curl procps ca-certificates \
+    >/dev/null
+# Debian starts the servers it installs; the gateway's own instances use other ports.
+for svc in lighttpd apache2 nginx; do
+    if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+done
+echo "dependencies installed"
