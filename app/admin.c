@@ -16,10 +16,12 @@
 #include "auth.h"
 #include "breaker.h"
 #include "config.h"
+#include "health.h"
 #include "limits.h"
 #include "request.h"
 #include "secrets.h"
 #include "store.h"
+#include "worker.h"
 
 static int wants_help(int argc, char **argv)
 {
@@ -445,16 +447,38 @@ out:
 int admin_backend(const char *config_path, int argc, char **argv)
 {
     if (argc < 2 || wants_help(argc, argv) ||
-        (strcmp(argv[1], "status") && strcmp(argv[1], "reset"))) {
+        (strcmp(argv[1], "status") && strcmp(argv[1], "reset") && strcmp(argv[1], "probe"))) {
         fputs("usage: aigw [--config PATH] backend status\n"
-              "       aigw [--config PATH] backend reset NAME\n\n"
-              "status shows each backend's circuit breaker; reset closes one.\n",
+              "       aigw [--config PATH] backend reset NAME\n"
+              "       aigw [--config PATH] backend probe [--all]\n\n"
+              "status shows each backend's circuit breaker; reset closes one; probe asks\n"
+              "each open backend for its model list and closes the breakers of those that\n"
+              "answer (run it from cron where the web server spawns the workers).\n",
               wants_help(argc, argv) ? stdout : stderr);
         return !wants_help(argc, argv);
     }
     struct cfg *cfg = load_config(config_path);
     if (!cfg)
         return 1;
+    if (strcmp(argv[1], "probe") == 0) {
+        struct worker w;
+        struct buf err = {0};
+        int rc = 1;
+        if (worker_init(&w, cfg, &err) < 0) {
+            fprintf(stderr, "aigw: %s\n", buf_cstr(&err));
+        } else {
+            int all = argc > 2 && strcmp(argv[2], "--all") == 0;
+            int n = health_probe_backends(&w, all, stdout);
+            if (n >= 0) {
+                printf("closed %d breaker(s)\n", n);
+                rc = 0;
+            }
+            worker_cleanup(&w);
+        }
+        buf_free(&err);
+        cfg_free(cfg);
+        return rc;
+    }
     struct store *s = open_store(cfg);
     int rc = 1;
     if (!s)

@@ -23,6 +23,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "health.h"
 #include "log.h"
 #include "request.h"
 #include "worker.h"
@@ -36,12 +37,14 @@ struct child {
     double started;
 };
 
-static volatile sig_atomic_t got_hup, got_term, got_chld;
+static volatile sig_atomic_t got_hup, got_term, got_chld, got_alrm;
 
 static void on_signal(int sig)
 {
     if (sig == SIGHUP)
         got_hup = 1;
+    else if (sig == SIGALRM)
+        got_alrm = 1;
     else if (sig == SIGCHLD)
         got_chld = 1;
     else
@@ -78,6 +81,30 @@ static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int 
     slot->generation = generation;
     slot->started = mono_s();
     return 0;
+}
+
+/* Probe open backends about as often as a breaker may recover. */
+static unsigned probe_interval(const struct cfg *cfg)
+{
+    double s = cfg->breaker.recovery_timeout_s;
+    return s < 1 ? 1 : s > 300 ? 300 : (unsigned)s;
+}
+
+static pid_t spawn_prober(struct cfg *cfg)
+{
+    pid_t pid = fork();
+    if (pid != 0)
+        return pid < 0 ? 0 : pid;
+    sigset_t none;
+    sigemptyset(&none);
+    sigprocmask(SIG_SETMASK, &none, NULL);
+    struct worker w;
+    struct buf err = {0};
+    if (worker_init(&w, cfg, &err) < 0)
+        _exit(1);
+    health_probe_backends(&w, 0, NULL);
+    worker_cleanup(&w);
+    _exit(0);
 }
 
 static int write_pid_file(const char *path)
@@ -196,6 +223,7 @@ int master_serve(const char *config_path, int argc, char **argv)
     sigaction(SIGTERM, &sa, NULL);
     sigaction(SIGINT, &sa, NULL);
     sigaction(SIGCHLD, &sa, NULL);
+    sigaction(SIGALRM, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     /* Signals are taken only in sigsuspend, so no flag is ever missed. */
@@ -205,6 +233,7 @@ int master_serve(const char *config_path, int argc, char **argv)
     sigaddset(&block, SIGTERM);
     sigaddset(&block, SIGINT);
     sigaddset(&block, SIGCHLD);
+    sigaddset(&block, SIGALRM);
     sigprocmask(SIG_BLOCK, &block, &old);
 
     struct child *kids = calloc((size_t)MAX_WORKERS * 2, sizeof *kids);
@@ -214,13 +243,28 @@ int master_serve(const char *config_path, int argc, char **argv)
     for (long k = 0; k < workers; k++)
         spawn_worker(cfg, fd, &kids[k], generation);
 
+    pid_t prober = 0;
+    unsigned probe_every = probe_interval(cfg);
+    alarm(probe_every);
     while (!got_term) {
         sigsuspend(&old);
+        if (got_alrm) {
+            got_alrm = 0;
+            /* The health probe runs in its own short-lived process: the master
+             * itself never opens the database or a backend connection. */
+            if (prober == 0 || waitpid(prober, NULL, WNOHANG) == prober)
+                prober = spawn_prober(cfg);
+            alarm(probe_every);
+        }
         if (got_chld) {
             got_chld = 0;
             int status;
             pid_t pid;
             while ((pid = waitpid(-1, &status, WNOHANG)) > 0) {
+                if (pid == prober) {
+                    prober = 0;
+                    continue;
+                }
                 for (int k = 0; k < MAX_WORKERS * 2; k++) {
                     if (kids[k].pid != pid)
                         continue;
@@ -272,6 +316,7 @@ int master_serve(const char *config_path, int argc, char **argv)
                 if (kids[k].pid && kids[k].generation != generation)
                     kill(kids[k].pid, SIGTERM);
             cfg_free(prev); /* children have their own copy of it */
+            probe_every = probe_interval(cfg);
         }
     }
 

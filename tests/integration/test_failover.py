@@ -169,3 +169,27 @@ def test_weights_share_traffic_within_a_priority(make_gateway, mocks):
     east, west = mocks["east"].stats()["requests"], mocks["west"].stats()["requests"]
     assert east + west == 80
     assert 8 <= east <= 34, (east, west)
+
+
+def test_backend_probe_closes_the_breaker_of_a_recovered_region(regional, mocks):
+    gw = regional(circuit_breaker={"failure_threshold": 1, "recovery_timeout_s": 300})
+    mocks["east"].set(mode="500", fail_count=1)
+    assert gw.post("/api/chat", chat_body()).status == 200
+    assert "east\t1\topen" in gw.cli("backend", "status").stdout
+    assert gw.post("/api/chat", chat_body()).json()
+    assert gw.audit_rows()[-1]["backend"] == "west"
+    out = gw.cli("backend", "probe").stdout
+    assert "east\topen\thealthy" in out and "closed 1 breaker(s)" in out
+    assert mocks["east"].stats()["by_path"].get("/openai/models") == 1  # a free call, not a completion
+    assert gw.post("/api/chat", chat_body()).status == 200
+    assert gw.audit_rows()[-1]["backend"] == "east"
+
+
+def test_backend_reset_closes_a_breaker(regional, mocks):
+    gw = regional(circuit_breaker={"failure_threshold": 1, "recovery_timeout_s": 300})
+    mocks["east"].set(mode="500", fail_count=1)
+    gw.post("/api/chat", chat_body())
+    assert "east\t1\topen" in gw.cli("backend", "status").stdout
+    assert "reset" in gw.cli("backend", "reset", "east").stdout
+    assert "east\t1\tclosed\t0" in gw.cli("backend", "status").stdout
+    assert gw.cli("backend", "reset", "nowhere", check=False).returncode != 0
