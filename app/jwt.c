@@ -48,9 +48,9 @@
 #include "secrets.h"
 #include "store.h"
 
-#define TOKEN_MAX_BYTES (16 * 1024)      /* longer bearer tokens are refused unread */
-#define JWKS_DOC_MAX_BYTES (1024 * 1024) /* a JWKS file or HTTP response */
-#define JWKS_MAX_KEYS 64                 /* bounds the key-import work per document */
+#define TOKEN_MAX_BYTES ((size_t)16 * 1024)      /* longer bearer tokens are refused unread */
+#define JWKS_DOC_MAX_BYTES ((size_t)1024 * 1024) /* a JWKS file or HTTP response */
+#define JWKS_MAX_KEYS 64                         /* bounds the key-import work per document */
 #define JSON_HEADER_DEPTH 8
 #define JSON_PAYLOAD_DEPTH 32
 #define JSON_JWKS_DEPTH 16
@@ -58,9 +58,9 @@
 #define RSA_MIN_BITS 2048
 #define HS256_MIN_SECRET 32 /* RFC 7518 3.2: a key of at least the hash size */
 #define HTTP_TIMEOUT_S 5L
-#define JWKS_MAX_AGE_MS (24LL * 3600 * 1000)  /* refetch a cached document older than this */
-#define JWKS_REFETCH_MIN_MS (60LL * 1000)     /* unknown kid: at most one fetch a minute */
-#define JWKS_RETRY_EMPTY_MS (10LL * 1000)     /* no keys at all: retry a failed fetch sooner */
+#define JWKS_MAX_AGE_MS (24LL * 3600 * 1000) /* refetch a cached document older than this */
+#define JWKS_REFETCH_MIN_MS (60LL * 1000)    /* unknown kid: at most one fetch a minute */
+#define JWKS_RETRY_EMPTY_MS (10LL * 1000)    /* no keys at all: retry a failed fetch sooner */
 
 enum kty { KTY_RSA, KTY_EC };
 
@@ -69,9 +69,9 @@ struct alg_info {
     const char *name; /* as in the JOSE header, compared exactly */
     jwt_alg_t alg;
     enum kty kty;
-    const char *crv;     /* JWK crv for EC, else NULL */
-    const char *group;   /* OpenSSL group name for EC */
-    size_t coord_len;    /* bytes of an EC coordinate */
+    const char *crv;   /* JWK crv for EC, else NULL */
+    const char *group; /* OpenSSL group name for EC */
+    size_t coord_len;  /* bytes of an EC coordinate */
 };
 
 static const struct alg_info algs[] = {
@@ -104,7 +104,7 @@ struct jwks {
     struct key_set file_keys;
 
     /* OpenID discovery */
-    char *config_url;     /* NULL when not configured; also the cache row's key */
+    char *config_url; /* NULL when not configured; also the cache row's key */
     struct key_set remote;
     int remote_loaded;
     int64_t remote_fetched_ms; /* when the document we hold was fetched (by any worker) */
@@ -458,8 +458,8 @@ static int key_set_load(const char *text, size_t len, const char *source, struct
             continue;
         }
         int bad = 0;
-        const char *kid = json_object_is_type(jwk, json_type_object) ? jwk_string(jwk, "kid", &bad)
-                                                                       : NULL;
+        const char *kid =
+            json_object_is_type(jwk, json_type_object) ? jwk_string(jwk, "kid", &bad) : NULL;
         log_warn("JWKS %s: key %zu (kid %s) skipped: %s", source, i, kid ? kid : "none", problem);
     }
     json_object_put(doc);
@@ -483,7 +483,7 @@ static int read_file(const char *path, struct buf *out, struct buf *err)
     buf_reset(out);
     while ((r = fread(chunk, 1, sizeof chunk, f)) > 0) {
         if (out->len + r > JWKS_DOC_MAX_BYTES) {
-            buf_printf(err, "auth.jwt.jwks_file %s: larger than %d bytes", path,
+            buf_printf(err, "auth.jwt.jwks_file %s: larger than %zu bytes", path,
                        JWKS_DOC_MAX_BYTES);
             rc = -1;
             break;
@@ -513,8 +513,9 @@ static int load_jwks_file(struct jwks *k, const char *path, struct buf *err)
     if (n < 0)
         goto done;
     if (n == 0) {
-        buf_printf(err, "%s has no usable signing key (RSA with n and e of at least %d bits, or"
-                        " EC P-256/P-384/P-521 with x and y; use absent or \"sig\")",
+        buf_printf(err,
+                   "%s has no usable signing key (RSA with n and e of at least %d bits, or"
+                   " EC P-256/P-384/P-521 with x and y; use absent or \"sig\")",
                    buf_cstr(&name), RSA_MIN_BITS);
         goto done;
     }
@@ -628,7 +629,7 @@ static int http_get(struct jwks *k, const char *url, struct buf *out, struct buf
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, NULL);
     if (rc == CURLE_WRITE_ERROR || rc == CURLE_FILESIZE_EXCEEDED) {
-        buf_printf(err, "response larger than %d bytes", JWKS_DOC_MAX_BYTES);
+        buf_printf(err, "response larger than %zu bytes", JWKS_DOC_MAX_BYTES);
         return -1;
     }
     if (rc != CURLE_OK) {
@@ -659,8 +660,8 @@ static int discovery_jwks_uri(const struct jwks *k, struct buf *doc, struct buf 
         const char *s = json_object_get_string(v);
         /* No downgrade: an https discovery document must point to an https JWKS. */
         int https = strncasecmp(s, "https://", 8) == 0;
-        if (!https && (strncasecmp(k->config_url, "https://", 8) == 0 ||
-                       strncasecmp(s, "http://", 7) != 0)) {
+        if (!https &&
+            (strncasecmp(k->config_url, "https://", 8) == 0 || strncasecmp(s, "http://", 7) != 0)) {
             buf_puts(err, "jwks_uri is not an https URL");
         } else {
             buf_reset(uri);
@@ -703,8 +704,7 @@ static int remote_fetch(struct worker *w, struct jwks *k, int64_t now_ms)
     k->remote_loaded = 1;
     k->remote_fetched_ms = now_ms;
     if (w->store && store_jwks_put(w->store, k->config_url, buf_cstr(&doc), now_ms) != 0)
-        log_warn("JWT: cannot cache the JWKS of %s: %s", k->config_url,
-                 store_errmsg(w->store));
+        log_warn("JWT: cannot cache the JWKS of %s: %s", k->config_url, store_errmsg(w->store));
     log_info("JWT: loaded %d signing keys from %s", n, buf_cstr(&uri));
     rc = 0;
 done:
@@ -772,8 +772,8 @@ enum lookup { KEY_FOUND, KEY_ALG_MISMATCH, KEY_UNKNOWN };
 
 struct key_choice {
     const struct jwk_key *key;
-    int kid_seen;   /* a key with the token's kid exists, for another algorithm */
-    size_t n_kty;   /* keys of the token's kty (for a token without kid) */
+    int kid_seen; /* a key with the token's kid exists, for another algorithm */
+    size_t n_kty; /* keys of the token's kty (for a token without kid) */
     const struct jwk_key *only;
 };
 
@@ -937,8 +937,8 @@ static const char *choose_key(struct worker *w, struct jwks *k, const struct tok
 }
 
 /* Checks the signature with libjwt, with the key and algorithm we chose. */
-static const char *check_signature(const struct token *t, const unsigned char *key,
-                                   size_t key_len, jwt_alg_t alg)
+static const char *check_signature(const struct token *t, const unsigned char *key, size_t key_len,
+                                   jwt_alg_t alg)
 {
     jwt_t *jwt = NULL;
     const char *why = NULL;

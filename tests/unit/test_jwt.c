@@ -54,8 +54,8 @@ static struct {
     EVP_PKEY *rsa, *rsa2, *ec;
     char *rsa_priv, *rsa_pub, *rsa2_priv, *ec_priv;
     char *rsa_jwk, *rsa2_jwk, *ec_jwk; /* JWK objects, kids rsa1, rsa2, ec1 */
-    char jwks_path[128];       /* rsa1 and ec1 */
-    char jwks_rsa_only[128];   /* rsa1 */
+    char jwks_path[128];               /* rsa1 and ec1 */
+    char jwks_rsa_only[128];           /* rsa1 */
     pid_t server;
     int port;
     int64_t now;
@@ -153,8 +153,9 @@ static void path_in_dir(char *out, size_t n, const char *name)
 static char *claims(const char *extra)
 {
     struct buf b = {0};
-    buf_printf(&b, "{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"alice\",\"exp\":%lld,"
-                   "\"roles\":[\"AI.User\"]%s}",
+    buf_printf(&b,
+               "{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"alice\",\"exp\":%lld,"
+               "\"roles\":[\"AI.User\"]%s}",
                ISSUER, AUDIENCE, (long long)g.now + 300, extra);
     return b.data;
 }
@@ -208,8 +209,7 @@ static void signing_input(const char *header, const char *payload, struct buf *o
 }
 
 /* A hand-made token whose signature is sig (n bytes, may be 0). */
-static char *hand_token(const char *header, const char *payload, const unsigned char *sig,
-                        size_t n)
+static char *hand_token(const char *header, const char *payload, const unsigned char *sig, size_t n)
 {
     struct buf b = {0};
     signing_input(header, payload, &b);
@@ -509,8 +509,8 @@ static void test_es256_token_with_rsa_kid(void **state)
     struct env *e = env_new(NULL, g.jwks_path, NULL);
     assert_refused(e, sign_libjwt(JWT_ALG_ES256, g.ec_priv, strlen(g.ec_priv), "rsa1", claims("")),
                    "algorithm not allowed");
-    assert_refused(e, sign_libjwt(JWT_ALG_RS384, g.rsa_priv, strlen(g.rsa_priv), "rsa1",
-                                  claims("")),
+    assert_refused(e,
+                   sign_libjwt(JWT_ALG_RS384, g.rsa_priv, strlen(g.rsa_priv), "rsa1", claims("")),
                    "algorithm not allowed");
     env_free(e);
 }
@@ -538,8 +538,8 @@ static void test_unknown_kid(void **state)
     struct env *e = env_new(NULL, g.jwks_path, NULL);
     assert_refused(e, rs256("nope", claims("")), "unknown signing key (kid)");
     /* Signed by another key under a known kid. */
-    assert_refused(e, sign_libjwt(JWT_ALG_RS256, g.rsa2_priv, strlen(g.rsa2_priv), "rsa1",
-                                  claims("")),
+    assert_refused(e,
+                   sign_libjwt(JWT_ALG_RS256, g.rsa2_priv, strlen(g.rsa2_priv), "rsa1", claims("")),
                    "signature verification failed");
     env_free(e);
 }
@@ -622,9 +622,9 @@ static void test_rs256_header_with_hmac_signature(void **state)
     assert_refused(e, hand_hs256(h, c, g.rsa_pub, strlen(g.rsa_pub)),
                    "signature verification failed");
     /* HS256 with the RSA public key as secret, while a real secret exists. */
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"kid\":\"rsa1\"}", c, g.rsa_pub,
-                                 strlen(g.rsa_pub)),
-                   "signature verification failed");
+    assert_refused(
+        e, hand_hs256("{\"alg\":\"HS256\",\"kid\":\"rsa1\"}", c, g.rsa_pub, strlen(g.rsa_pub)),
+        "signature verification failed");
     /* Both kinds still work. */
     assert_ok(e, hs256(claims("")));
     assert_ok(e, rs256("rsa1", claims("")));
@@ -686,46 +686,53 @@ static void test_missing_or_bad_exp(void **state)
 {
     (void)state;
     struct env *e = env_new("env:" SECRET_ENV, NULL, NULL);
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\"}", ISSUER,
-                                       AUDIENCE)),
-                   "missing exp claim");
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
-                                       "\"exp\":\"%lld\"}",
-                                       ISSUER, AUDIENCE, (long long)g.now + 300)),
+    assert_refused(
+        e, hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\"}", ISSUER, AUDIENCE)),
+        "missing exp claim");
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
+                                    "\"exp\":\"%lld\"}",
+                                    ISSUER, AUDIENCE, (long long)g.now + 300)),
                    "claim 'exp' must be a number");
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
-                                       "\"exp\":true}",
-                                       ISSUER, AUDIENCE)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
+                                    "\"exp\":true}",
+                                    ISSUER, AUDIENCE)),
                    "claim 'exp' must be a number");
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
-                                       "\"exp\":null}",
-                                       ISSUER, AUDIENCE)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\","
+                                    "\"exp\":null}",
+                                    ISSUER, AUDIENCE)),
                    "claim 'exp' must be a number");
     env_free(e);
 }
 
-/* --- issuer and audience ----------------------------------------------------------------------- */
+/* --- issuer and audience -----------------------------------------------------------------------
+ */
 
 static void test_issuer(void **state)
 {
     (void)state;
     struct env *e = env_new("env:" SECRET_ENV, NULL, NULL);
     long long exp = (long long)g.now + 300;
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"https://evil.example\",\"aud\":\"%s\","
-                                       "\"sub\":\"a\",\"exp\":%lld}",
-                                       AUDIENCE, exp)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":\"https://evil.example\",\"aud\":\"%s\","
+                                    "\"sub\":\"a\",\"exp\":%lld}",
+                                    AUDIENCE, exp)),
                    "wrong issuer");
-    assert_refused(e, hs256(claims_fmt("{\"aud\":\"%s\",\"sub\":\"a\",\"exp\":%lld}", AUDIENCE,
-                                       exp)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"aud\":\"%s\",\"sub\":\"a\",\"exp\":%lld}", AUDIENCE, exp)),
                    "missing iss claim");
-    assert_refused(e, hs256(claims_fmt("{\"iss\":[\"%s\"],\"aud\":\"%s\",\"sub\":\"a\","
-                                       "\"exp\":%lld}",
-                                       ISSUER, AUDIENCE, exp)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":[\"%s\"],\"aud\":\"%s\",\"sub\":\"a\","
+                                    "\"exp\":%lld}",
+                                    ISSUER, AUDIENCE, exp)),
                    "wrong issuer");
     /* A prefix of the issuer is not the issuer. */
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"https://login.example.com\",\"aud\":\"%s\","
-                                       "\"sub\":\"a\",\"exp\":%lld}",
-                                       AUDIENCE, exp)),
+    assert_refused(e,
+                   hs256(claims_fmt("{\"iss\":\"https://login.example.com\",\"aud\":\"%s\","
+                                    "\"sub\":\"a\",\"exp\":%lld}",
+                                    AUDIENCE, exp)),
                    "wrong issuer");
     env_free(e);
 }
@@ -736,7 +743,8 @@ static void test_audience(void **state)
     struct env *e = env_new("env:" SECRET_ENV, NULL, NULL);
     long long exp = (long long)g.now + 300;
 #define AUD_CLAIMS "{\"iss\":\"%s\",\"aud\":%s,\"sub\":\"a\",\"exp\":%lld}"
-    assert_refused(e, hs256(claims_fmt(AUD_CLAIMS, ISSUER, "\"api://other\"", exp)), "wrong audience");
+    assert_refused(e, hs256(claims_fmt(AUD_CLAIMS, ISSUER, "\"api://other\"", exp)),
+                   "wrong audience");
     assert_ok(e, hs256(claims_fmt(AUD_CLAIMS, ISSUER, "[\"api://other\",\"" AUDIENCE "\"]", exp)));
     assert_refused(e, hs256(claims_fmt(AUD_CLAIMS, ISSUER, "[\"api://other\",\"api://x\"]", exp)),
                    "wrong audience");
@@ -745,14 +753,14 @@ static void test_audience(void **state)
                    "claim 'aud' must be a string or an array of strings");
     assert_refused(e, hs256(claims_fmt(AUD_CLAIMS, ISSUER, "[\"" AUDIENCE "\",7]", exp)),
                    "claim 'aud' must be a string or an array of strings");
-    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"sub\":\"a\",\"exp\":%lld}", ISSUER,
-                                       exp)),
+    assert_refused(e, hs256(claims_fmt("{\"iss\":\"%s\",\"sub\":\"a\",\"exp\":%lld}", ISSUER, exp)),
                    "missing aud claim");
     env_free(e);
 }
 #undef AUD_CLAIMS
 
-/* --- user and roles ---------------------------------------------------------------------------- */
+/* --- user and roles ----------------------------------------------------------------------------
+ */
 
 static void test_roles(void **state)
 {
@@ -762,7 +770,8 @@ static void test_roles(void **state)
 #define ROLES_CLAIMS "{\"iss\":\"%s\",\"aud\":\"%s\",\"sub\":\"a\",\"exp\":%lld,\"roles\":%s}"
     assert_ok(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "\"AI.User\"")));
     assert_string_equal(e->caller.roles, "AI.User");
-    assert_ok(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"AI.User\",\"AI.Admin\"]")));
+    assert_ok(e,
+              hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"AI.User\",\"AI.Admin\"]")));
     assert_string_equal(e->caller.roles, "AI.User,AI.Admin");
     assert_ok(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[]")));
     assert_string_equal(e->caller.roles, "");
@@ -772,10 +781,12 @@ static void test_roles(void **state)
     const char *msg = "claim 'roles' must be an array of strings";
     assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "7")), msg);
     assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "{\"a\":1}")), msg);
-    assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"AI.User\",1]")), msg);
+    assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"AI.User\",1]")),
+                   msg);
     assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "null")), msg);
     /* A comma would let one role pose as two. */
-    assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"x,AI.Admin\"]")), NULL);
+    assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"x,AI.Admin\"]")),
+                   NULL);
     assert_refused(e, hs256(claims_fmt(ROLES_CLAIMS, ISSUER, AUDIENCE, exp, "[\"\"]")), NULL);
     /* More than fits in caller->roles. */
     struct buf many = {0};
@@ -800,12 +811,15 @@ static void test_user_claim(void **state)
     assert_ok(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp,
                                   ",\"oid\":\"6f1c2f4e-1b3a-4c5d-9e8f-0a1b2c3d4e5f\"")));
     assert_string_equal(e->caller.user_id, "6f1c2f4e-1b3a-4c5d-9e8f-0a1b2c3d4e5f");
-    assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, "")), "missing 'oid' claim");
+    assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, "")),
+                   "missing 'oid' claim");
     assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":12")),
                    "claim 'oid' must be a string");
     assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":\"\"")), NULL);
-    assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":\"a\\nb\"")), NULL);
-    assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":\"a\\u0085b\"")), NULL);
+    assert_refused(e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":\"a\\nb\"")),
+                   NULL);
+    assert_refused(
+        e, hs256(claims_fmt(USER_CLAIMS, ISSUER, AUDIENCE, exp, ",\"oid\":\"a\\u0085b\"")), NULL);
 
     e->cfg.auth.user_claim = "preferred_username";
     char id[300];
@@ -825,7 +839,8 @@ static void test_user_claim(void **state)
 }
 #undef USER_CLAIMS
 
-/* --- malformed tokens ---------------------------------------------------------------------------- */
+/* --- malformed tokens ----------------------------------------------------------------------------
+ */
 
 static void test_token_too_large(void **state)
 {
@@ -850,10 +865,20 @@ static void test_garbage(void **state)
 {
     (void)state;
     struct env *e = env_new("env:" SECRET_ENV, g.jwks_path, NULL);
-    const char *junk[] = {"", ".", "..", "a.b", "a.b.c.d", "...", "a..c", "!!!.b.c",
-                          "eyJhbGciOiJIUzI1NiJ9", "eyJhbGciOiJIUzI1NiJ9.e30.a.b",
-                          "Bearer abc", "eyJhbGciOiJIUzI1NiJ9.e30.@@@",
-                          "eyJhbGciOiJIUzI1NiJ9=.e30.AAAA", "eyJ hbGc.e30.AAAA",
+    const char *junk[] = {"",
+                          ".",
+                          "..",
+                          "a.b",
+                          "a.b.c.d",
+                          "...",
+                          "a..c",
+                          "!!!.b.c",
+                          "eyJhbGciOiJIUzI1NiJ9",
+                          "eyJhbGciOiJIUzI1NiJ9.e30.a.b",
+                          "Bearer abc",
+                          "eyJhbGciOiJIUzI1NiJ9.e30.@@@",
+                          "eyJhbGciOiJIUzI1NiJ9=.e30.AAAA",
+                          "eyJ hbGc.e30.AAAA",
                           "\xff\xfe.\x01.\x02"};
     for (size_t i = 0; i < sizeof junk / sizeof junk[0]; i++)
         assert_int_equal(verify(e, strdup(junk[i])), AIGW_ERR_INVALID_TOKEN);
@@ -871,21 +896,20 @@ static void test_garbage(void **state)
                    "malformed token");
     assert_refused(e, hand_hs256("{\"alg\":7}", c, SECRET, strlen(SECRET)), NULL);
     assert_refused(e, hand_hs256("{\"typ\":\"JWT\"}", c, SECRET, strlen(SECRET)), NULL);
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"kid\":5}", c, SECRET, strlen(SECRET)),
-                   NULL);
+    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"kid\":5}", c, SECRET, strlen(SECRET)), NULL);
     /* Duplicate claims: which "sub" is meant is not ours to guess. */
     char *dup = claims(",\"sub\":\"mallory\"");
     assert_refused(e, hand_hs256("{\"alg\":\"HS256\"}", dup, SECRET, strlen(SECRET)),
                    "malformed token");
     free(dup);
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"alg\":\"none\"}", c, SECRET,
-                                 strlen(SECRET)),
+    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"alg\":\"none\"}", c, SECRET, strlen(SECRET)),
                    "malformed token");
     /* NaN is not JSON. */
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\"}",
-                                 "{\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\",\"sub\":\"a\","
-                                 "\"exp\":NaN}",
-                                 SECRET, strlen(SECRET)),
+    assert_refused(e,
+                   hand_hs256("{\"alg\":\"HS256\"}",
+                              "{\"iss\":\"" ISSUER "\",\"aud\":\"" AUDIENCE "\",\"sub\":\"a\","
+                              "\"exp\":NaN}",
+                              SECRET, strlen(SECRET)),
                    "malformed token");
     free(c);
     env_free(e);
@@ -898,14 +922,13 @@ static void test_header_typ_and_crit(void **state)
     char *c = claims("");
     assert_ok(e, hand_hs256("{\"alg\":\"HS256\",\"typ\":\"jwt\"}", c, SECRET, strlen(SECRET)));
     assert_ok(e, hand_hs256("{\"alg\":\"HS256\"}", c, SECRET, strlen(SECRET)));
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", c, SECRET,
-                                 strlen(SECRET)),
-                   NULL);
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"typ\":1}", c, SECRET, strlen(SECRET)),
-                   NULL);
-    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", c, SECRET,
-                                 strlen(SECRET)),
-                   NULL);
+    assert_refused(
+        e, hand_hs256("{\"alg\":\"HS256\",\"typ\":\"at+jwt\"}", c, SECRET, strlen(SECRET)), NULL);
+    assert_refused(e, hand_hs256("{\"alg\":\"HS256\",\"typ\":1}", c, SECRET, strlen(SECRET)), NULL);
+    assert_refused(
+        e,
+        hand_hs256("{\"alg\":\"HS256\",\"crit\":[\"exp\"],\"exp\":1}", c, SECRET, strlen(SECRET)),
+        NULL);
     free(c);
     env_free(e);
 }
@@ -1012,8 +1035,9 @@ static void test_jwk_with_unusable_neighbours(void **state)
     char path[128];
     path_in_dir(path, sizeof path, "mixed.json");
     struct buf b = {0};
-    buf_printf(&b, "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"},7,"
-                   "{\"kty\":\"EC\",\"crv\":\"secp256k1\",\"x\":\"AA\",\"y\":\"AA\"},%s]}",
+    buf_printf(&b,
+               "{\"keys\":[{\"kty\":\"oct\",\"k\":\"AAAA\"},7,"
+               "{\"kty\":\"EC\",\"crv\":\"secp256k1\",\"x\":\"AA\",\"y\":\"AA\"},%s]}",
                g.ec_jwk);
     write_file(path, buf_cstr(&b));
     buf_free(&b);
@@ -1043,7 +1067,8 @@ static int free_port(void)
 static int port_open(int port)
 {
     int fd = socket(AF_INET, SOCK_STREAM, 0);
-    struct sockaddr_in a = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port),
+    struct sockaddr_in a = {.sin_family = AF_INET,
+                            .sin_port = htons((uint16_t)port),
                             .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
     int ok = fd >= 0 && connect(fd, (struct sockaddr *)&a, sizeof a) == 0;
     if (fd >= 0)
