@@ -325,7 +325,8 @@ int admin_user(const char *config_path, int argc, char **argv)
         if (enable)
             u.disabled = 0;
     }
-    if (store_user_update(s, &u) < 0) {
+    /* New limits apply at once: the rate state measured against the old ones goes. */
+    if (store_user_update(s, &u) < 0 || store_rate_reset(s, u.user_id) < 0) {
         fprintf(stderr, "aigw: cannot update user: %s\n", store_errmsg(s));
         goto out;
     }

@@ -18,16 +18,10 @@
  * Never logs or echoes a token or the secret; why messages are fixed texts.
  * Never holds a database transaction across a network call.
  */
-#include "buf.h" /* before jwt.h, which uses struct buf without declaring it */
 #include "jwt.h"
 
-/* libjwt's header is also called jwt.h, and the -I for app/ makes <jwt.h>
- * find ours. Its path relative to any .../include directory of the search
- * path still reaches libjwt's (here /usr/include/../include/jwt.h). */
-#include <../include/jwt.h>
-#ifndef JWT_H
-#error "libjwt's jwt.h was not found (install libjwt-dev)"
-#endif
+/* libjwt's own header: app/ is on the quote path only, so <jwt.h> is libjwt's. */
+#include <jwt.h>
 
 #include <curl/curl.h>
 #include <errno.h>

@@ -16,6 +16,7 @@
 
 #include "err.h"
 
+struct buf;
 struct worker;
 struct caller;
 struct jwks;

@@ -101,11 +101,10 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
         request_fail(req, err, "", "%s", message);
     req->err = err;
     req->retry_after_s = (int)((retry_after_ms + 999) / 1000);
-    req->http_status = aigw_err_info(err)->http_status;
     struct audit_row row;
     audit_fill(req, "refused", &row, req->w->audit_scratch);
     row.latency_ms = (mono_s() - req->start_mono) * 1000.0;
-    row.http_status = req->http_status;
+    row.http_status = aigw_err_info(err)->http_status;
     row.error_code = aigw_err_info(err)->code;
     row.error = req->err_message;
     row.completed_ms = now_ms();

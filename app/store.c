@@ -29,6 +29,7 @@ enum stmt_id {
     ST_KEY_EACH,
     ST_RATE_GET,
     ST_RATE_SET,
+    ST_RATE_RESET,
     ST_BUDGET_GET,
     ST_BUDGET_ADD,
     ST_AUDIT_INSERT,
@@ -67,6 +68,7 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RATE_GET] = "SELECT tat_us FROM rate_state WHERE user_id = ?1 AND kind = ?2",
     [ST_RATE_SET] = "INSERT INTO rate_state(user_id, kind, tat_us) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us",
+    [ST_RATE_RESET] = "DELETE FROM rate_state WHERE user_id = ?1",
     [ST_BUDGET_GET] = "SELECT used, reserved FROM budget_usage WHERE user_id = ?1 AND period_start = ?2",
     [ST_BUDGET_ADD] = "INSERT INTO budget_usage(user_id, period_start, used, reserved)"
                       " VALUES (?1, ?2, max(?3, 0), max(?4, 0))"
@@ -430,6 +432,13 @@ int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, i
     bind_text(st, 1, user_id);
     bind_text(st, 2, kind);
     sqlite3_bind_int64(st, 3, tat_us);
+    return run(s, st);
+}
+
+int store_rate_reset(struct store *s, const char *user_id)
+{
+    sqlite3_stmt *st = stmt(s, ST_RATE_RESET);
+    bind_text(st, 1, user_id);
     return run(s, st);
 }
 

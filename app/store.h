@@ -72,6 +72,8 @@ int store_key_each(struct store *s, const char *user_id,
 /* The GCRA theoretical arrival time in microseconds, 0 when none is stored, -1 on error. */
 int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind);
 int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us);
+/* Forgets a user's rate state (after their limits change). */
+int store_rate_reset(struct store *s, const char *user_id);
 /* used and reserved for the period; both 0 when no row. Returns 0 or -1. */
 int store_budget_get(struct store *s, const char *user_id, int64_t period_start, int64_t *used,
                      int64_t *reserved);

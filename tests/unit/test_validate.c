@@ -386,6 +386,20 @@ static void test_seed_user_id(void **state)
     expect_fail(seed_user_id("\"a\\u007f\""), AIGW_ERR_INVALID_VALUE, "user_id");
 }
 
+/* DESIGN.md 5a: user_id is 1..256 *printable* characters. The C1 controls
+ * (U+0080..U+009F, e.g. U+009B, the one-byte terminal CSI) are control
+ * characters just like U+0001..U+001F and U+007F, and must be refused the same
+ * way: user_id ends up in logs, audit rows and `aigw report` output. */
+static void test_seed_user_id_rejects_c1_controls(void **state)
+{
+    (void)state;
+    expect_fail(seed_user_id("\"a\\u0085b\""), AIGW_ERR_INVALID_VALUE, "user_id");
+    expect_fail(seed_user_id("\"a\\u009b31m\""), AIGW_ERR_INVALID_VALUE, "user_id");
+    expect_fail(seed_user_id("\"\xc2\x80\""), AIGW_ERR_INVALID_VALUE, "user_id");
+    /* printable non-ASCII stays allowed */
+    expect_ok(seed_user_id("\"J\xc3\xbcrgen\""));
+}
+
 static void test_seed_model_field(void **state)
 {
     (void)state;
@@ -998,6 +1012,7 @@ int main(void)
         T(test_seed_temperature_bounds),
         T(test_seed_max_tokens_bounds),
         T(test_seed_user_id),
+        T(test_seed_user_id_rejects_c1_controls),
         T(test_seed_model_field),
         T(test_seed_deny_patterns),
         T(test_deny_match_direct),
