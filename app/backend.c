@@ -55,17 +55,15 @@ void backend_pool_free(struct backend_pool *pool)
     free(pool);
 }
 
-int backend_load_key(struct backend_conn *c, const char *environment, int force, struct buf *err)
+int backend_load_key(struct backend_conn *c, struct secrets *secrets, int force, struct buf *err)
 {
-    if (c->key_loaded && !force)
-        return 0;
     c->key_loaded = 0;
     if (!c->cfg->api_key_ref) {
         buf_reset(&c->key);
         c->key_loaded = 1;
         return 0;
     }
-    if (secret_resolve(c->cfg->api_key_ref, environment, &c->key, err) < 0)
+    if (secrets_get(secrets, c->cfg->api_key_ref, force, &c->key, err) < 0)
         return -1;
     c->key_loaded = 1;
     return 0;

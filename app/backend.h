@@ -31,8 +31,10 @@ struct backend_pool {
 struct backend_pool *backend_pool_new(const struct cfg *cfg);
 void backend_pool_free(struct backend_pool *pool);
 
-/* Resolves the backend's key (again, with force). 0, or -1 with err set. */
-int backend_load_key(struct backend_conn *c, const char *environment, int force, struct buf *err);
+struct secrets;
+/* Resolves the backend's key through the worker's secret cache (fetching it
+ * again with force). 0, or -1 with err set. */
+int backend_load_key(struct backend_conn *c, struct secrets *secrets, int force, struct buf *err);
 
 /* Called with the data of each SSE event; return 0 to go on, -1 to abort. */
 typedef int (*sse_event_fn)(void *arg, const char *data, size_t len);

@@ -327,7 +327,7 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     static const char *const top[] = {"environment", "database",  "auth",     "limits",
                                       "validation",  "redaction", "backends", "default_model",
                                       "retry",       "circuit_breaker", "audit", "telemetry",
-                                      NULL};
+                                      "secrets", NULL};
     check_keys(L, root, "", top);
 
     c->environment = get_string(L, root, "", "environment", getenv("AIGW_ENV") ? getenv("AIGW_ENV") : "production");
@@ -487,6 +487,40 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         check_keys(L, o, "telemetry", k_tel);
     c->telemetry.otlp_endpoint = get_string(L, o, "telemetry", "otlp_endpoint", NULL);
     c->telemetry.service_name = get_string(L, o, "telemetry", "service_name", "aigw");
+    if (c->telemetry.otlp_endpoint && strncmp(c->telemetry.otlp_endpoint, "http://", 7) != 0 &&
+        strncmp(c->telemetry.otlp_endpoint, "https://", 8) != 0)
+        problem(L, "telemetry.otlp_endpoint", "must start with http:// or https://");
+
+    o = get_object(L, root, "", "secrets");
+    static const char *const k_sec[] = {"cache_ttl_s", "keyvault", NULL};
+    if (o)
+        check_keys(L, o, "secrets", k_sec);
+    c->secrets.cache_ttl_s = (int)get_int(L, o, "secrets", "cache_ttl_s", 300, 0, 86400 * 30);
+    json_object *kv = get_object(L, o, "secrets", "keyvault");
+    static const char *const k_kv[] = {"auth", "tenant_id", "client_id", "client_secret",
+                                       "authority_host", "imds_endpoint", "identity_endpoint",
+                                       "api_version", "timeout_s", NULL};
+    if (kv)
+        check_keys(L, kv, "secrets.keyvault", k_kv);
+    c->secrets.kv_auth = get_string(L, kv, "secrets.keyvault", "auth", "managed_identity");
+    if (strcmp(c->secrets.kv_auth, "managed_identity") && strcmp(c->secrets.kv_auth, "client_credentials"))
+        problem(L, "secrets.keyvault.auth", "must be \"managed_identity\" or \"client_credentials\"");
+    c->secrets.kv_tenant_id = get_string(L, kv, "secrets.keyvault", "tenant_id", NULL);
+    c->secrets.kv_client_id = get_string(L, kv, "secrets.keyvault", "client_id", NULL);
+    c->secrets.kv_client_secret_ref = get_string(L, kv, "secrets.keyvault", "client_secret", NULL);
+    if (c->secrets.kv_client_secret_ref && strncmp(c->secrets.kv_client_secret_ref, "keyvault:", 9) == 0)
+        problem(L, "secrets.keyvault.client_secret", "cannot itself come from Key Vault; use env: or file:");
+    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref);
+    if (strcmp(c->secrets.kv_auth, "client_credentials") == 0 &&
+        (!c->secrets.kv_tenant_id || !c->secrets.kv_client_id || !c->secrets.kv_client_secret_ref))
+        problem(L, "secrets.keyvault", "client_credentials needs tenant_id, client_id and client_secret");
+    c->secrets.kv_authority_host = get_string(L, kv, "secrets.keyvault", "authority_host",
+                                              "https://login.microsoftonline.com");
+    c->secrets.kv_imds_endpoint = get_string(L, kv, "secrets.keyvault", "imds_endpoint",
+                                             "http://169.254.169.254/metadata/identity/oauth2/token");
+    c->secrets.kv_identity_endpoint = get_string(L, kv, "secrets.keyvault", "identity_endpoint", NULL);
+    c->secrets.kv_api_version = get_string(L, kv, "secrets.keyvault", "api_version", "7.4");
+    c->secrets.kv_timeout_s = get_number(L, kv, "secrets.keyvault", "timeout_s", 5, 0.1, 120);
     return c;
 }
 
@@ -601,6 +635,14 @@ void cfg_free(struct cfg *c)
     free(c->default_model);
     free(c->telemetry.otlp_endpoint);
     free(c->telemetry.service_name);
+    free(c->secrets.kv_auth);
+    free(c->secrets.kv_tenant_id);
+    free(c->secrets.kv_client_id);
+    free(c->secrets.kv_client_secret_ref);
+    free(c->secrets.kv_authority_host);
+    free(c->secrets.kv_imds_endpoint);
+    free(c->secrets.kv_identity_endpoint);
+    free(c->secrets.kv_api_version);
     free(c);
 }
 

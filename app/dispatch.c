@@ -200,7 +200,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             req->backend_name = b->name;
             req->backend_deployment = deployment;
             struct buf keyerr = {0};
-            if (backend_load_key(conn, cfg->environment, 0, &keyerr) < 0) {
+            if (backend_load_key(conn, w->secrets, 0, &keyerr) < 0) {
                 log_error("backend %s: %s", b->name, buf_cstr(&keyerr));
                 snprintf(a->error, sizeof a->error, "backend key unavailable");
                 buf_free(&keyerr);
@@ -226,7 +226,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             if (rc == 0 && call.status == 401 && conn->cfg->api_key_ref) {
                 /* The key may have been rotated: fetch it again and retry once. */
                 struct buf err = {0};
-                if (backend_load_key(conn, cfg->environment, 1, &err) == 0) {
+                if (backend_load_key(conn, w->secrets, 1, &err) == 0) {
                     buf_reset(&req->upstream);
                     rc = backend_perform(conn, &call);
                 }

@@ -37,7 +37,7 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
         else
             buf_printf(&url, "%s/models", c->cfg->url);
         buf_reset(&err);
-        if (backend_load_key(c, w->cfg->environment, 0, &err) < 0) {
+        if (backend_load_key(c, w->secrets, 0, &err) < 0) {
             if (report)
                 fprintf(report, "%s\tkey unavailable: %s\n", c->cfg->name, buf_cstr(&err));
             continue;

@@ -24,6 +24,7 @@ struct redactor;
 struct backend_pool;
 struct jwks;
 struct audit_scratch;
+struct secrets;
 
 struct worker {
     struct cfg *cfg;
@@ -32,6 +33,7 @@ struct worker {
     struct redactor *redactor;
     struct jwks *jwks;
     struct audit_scratch *audit_scratch;
+    struct secrets *secrets;
     uint64_t rng;          /* xorshift state for jitter and weighted choice */
     unsigned long served;  /* requests handled by this process */
 };

@@ -13,6 +13,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include "config.h"
+#include "request.h"
+
 #define SECRET_FILE_MAX 65536
 
 /* Expands ${env} in ref into out. */
@@ -93,4 +96,83 @@ int secret_resolve(const char *ref, const char *environment, struct buf *out, st
 done:
     buf_free(&name);
     return rc;
+}
+
+/* --- the per-worker cache --------------------------------------------------- */
+
+struct secret_entry {
+    char *ref;
+    struct buf value;
+    int64_t fetched_ms;
+};
+
+struct secrets {
+    const struct cfg *cfg;
+    struct secret_entry *entries;
+    size_t n, cap;
+};
+
+struct secrets *secrets_new(const struct cfg *cfg)
+{
+    struct secrets *s = calloc(1, sizeof *s);
+    if (s)
+        s->cfg = cfg;
+    return s;
+}
+
+static void wipe(struct buf *b)
+{
+    if (b->data)
+        memset(b->data, 0, b->cap);
+    buf_free(b);
+}
+
+void secrets_free(struct secrets *s)
+{
+    if (!s)
+        return;
+    for (size_t i = 0; i < s->n; i++) {
+        free(s->entries[i].ref);
+        wipe(&s->entries[i].value);
+    }
+    free(s->entries);
+    free(s);
+}
+
+int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, struct buf *err)
+{
+    int64_t now = now_ms();
+    struct secret_entry *e = NULL;
+    for (size_t i = 0; i < s->n; i++)
+        if (strcmp(s->entries[i].ref, ref) == 0)
+            e = &s->entries[i];
+    if (e && !force && now - e->fetched_ms < (int64_t)s->cfg->secrets.cache_ttl_s * 1000) {
+        buf_reset(out);
+        return buf_append(out, e->value.data, e->value.len);
+    }
+    struct buf fresh = {0};
+    if (secret_resolve(ref, s->cfg->environment, &fresh, err) < 0) {
+        wipe(&fresh);
+        return -1;
+    }
+    if (!e) {
+        if (s->n == s->cap) {
+            size_t cap = s->cap ? s->cap * 2 : 8;
+            struct secret_entry *n = realloc(s->entries, cap * sizeof *n);
+            if (!n) {
+                wipe(&fresh);
+                return -1;
+            }
+            s->entries = n;
+            s->cap = cap;
+        }
+        e = &s->entries[s->n++];
+        memset(e, 0, sizeof *e);
+        e->ref = strdup(ref);
+    }
+    wipe(&e->value);
+    e->value = fresh;
+    e->fetched_ms = now;
+    buf_reset(out);
+    return buf_append(out, e->value.data, e->value.len);
 }

@@ -21,6 +21,7 @@
 #include "log.h"
 #include "pipeline.h"
 #include "sanitize.h"
+#include "secrets.h"
 #include "store.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -44,7 +45,8 @@ int worker_init(struct worker *w, struct cfg *cfg, struct buf *err)
     w->pool = backend_pool_new(cfg);
     w->redactor = redactor_new(cfg);
     w->audit_scratch = calloc(1, sizeof *w->audit_scratch);
-    if (!w->pool || !w->redactor || !w->audit_scratch) {
+    w->secrets = secrets_new(cfg);
+    if (!w->pool || !w->redactor || !w->audit_scratch || !w->secrets) {
         buf_puts(err, "out of memory");
         worker_cleanup(w);
         return -1;
@@ -64,6 +66,7 @@ void worker_cleanup(struct worker *w)
     jwks_free(w->jwks);
     redactor_free(w->redactor);
     backend_pool_free(w->pool);
+    secrets_free(w->secrets);
     store_close(w->store);
     if (w->audit_scratch) {
         audit_scratch_free(w->audit_scratch);
