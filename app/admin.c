@@ -567,11 +567,8 @@ int admin_audit(const char *config_path, int argc, char **argv)
         int n;
         do {
             /* Small batches, each its own transaction, so workers never wait long. */
-            if (store_begin(w.store) < 0)
-                break;
-            n = store_audit_prune(w.store, now_ms() - older * 1000, 1000);
-            if (n < 0 || store_commit(w.store) < 0) {
-                store_rollback(w.store);
+            n = limits_prune_audit(&w, older * 1000, 1000);
+            if (n < 0) {
                 fprintf(stderr, "aigw: database error: %s\n", store_errmsg(w.store));
                 goto out;
             }
@@ -594,6 +591,146 @@ int admin_audit(const char *config_path, int argc, char **argv)
     }
 out:
     store_close(w.store);
+    cfg_free(cfg);
+    return rc;
+}
+
+/* --- reports ----------------------------------------------------------------- */
+
+enum report_format { FORMAT_TABLE, FORMAT_CSV, FORMAT_JSON };
+
+struct report_out {
+    enum report_format format;
+    int rows;
+};
+
+static void csv_field(const char *v)
+{
+    if (!v)
+        return;
+    if (!strpbrk(v, ",\"\n")) {
+        fputs(v, stdout);
+        return;
+    }
+    putchar('"');
+    for (const char *p = v; *p; p++) {
+        if (*p == '"')
+            putchar('"');
+        putchar(*p);
+    }
+    putchar('"');
+}
+
+static void json_field(const char *v)
+{
+    if (!v) {
+        fputs("null", stdout);
+        return;
+    }
+    char *end;
+    strtod(v, &end);
+    if (*v && !*end && strcmp(v, "nan") && strcmp(v, "inf")) {
+        fputs(v, stdout); /* a number */
+        return;
+    }
+    struct buf b = {0};
+    buf_put_json_string(&b, v, strlen(v));
+    fputs(buf_cstr(&b), stdout);
+    buf_free(&b);
+}
+
+static void report_row(int ncol, const char *const *names, const char *const *values, void *arg)
+{
+    struct report_out *o = arg;
+    if (o->rows == 0 && o->format != FORMAT_JSON) {
+        for (int i = 0; i < ncol; i++) {
+            fputs(i ? (o->format == FORMAT_CSV ? "," : "\t") : "", stdout);
+            fputs(names[i], stdout);
+        }
+        putchar('\n');
+    }
+    if (o->format == FORMAT_JSON) {
+        fputs(o->rows ? ",\n  {" : "[\n  {", stdout);
+        for (int i = 0; i < ncol; i++) {
+            printf("%s\"%s\": ", i ? ", " : "", names[i]);
+            json_field(values[i]);
+        }
+        putchar('}');
+    } else {
+        for (int i = 0; i < ncol; i++) {
+            fputs(i ? (o->format == FORMAT_CSV ? "," : "\t") : "", stdout);
+            if (o->format == FORMAT_CSV)
+                csv_field(values[i]);
+            else
+                fputs(values[i] ? values[i] : "-", stdout);
+        }
+        putchar('\n');
+    }
+    o->rows++;
+}
+
+int admin_report(const char *config_path, int argc, char **argv)
+{
+    static const char usage[] =
+        "usage: aigw [--config PATH] report REPORT [--since DURATION] [--format table|csv|json]\n\n"
+        "reports (views in sql/reports.sql, also queryable with sqlite3):\n"
+        "  usage      requests and tokens per user per day\n"
+        "  budget     spend against budget per user and period\n"
+        "  errors     error rate per backend per hour\n"
+        "  latency    p50/p95/p99 latency per backend per hour\n"
+        "  failovers  requests that needed more than one attempt, from where to where\n"
+        "  refusals   the most frequent reasons requests were refused\n"
+        "--since defaults to 24h (e.g. 7d, 90m; 0 for everything).\n";
+    if (argc < 2 || wants_help(argc, argv)) {
+        fputs(usage, argc < 2 ? stderr : stdout);
+        return argc < 2;
+    }
+    const char *name = argv[1];
+    long long since = 86400;
+    struct report_out o = {FORMAT_TABLE, 0};
+    for (int i = 2; i < argc; i++) {
+        if (strcmp(argv[i], "--since") == 0 && i + 1 < argc) {
+            since = admin_parse_duration(argv[++i]);
+            if (since < 0) {
+                fprintf(stderr, "aigw: --since needs a duration like 24h, 7d or 0\n");
+                return 1;
+            }
+        } else if (strcmp(argv[i], "--format") == 0 && i + 1 < argc) {
+            const char *f = argv[++i];
+            if (strcmp(f, "table") == 0)
+                o.format = FORMAT_TABLE;
+            else if (strcmp(f, "csv") == 0)
+                o.format = FORMAT_CSV;
+            else if (strcmp(f, "json") == 0)
+                o.format = FORMAT_JSON;
+            else {
+                fprintf(stderr, "aigw: --format must be table, csv or json\n");
+                return 1;
+            }
+        } else {
+            fprintf(stderr, "aigw: unknown option %s (see aigw report --help)\n", argv[i]);
+            return 1;
+        }
+    }
+    struct cfg *cfg = load_config(config_path);
+    if (!cfg)
+        return 1;
+    struct store *s = open_store(cfg);
+    int rc = 1;
+    if (s) {
+        int64_t since_ms = since == 0 ? 0 : now_ms() - since * 1000;
+        int r = store_report(s, name, since_ms, report_row, &o);
+        if (r == -2)
+            fprintf(stderr, "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n", name);
+        else if (r < 0)
+            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
+        else {
+            if (o.format == FORMAT_JSON)
+                puts(o.rows ? "\n]" : "[]");
+            rc = 0;
+        }
+    }
+    store_close(s);
     cfg_free(cfg);
     return rc;
 }

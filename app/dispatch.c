@@ -13,6 +13,7 @@
 #include <time.h>
 
 #include "breaker.h"
+#include "fcgi_io.h"
 #include "log.h"
 
 #define DEFAULT_API_VERSION "2024-10-21"
@@ -143,6 +144,8 @@ static struct attempt *record_attempt(struct request *req, const char *backend)
                                                                                : MAX_ATTEMPTS_RECORDED - 1];
     memset(a, 0, sizeof *a);
     a->backend = backend;
+    a->start_ns = now_ns();
+    random_hex(a->span_id, 8);
     req->n_attempts++;
     return a;
 }
@@ -168,7 +171,6 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
     double deadline = req->start_mono + cfg->retry.deadline_s;
     struct buf url = {0};
     char traceparent[64];
-    snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", req->trace_id, req->span_id);
     struct upstream_call call = {0};
     int64_t retry_after_max = -1;
     int64_t earliest_retry_at = 0;
@@ -196,6 +198,8 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             }
             const char *deployment = cfg_backend_deployment(b, req->model);
             struct attempt *a = record_attempt(req, b->name);
+            /* Each attempt is a child span; the backend sees it as its parent. */
+            snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", req->trace_id, a->span_id);
             tried_any = tried_this_round = 1;
             req->backend_name = b->name;
             req->backend_deployment = deployment;

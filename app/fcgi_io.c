@@ -54,11 +54,15 @@ static void read_traceparent(struct request *req, const char *tp)
     random_hex(req->span_id, 8);
 }
 
+/* A UUIDv7: 48 bits of Unix milliseconds, then random bits. Time-ordered ids
+ * append to the end of the audit table's unique index instead of landing at
+ * random pages, so inserts cost the same with 10 million rows as with none. */
 static void make_request_id(struct request *req)
 {
     char h[33];
     random_hex(h, 16);
-    h[12] = '4'; /* UUID version 4 */
+    snprintf(h, 13, "%012llx", (unsigned long long)(req->start_ms & 0xFFFFFFFFFFFFull));
+    h[12] = '7';
     h[16] = "89ab"[h[16] % 4];
     snprintf(req->request_id, sizeof req->request_id, "%.8s-%.4s-%.4s-%.4s-%.12s", h, h + 8, h + 12,
              h + 16, h + 20);

@@ -13,6 +13,7 @@
 
 #include "audit.h"
 #include "log.h"
+#include "metrics.h"
 #include "store.h"
 
 struct gcra_result gcra_check(int64_t now_us, int64_t tat_us, long limit, int64_t window_us,
@@ -108,7 +109,8 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
     row.error_code = aigw_err_info(err)->code;
     row.error = req->err_message;
     row.completed_ms = now_ms();
-    if (store_audit_insert(req->w->store, &row) < 0 || store_commit(req->w->store) < 0) {
+    if (store_audit_insert(req->w->store, &row) < 0 || metrics_record(req, row.http_status) < 0 ||
+        store_commit(req->w->store) < 0) {
         log_error("request %s: cannot record refusal: %s", req->request_id, store_errmsg(req->w->store));
         store_rollback(req->w->store);
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
@@ -226,7 +228,7 @@ void limits_settle(struct request *req)
     for (int attempt = 0; attempt < 3; attempt++) {
         if (store_begin(st) < 0)
             continue;
-        if (store_audit_complete(st, &row) < 0)
+        if (store_audit_complete(st, &row) < 0 || metrics_record(req, row.http_status) < 0)
             goto fail;
         if (req->budget_period_start >= 0 &&
             store_budget_add(st, req->subject, req->budget_period_start, req->total_tokens,
@@ -280,4 +282,17 @@ int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms)
     if (done)
         log_warn("marked %d stale pending request(s) abandoned and released their reservations", done);
     return done;
+}
+
+int limits_prune_audit(struct worker *w, int64_t max_age_ms, int batch)
+{
+    struct store *st = w->store;
+    if (store_begin(st) < 0)
+        return -1;
+    int n = store_audit_prune(st, now_ms() - max_age_ms, batch);
+    if (n < 0 || store_commit(st) < 0) {
+        store_rollback(st);
+        return -1;
+    }
+    return n;
 }

@@ -55,6 +55,10 @@ void limits_audit_refusal(struct request *req);
  * reservations; returns how many. */
 int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms);
 
+/* Deletes up to batch completed audit rows older than max_age_ms in one short
+ * transaction; returns rows deleted or -1. */
+int limits_prune_audit(struct worker *w, int64_t max_age_ms, int batch);
+
 /* Formats a duration the way OpenAI's x-ratelimit-reset-* headers do ("6m0s", "1.5s"). */
 void limits_format_duration(int64_t ms, char *out, size_t n);
 

@@ -12,5 +12,7 @@ struct migration {
 
 extern const struct migration migrations[];
 extern const int n_migrations;
+/* sql/reports.sql: the reporting views, recreated whenever their text changes. */
+extern const char reports_sql[];
 
 #endif

@@ -18,10 +18,13 @@
 #include "fcgi_io.h"
 #include "limits.h"
 #include "log.h"
+#include "metrics.h"
 #include "proxy.h"
 #include "store.h"
+#include "telemetry.h"
 
-#define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned rows */
+#define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned and expired rows */
+#define PRUNE_BATCH_ROWS 500     /* rows one worker deletes at a time: a short transaction */
 
 static enum aigw_err route_request(struct request *req)
 {
@@ -140,9 +143,22 @@ static void serve_health(struct request *req)
     fcgi_send_json(req, ready ? 200 : 503, out->data, out->len);
 }
 
+static void serve_metrics(struct request *req)
+{
+    buf_reset(&req->out);
+    if (metrics_render(req->w, &req->out) < 0) {
+        request_fail(req, AIGW_ERR_INTERNAL, "", "The metrics could not be read from the database.");
+        return;
+    }
+    if (fcgi_send_headers(req, 200, "text/plain; version=0.0.4; charset=utf-8") == 0 &&
+        strcmp(req->method, "HEAD") != 0)
+        fcgi_write(req, req->out.data, req->out.len);
+}
+
 void pipeline_handle(struct request *req)
 {
-    req->start_ms = now_ms();
+    req->start_ns = now_ns();
+    req->start_ms = req->start_ns / 1000000;
     req->start_mono = mono_s();
     enum aigw_err e = fcgi_read_request(req);
     if (e == AIGW_OK)
@@ -151,7 +167,7 @@ void pipeline_handle(struct request *req)
         if (req->route == ROUTE_MODELS)
             proxy_list_models(req);
         else if (req->route == ROUTE_METRICS)
-            request_fail(req, AIGW_ERR_NOT_FOUND, "", "Metrics are not enabled in this build.");
+            serve_metrics(req);
         else
             serve_health(req);
         if (!req->http_status)
@@ -179,9 +195,12 @@ void pipeline_after_response(struct request *req)
 {
     struct worker *w = req->w;
     w->served++;
+    telemetry_export(w, req);
     if (w->served % SWEEP_EVERY_REQUESTS == 1) {
         /* Rows pending for longer than any request may run belong to dead workers. */
         int64_t max_age = (int64_t)(w->cfg->retry.deadline_s * 1000) + 60000;
         limits_sweep_abandoned(w, max_age);
+        if (w->cfg->audit.retention_days > 0)
+            limits_prune_audit(w, (int64_t)w->cfg->audit.retention_days * 86400000, PRUNE_BATCH_ROWS);
     }
 }

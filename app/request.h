@@ -25,6 +25,7 @@ struct backend_pool;
 struct jwks;
 struct audit_scratch;
 struct secrets;
+struct telemetry;
 
 struct worker {
     struct cfg *cfg;
@@ -34,6 +35,7 @@ struct worker {
     struct jwks *jwks;
     struct audit_scratch *audit_scratch;
     struct secrets *secrets;
+    struct telemetry *telemetry;
     uint64_t rng;          /* xorshift state for jitter and weighted choice */
     unsigned long served;  /* requests handled by this process */
 };
@@ -43,6 +45,8 @@ struct worker {
 struct attempt {
     const char *backend; /* the config's name; lives as long as the config */
     int http_status;     /* 0 when no response */
+    int64_t start_ns;    /* wall clock, for the attempt's span */
+    char span_id[17];    /* the attempt's span, sent to the backend in traceparent */
     double latency_ms;
     char error[160];
 };
@@ -79,6 +83,7 @@ struct request {
     char span_id[17];
     char parent_span_id[17];
     int64_t start_ms;      /* wall clock */
+    int64_t start_ns;
     double start_mono;     /* monotonic seconds, for latency */
     const char *method;
     char path[1024];
@@ -130,6 +135,7 @@ struct request {
     char err_message[384];
     int retry_after_s;       /* for 429 and 503 */
     int http_status;
+    int64_t end_ns;          /* when the response was complete */
     struct buf out;          /* the response body sent (for the audit) */
 };
 
@@ -143,6 +149,7 @@ enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *p
 
 /* Wall-clock milliseconds and monotonic seconds. */
 int64_t now_ms(void);
+int64_t now_ns(void);
 double mono_s(void);
 
 #endif

@@ -41,6 +41,8 @@ enum stmt_id {
     ST_BREAKER_PUT,
     ST_JWKS_GET,
     ST_JWKS_PUT,
+    ST_METRIC_ADD,
+    ST_METRIC_EACH,
     ST__COUNT
 };
 
@@ -105,6 +107,30 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_JWKS_GET] = "SELECT body, fetched_ms FROM jwks_cache WHERE url = ?1",
     [ST_JWKS_PUT] = "INSERT INTO jwks_cache(url, body, fetched_ms) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(url) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
+    [ST_METRIC_ADD] = "INSERT INTO metrics(name, labels, value) VALUES (?1, ?2, ?3)"
+                      " ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
+    [ST_METRIC_EACH] = "SELECT name, labels, value FROM metrics ORDER BY name, labels",
+};
+
+/* The report views of sql/reports.sql, by report name. */
+static const struct {
+    const char *name;
+    const char *sql;
+} report_sql[] = {
+    {"usage", "SELECT day, user_id, requests, succeeded, refused, prompt_tokens, completion_tokens,"
+              " total_tokens FROM report_usage WHERE first_ms >= ?1 ORDER BY day, user_id"},
+    {"budget", "SELECT user_id, period, period_start, used, reserved, budget, used_pct FROM report_budget"
+               " WHERE first_ms >= ?1 OR period_start = 'total' ORDER BY user_id, period_start"},
+    {"errors", "SELECT backend, hour, requests, errors, error_rate, failed_over FROM report_errors"
+               " WHERE first_ms >= ?1 ORDER BY hour, backend"},
+    {"latency", "SELECT backend, hour, requests, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
+                " WHERE first_ms >= ?1 ORDER BY hour, backend"},
+    {"failovers", "SELECT time, request_id, from_backend, from_status, to_backend, attempts, status"
+                  " FROM report_failovers WHERE first_ms >= ?1 ORDER BY first_ms"},
+    {"refusals", "SELECT reason, refused, strftime('%Y-%m-%dT%H:%M:%SZ', last_ms / 1000, 'unixepoch')"
+                 " AS last_seen FROM (SELECT error_code AS reason, count(*) AS refused, max(ts_ms) AS last_ms"
+                 " FROM audit_log WHERE status = 'refused' AND ts_ms >= ?1 GROUP BY error_code)"
+                 " ORDER BY refused DESC"},
 };
 
 struct store {
@@ -207,6 +233,28 @@ int store_migrate(struct store *s, struct buf *err)
             return -1;
         }
         applied++;
+    }
+    /* The views: recreated when reports.sql changed (its hash is user_version). */
+    uint32_t h = 2166136261u;
+    for (const char *p = reports_sql; *p; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    int32_t want = (int32_t)(h & 0x7fffffff);
+    sqlite3_stmt *q;
+    sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL);
+    int32_t have = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
+    sqlite3_finalize(q);
+    if (have != want) {
+        char pragma[64];
+        snprintf(pragma, sizeof pragma, "PRAGMA user_version = %d", (int)want);
+        if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
+            return -1;
+        if (exec_sql(s, reports_sql, err) < 0 || exec_sql(s, pragma, err) < 0) {
+            buf_puts(err, " (in reports.sql)");
+            exec_sql(s, "ROLLBACK", NULL);
+            return -1;
+        }
+        if (exec_sql(s, "COMMIT", err) < 0)
+            return -1;
     }
     return applied;
 }
@@ -611,4 +659,60 @@ int store_jwks_put(struct store *s, const char *url, const char *body, int64_t n
     bind_text(st, 2, body);
     sqlite3_bind_int64(st, 3, now_ms);
     return run(s, st);
+}
+
+/* --- metrics ----------------------------------------------------------------- */
+
+int store_metric_add(struct store *s, const char *name, const char *labels, double delta)
+{
+    sqlite3_stmt *st = stmt(s, ST_METRIC_ADD);
+    bind_text(st, 1, name);
+    bind_text(st, 2, labels);
+    sqlite3_bind_double(st, 3, delta);
+    return run(s, st);
+}
+
+int store_metric_each(struct store *s, void (*fn)(const char *name, const char *labels, double value,
+                                                  void *arg),
+                      void *arg)
+{
+    sqlite3_stmt *st = stmt(s, ST_METRIC_EACH);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW)
+        fn((const char *)sqlite3_column_text(st, 0), (const char *)sqlite3_column_text(st, 1),
+           sqlite3_column_double(st, 2), arg);
+    sqlite3_reset(st);
+    return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* --- reports ------------------------------------------------------------------ */
+
+int store_report(struct store *s, const char *report, int64_t since_ms,
+                 void (*row)(int ncol, const char *const *names, const char *const *values, void *arg),
+                 void *arg)
+{
+    const char *sql = NULL;
+    for (size_t i = 0; i < sizeof report_sql / sizeof report_sql[0]; i++)
+        if (strcmp(report_sql[i].name, report) == 0)
+            sql = report_sql[i].sql;
+    if (!sql)
+        return -2;
+    sqlite3_stmt *st;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &st, NULL) != SQLITE_OK)
+        return -1;
+    sqlite3_bind_int64(st, 1, since_ms);
+    int ncol = sqlite3_column_count(st);
+    const char *names[32], *values[32];
+    if (ncol > 32)
+        ncol = 32;
+    for (int i = 0; i < ncol; i++)
+        names[i] = sqlite3_column_name(st, i);
+    int rc;
+    while ((rc = sqlite3_step(st)) == SQLITE_ROW) {
+        for (int i = 0; i < ncol; i++)
+            values[i] = (const char *)sqlite3_column_text(st, i);
+        row(ncol, names, values, arg);
+    }
+    sqlite3_finalize(st);
+    return rc == SQLITE_DONE ? 0 : -1;
 }

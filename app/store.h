@@ -144,4 +144,17 @@ int store_breaker_put(struct store *s, const char *name, const struct breaker_ro
 int store_jwks_get(struct store *s, const char *url, struct buf *out, int64_t *fetched_ms);
 int store_jwks_put(struct store *s, const char *url, const char *body, int64_t now_ms);
 
+/* --- metrics (inside the settling transaction) ---------------------------- */
+int store_metric_add(struct store *s, const char *name, const char *labels, double delta);
+int store_metric_each(struct store *s, void (*fn)(const char *name, const char *labels, double value,
+                                                  void *arg),
+                      void *arg);
+
+/* --- reports ----------------------------------------------------------------- */
+/* Runs the named report (usage, budget, errors, latency, failovers, refusals)
+ * for rows since since_ms, calling row for each. 0, -1 on error, -2 unknown name. */
+int store_report(struct store *s, const char *report, int64_t since_ms,
+                 void (*row)(int ncol, const char *const *names, const char *const *values, void *arg),
+                 void *arg);
+
 #endif

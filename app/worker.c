@@ -22,6 +22,7 @@
 #include "pipeline.h"
 #include "sanitize.h"
 #include "secrets.h"
+#include "telemetry.h"
 #include "store.h"
 
 static volatile sig_atomic_t stop_requested;
@@ -46,7 +47,8 @@ int worker_init(struct worker *w, struct cfg *cfg, struct buf *err)
     w->redactor = redactor_new(cfg);
     w->audit_scratch = calloc(1, sizeof *w->audit_scratch);
     w->secrets = secrets_new(cfg);
-    if (!w->pool || !w->redactor || !w->audit_scratch || !w->secrets) {
+    w->telemetry = telemetry_new(cfg);
+    if (!w->pool || !w->redactor || !w->audit_scratch || !w->secrets || !w->telemetry) {
         buf_puts(err, "out of memory");
         worker_cleanup(w);
         return -1;
@@ -67,6 +69,7 @@ void worker_cleanup(struct worker *w)
     redactor_free(w->redactor);
     backend_pool_free(w->pool);
     secrets_free(w->secrets);
+    telemetry_free(w->telemetry);
     store_close(w->store);
     if (w->audit_scratch) {
         audit_scratch_free(w->audit_scratch);
@@ -107,6 +110,7 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
         request_reset(&req);
         req.fcgi = &fr;
         pipeline_handle(&req);
+        req.end_ns = now_ns();
         FCGX_Finish_r(&fr);
         /* The client has its answer; what follows costs it nothing. */
         pipeline_after_response(&req);
