@@ -85,8 +85,12 @@ int breaker_apply(struct breaker_row *row, const struct breaker_policy *p, int64
             if (strcmp(row->state, "open") != 0 || half_open)
                 log_warn("circuit breaker opened after %d failure(s): %s", row->failures,
                          row->last_error);
+            int64_t until = now + p->recovery_ms;
+            /* Never shorten a longer cooldown (a 429's Retry-After) already in force. */
+            if (strcmp(row->state, "open") == 0 && row->open_until_ms > until)
+                until = row->open_until_ms;
             set_state(row, "open", now);
-            row->open_until_ms = now + p->recovery_ms;
+            row->open_until_ms = until;
             row->half_open_inflight = 0;
         }
         return 1;

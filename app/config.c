@@ -8,6 +8,8 @@
  */
 #include "config.h"
 
+#include "json_strict.h"
+
 #include <errno.h>
 #include <json-c/json.h>
 #include <regex.h>
@@ -420,7 +422,8 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         regex_ok(L, p, c->redaction.patterns[i], 0);
     }
     c->redaction.replacement = get_string(L, o, "redaction", "replacement", "[REDACTED_KEY]");
-    c->redaction.max_match_chars = (int)get_int(L, o, "redaction", "max_match_chars", 128, 8, 4096);
+    /* At least the seed's key (51 characters) must fit in what a stream holds back. */
+    c->redaction.max_match_chars = (int)get_int(L, o, "redaction", "max_match_chars", 128, 64, 4096);
 
     json_object *arr;
     if (!json_object_object_get_ex(root, "backends", &arr) || !json_object_is_type(arr, json_type_array) ||
@@ -428,6 +431,10 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         problem(L, "backends", "is required: a non-empty array of model backends");
     } else {
         c->n_backends = json_object_array_length(arr);
+        if (c->n_backends > CFG_MAX_BACKENDS) {
+            problem(L, "backends", "at most %d backends are supported", CFG_MAX_BACKENDS);
+            c->n_backends = CFG_MAX_BACKENDS;
+        }
         c->backends = calloc(c->n_backends, sizeof *c->backends);
         for (size_t i = 0; i < c->n_backends; i++) {
             char p[64];
@@ -447,6 +454,14 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->default_model = get_string(L, root, "", "default_model", NULL);
     if (!c->default_model && c->n_backends && c->backends[0].n_deployments)
         c->default_model = xstrdup(c->backends[0].deployments[0].model);
+    if (c->default_model && c->n_backends) {
+        int served = 0;
+        for (size_t i = 0; i < c->n_backends && !served; i++)
+            served = c->backends[i].deployments && cfg_backend_deployment(&c->backends[i], c->default_model);
+        if (!served)
+            problem(L, "default_model", "no backend serves \"%s\" (add it to a backend's deployments)",
+                    c->default_model);
+    }
 
     o = get_object(L, root, "", "retry");
     static const char *const k_retry[] = {"max_attempts", "base_delay_ms", "max_delay_ms", "deadline_s", NULL};
@@ -528,23 +543,19 @@ struct cfg *cfg_load_string(const char *name, const char *text, struct buf *prob
                             struct buf *warnings)
 {
     struct loader L = {name, problems, warnings, 0};
-    json_tokener *tok = json_tokener_new();
-    json_tokener_set_flags(tok, JSON_TOKENER_STRICT);
     size_t len = strlen(text);
-    json_object *root = json_tokener_parse_ex(tok, text, (int)len);
-    enum json_tokener_error jerr = json_tokener_get_error(tok);
-    if (!root || jerr != json_tokener_success || json_tokener_get_parse_end(tok) != len) {
+    struct json_strict_error jerr;
+    /* The same strict parser as request bodies: a key given twice is an error,
+     * not a silent "last one wins". */
+    json_object *root = json_strict_parse(text, len, 64, &jerr);
+    if (!root) {
         /* Name the line so the operator finds the mistake in an editor. */
-        size_t off = json_tokener_get_parse_end(tok), line = 1;
-        for (size_t i = 0; i < off && i < len; i++)
+        size_t line = 1;
+        for (size_t i = 0; i < jerr.offset && i < len; i++)
             line += text[i] == '\n';
-        problem(&L, "(file)", "not valid JSON at line %zu: %s", line,
-                root && jerr == json_tokener_success ? "trailing data" : json_tokener_error_desc(jerr));
-        json_object_put(root);
-        json_tokener_free(tok);
+        problem(&L, "(file)", "not valid JSON at line %zu: %s", line, jerr.what);
         return NULL;
     }
-    json_tokener_free(tok);
     if (!json_object_is_type(root, json_type_object)) {
         problem(&L, "(file)", "the top level must be a JSON object");
         json_object_put(root);

@@ -17,6 +17,8 @@ enum backend_type { BACKEND_AZURE, BACKEND_OPENAI };
 enum budget_period { PERIOD_DAY, PERIOD_MONTH, PERIOD_TOTAL };
 enum log_bodies { LOG_BODIES_NONE, LOG_BODIES_REDACTED, LOG_BODIES_FULL };
 
+#define CFG_MAX_BACKENDS 64 /* dispatch orders candidates in a fixed array of this size */
+
 struct cfg_deployment {
     char *model;      /* the name clients ask for */
     char *deployment; /* this backend's deployment (Azure) or model (OpenAI) name */

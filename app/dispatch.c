@@ -163,8 +163,8 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
 {
     struct worker *w = req->w;
     const struct cfg *cfg = w->cfg;
-    size_t order[64];
-    size_t n = cfg->n_backends > 64 ? 0 : dispatch_order(cfg, req->model, &w->rng, order);
+    size_t order[CFG_MAX_BACKENDS];
+    size_t n = dispatch_order(cfg, req->model, &w->rng, order);
     if (n == 0)
         return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
                             "The model '%s' does not exist or no backend serves it.", req->model);

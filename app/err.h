@@ -27,6 +27,7 @@ enum aigw_err {
     AIGW_ERR_RATE_LIMITED,
     AIGW_ERR_TOKENS_RATE_LIMITED,
     AIGW_ERR_BUDGET_EXCEEDED,
+    AIGW_ERR_CLIENT_CLOSED, /* never sent: the client left mid-stream (audit only) */
     AIGW_ERR_BACKEND_UNAVAILABLE,
     AIGW_ERR_BACKEND_ERROR,
     AIGW_ERR_DEADLINE,

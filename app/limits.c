@@ -20,26 +20,34 @@ struct gcra_result gcra_check(int64_t now_us, int64_t tat_us, long limit, int64_
                               long cost)
 {
     struct gcra_result r = {0};
-    /* Emission interval: one unit of the limit every window/limit. A double
-     * keeps sub-microsecond intervals (large token limits) from rounding to 0. */
-    double interval = (double)window_us / (double)limit;
+    /* Emission interval: one unit every window/limit. The increment is
+     * cost * window / limit rounded down, in 128-bit integers, so a full burst
+     * of `limit` always fits the window exactly however unevenly it divides
+     * (rounding up or to nearest would refuse the last request of a burst). */
     int64_t tat = tat_us > now_us ? tat_us : now_us;
-    int64_t new_tat = tat + (int64_t)(interval * (double)cost + 0.5);
+    int64_t step = (int64_t)(((unsigned __int128)(uint64_t)cost * (uint64_t)window_us) / (uint64_t)limit);
+    int64_t new_tat = tat + step;
     int64_t allow_at = new_tat - window_us;
+    /* Units still available at a given TAT: (now + window - tat) * limit / window. */
+#define GCRA_REMAINING(t)                                                                          \
+    ((now_us + window_us - (t)) <= 0                                                               \
+         ? 0                                                                                       \
+         : (long)(((unsigned __int128)(uint64_t)(now_us + window_us - (t)) * (uint64_t)limit) /    \
+                  (uint64_t)window_us))
     if (cost > limit || allow_at > now_us) {
         r.allowed = 0;
         r.retry_after_us = cost > limit ? window_us : allow_at - now_us;
-        long rem = (long)((double)(now_us + window_us - tat) / interval);
-        r.remaining = rem < 0 ? 0 : rem;
+        r.remaining = GCRA_REMAINING(tat);
         r.reset_us = tat - now_us;
         r.new_tat_us = tat_us;
         return r;
     }
     r.allowed = 1;
     r.new_tat_us = new_tat;
-    long rem = (long)((double)(now_us + window_us - new_tat) / interval);
-    r.remaining = rem < 0 ? 0 : rem > limit ? limit : rem;
+    long rem = GCRA_REMAINING(new_tat);
+    r.remaining = rem > limit ? limit : rem;
     r.reset_us = new_tat - now_us;
+#undef GCRA_REMAINING
     return r;
 }
 
@@ -102,6 +110,8 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
         request_fail(req, err, "", "%s", message);
     req->err = err;
     req->retry_after_s = (int)((retry_after_ms + 999) / 1000);
+    if (aigw_err_info(err)->http_status == 429 && req->retry_after_s < 1)
+        req->retry_after_s = 1; /* a 429 always says when to come back */
     struct audit_row row;
     audit_fill(req, "refused", &row, req->w->audit_scratch);
     row.latency_ms = (mono_s() - req->start_mono) * 1000.0;
@@ -237,8 +247,8 @@ void limits_settle(struct request *req)
         if (c->tokens_per_minute > 0 && req->reserved_tokens > req->total_tokens) {
             /* Give back the part of the token-rate charge that was not used. */
             int64_t tat = store_rate_tat(st, req->subject, "tokens");
-            double interval = 60e6 / (double)c->tokens_per_minute;
-            int64_t refund = (int64_t)(interval * (double)(req->reserved_tokens - req->total_tokens));
+            int64_t refund = (int64_t)(((unsigned __int128)(uint64_t)(req->reserved_tokens - req->total_tokens) *
+                                        60000000u) / (uint64_t)c->tokens_per_minute);
             int64_t floor_us = now_ms() * 1000;
             int64_t nt = tat - refund < floor_us ? floor_us : tat - refund;
             if (tat > 0 && store_rate_set_tat(st, req->subject, "tokens", nt) < 0)

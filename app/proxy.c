@@ -187,7 +187,7 @@ enum aigw_err proxy_handle(struct request *req)
             e = req->err;
         }
         if (req->client_gone && req->err == AIGW_OK)
-            request_fail(req, AIGW_ERR_INVALID_VALUE, "", "The client disconnected mid-stream.");
+            request_fail(req, AIGW_ERR_CLIENT_CLOSED, "", "The client disconnected mid-stream.");
         if (req->total_tokens == 0 && s.relayed_chars > 0) {
             /* No usage event arrived: count what was relayed, erring high. */
             req->prompt_tokens = validate_prompt_token_estimate(&req->in);

@@ -11,8 +11,31 @@ struct redactor {
     regex_t *res;
     size_t n;
     char *replacement;
-    size_t hold; /* bytes a stream holds back: the longest secret we must catch */
+    size_t hold;    /* bytes a stream holds back: the longest secret we must catch */
+    int words_only; /* no pattern can match white space: holding the last word is enough */
 };
+
+/* Can this POSIX ERE match a white-space character? Conservative: a literal
+ * space or tab, ".", a negated bracket, or a space class all count. */
+static int may_match_space(const char *re)
+{
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            if (*p == 's' || *p == ' ' || *p == 't')
+                return 1;
+            continue;
+        }
+        if (*p == ' ' || *p == '\t' || *p == '.')
+            return 1;
+        if (*p == '[' && p[1] == '^')
+            return 1;
+        if (strncmp(p, "[:space:]", 9) == 0 || strncmp(p, "[:blank:]", 9) == 0 ||
+            strncmp(p, "[:print:]", 9) == 0)
+            return 1;
+    }
+    return 0;
+}
 
 struct redactor *redactor_new(const struct cfg *cfg)
 {
@@ -22,6 +45,10 @@ struct redactor *redactor_new(const struct cfg *cfg)
     r->res = calloc(cfg->redaction.n_patterns ? cfg->redaction.n_patterns : 1, sizeof *r->res);
     r->replacement = strdup(cfg->redaction.replacement);
     r->hold = (size_t)cfg->redaction.max_match_chars;
+    r->words_only = 1;
+    for (size_t i = 0; i < cfg->redaction.n_patterns; i++)
+        if (may_match_space(cfg->redaction.patterns[i]))
+            r->words_only = 0;
     if (!r->res || !r->replacement) {
         redactor_free(r);
         return NULL;
@@ -153,10 +180,15 @@ int redact_stream(const struct redactor *r, struct buf *pending, const char *pie
      * text after the last space may be the start of one still arriving.
      * A word longer than hold bytes is cut to its last hold bytes. */
     size_t limit = pending->len;
-    while (limit > 0 && !is_space_byte(pending->data[limit - 1]))
-        limit--;
-    if (pending->len - limit > r->hold)
-        limit = pending->len - r->hold;
+    if (r->words_only) {
+        while (limit > 0 && !is_space_byte(pending->data[limit - 1]))
+            limit--;
+        if (pending->len - limit > r->hold)
+            limit = pending->len - r->hold;
+    } else {
+        /* A pattern may span words: hold back the longest match there can be. */
+        limit = pending->len > r->hold ? pending->len - r->hold : 0;
+    }
     /* Never split a UTF-8 sequence between what is sent and what is held. */
     while (limit > 0 && limit < pending->len && ((unsigned char)pending->data[limit] & 0xC0) == 0x80)
         limit--;

@@ -4,8 +4,9 @@
  * Pipeline stage 7. The seed's output rule (sk-[a-zA-Z0-9]{48} becomes
  * [REDACTED_KEY]) plus the configured patterns, applied to whole texts and to
  * streams, where a secret may be split across two events: the stream redactor
- * holds back the last max_match_chars bytes until it knows they are not the
- * start of a secret.
+ * holds back the last word (at most max_match_chars bytes) until it knows it
+ * is not the start of a secret; when a configured pattern can match white
+ * space, it holds back max_match_chars bytes instead.
  */
 #ifndef AIGW_SANITIZE_H
 #define AIGW_SANITIZE_H

@@ -3,10 +3,16 @@
  *
  * Nothing here ever includes a credential, a prompt or an answer: spans carry
  * model names, token counts, statuses and timings only.
+ *
+ * Exports run on one background thread per worker: the request thread only
+ * builds the JSON and queues it, so a collector that is down, slow or hung
+ * never delays an answer. The queue is bounded; when it is full (or while
+ * exports are paused after a failure) spans are dropped, never requests.
  */
 #include "telemetry.h"
 
 #include <curl/curl.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -14,15 +20,25 @@
 
 #include "log.h"
 
-#define EXPORT_TIMEOUT_MS 1000 /* a collector slower than this is treated as down */
+#define EXPORT_TIMEOUT_MS 2000 /* a collector slower than this is treated as down */
 #define EXPORT_BACKOFF_MS 30000 /* after a failed export, skip exports this long */
+#define QUEUE_MAX 256           /* documents waiting for export; more are dropped */
 
 struct telemetry {
-    CURL *curl;
-    struct buf body;
+    CURL *curl;              /* used only by the export thread */
     struct buf url;
-    int64_t paused_until_ms;
+    pthread_t thread;
+    int thread_started;
+    pthread_mutex_t lock;
+    pthread_cond_t wake;
+    struct buf queue[QUEUE_MAX];
+    size_t head, count;
+    int stopping;
+    unsigned long dropped;
+    int64_t paused_until_ms; /* written by the export thread, read under lock */
 };
+
+static void *export_thread(void *arg);
 
 struct telemetry *telemetry_new(const struct cfg *cfg)
 {
@@ -42,6 +58,15 @@ struct telemetry *telemetry_new(const struct cfg *cfg)
             buf_puts(&t->url, e);
         else
             buf_printf(&t->url, "%s%sv1/traces", e, n && e[n - 1] == '/' ? "" : "/");
+        pthread_mutex_init(&t->lock, NULL);
+        pthread_cond_init(&t->wake, NULL);
+        if (pthread_create(&t->thread, NULL, export_thread, t) != 0) {
+            curl_easy_cleanup(t->curl);
+            buf_free(&t->url);
+            free(t);
+            return NULL;
+        }
+        t->thread_started = 1;
     }
     return t;
 }
@@ -50,9 +75,19 @@ void telemetry_free(struct telemetry *t)
 {
     if (!t)
         return;
+    if (t->thread_started) {
+        pthread_mutex_lock(&t->lock);
+        t->stopping = 1;
+        pthread_cond_signal(&t->wake);
+        pthread_mutex_unlock(&t->lock);
+        pthread_join(t->thread, NULL);
+        pthread_mutex_destroy(&t->lock);
+        pthread_cond_destroy(&t->wake);
+    }
     if (t->curl)
         curl_easy_cleanup(t->curl);
-    buf_free(&t->body);
+    for (size_t i = 0; i < QUEUE_MAX; i++)
+        buf_free(&t->queue[i]);
     buf_free(&t->url);
     free(t);
 }
@@ -179,21 +214,16 @@ static size_t discard(char *data, size_t size, size_t nmemb, void *arg)
     return size * nmemb;
 }
 
-static void export_spans(struct worker *w, struct request *req)
+/* POSTs one document; 0 when the collector took it. */
+static int post_document(struct telemetry *t, const struct buf *doc)
 {
-    struct telemetry *t = w->telemetry;
-    int64_t now = now_ms();
-    if (!t || !t->curl || now < t->paused_until_ms)
-        return;
-    buf_reset(&t->body);
-    telemetry_otlp_json(w->cfg, req, &t->body);
     struct curl_slist *h = curl_slist_append(NULL, "Content-Type: application/json");
     CURL *c = t->curl;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, buf_cstr(&t->url));
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, h);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDS, t->body.data);
-    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)t->body.len);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDS, doc->data);
+    curl_easy_setopt(c, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)doc->len);
     curl_easy_setopt(c, CURLOPT_TIMEOUT_MS, (long)EXPORT_TIMEOUT_MS);
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, discard);
@@ -202,11 +232,62 @@ static void export_spans(struct worker *w, struct request *req)
     long status = 0;
     curl_easy_getinfo(c, CURLINFO_RESPONSE_CODE, &status);
     curl_slist_free_all(h);
-    if (rc != CURLE_OK || status < 200 || status >= 300) {
-        t->paused_until_ms = now + EXPORT_BACKOFF_MS;
-        log_warn("trace export to %s failed (%s); pausing exports for %d s", buf_cstr(&t->url),
-                 rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP error", EXPORT_BACKOFF_MS / 1000);
+    if (rc == CURLE_OK && status >= 200 && status < 300)
+        return 0;
+    log_warn("trace export to %s failed (%s); pausing exports for %d s", buf_cstr(&t->url),
+             rc != CURLE_OK ? curl_easy_strerror(rc) : "HTTP error", EXPORT_BACKOFF_MS / 1000);
+    return -1;
+}
+
+static void *export_thread(void *arg)
+{
+    struct telemetry *t = arg;
+    struct buf doc = {0};
+    pthread_mutex_lock(&t->lock);
+    for (;;) {
+        while (!t->count && !t->stopping)
+            pthread_cond_wait(&t->wake, &t->lock);
+        if (!t->count && t->stopping)
+            break;
+        /* Take the oldest document, leaving its slot's memory for reuse. */
+        struct buf *slot = &t->queue[t->head];
+        struct buf tmp = doc;
+        doc = *slot;
+        *slot = tmp;
+        buf_reset(slot);
+        t->head = (t->head + 1) % QUEUE_MAX;
+        t->count--;
+        pthread_mutex_unlock(&t->lock);
+        int failed = post_document(t, &doc) < 0;
+        pthread_mutex_lock(&t->lock);
+        if (failed) {
+            t->paused_until_ms = now_ms() + EXPORT_BACKOFF_MS;
+            t->dropped += t->count;
+            t->count = 0; /* what is queued would fail too */
+        }
     }
+    pthread_mutex_unlock(&t->lock);
+    buf_free(&doc);
+    return NULL;
+}
+
+static void export_spans(struct worker *w, struct request *req)
+{
+    struct telemetry *t = w->telemetry;
+    if (!t || !t->thread_started)
+        return;
+    pthread_mutex_lock(&t->lock);
+    if (now_ms() < t->paused_until_ms || t->count == QUEUE_MAX) {
+        t->dropped++;
+        pthread_mutex_unlock(&t->lock);
+        return;
+    }
+    struct buf *slot = &t->queue[(t->head + t->count) % QUEUE_MAX];
+    buf_reset(slot);
+    telemetry_otlp_json(w->cfg, req, slot);
+    t->count++;
+    pthread_cond_signal(&t->wake);
+    pthread_mutex_unlock(&t->lock);
 }
 
 static void log_line(struct request *req)

@@ -102,6 +102,33 @@ static enum aigw_err check_text(const struct cfg *cfg, const char *s, size_t len
     return AIGW_OK;
 }
 
+static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *content, const char *param,
+                                        struct validation_error *e)
+{
+    struct buf joined = {0};
+    size_t np = json_object_array_length(content);
+    for (size_t j = 0; j < np; j++) {
+        json_object *part = json_object_array_get_idx(content, j), *type, *text;
+        if (json_object_object_get_ex(part, "type", &type) &&
+            strcmp(json_object_get_string(type), "text") == 0 &&
+            json_object_object_get_ex(part, "text", &text)) {
+            if (joined.len)
+                buf_putc(&joined, ' ');
+            buf_append(&joined, json_object_get_string(text), (size_t)json_object_get_string_len(text));
+        }
+    }
+    enum aigw_err r = AIGW_OK;
+    size_t cps = utf8_codepoints(buf_cstr(&joined), joined.len);
+    if (cps > (size_t)cfg->validation.max_content_chars)
+        r = verr(e, AIGW_ERR_CONTENT_TOO_LONG, param, "%s has %zu characters in its text parts; at most %d are allowed.",
+                 param, cps, cfg->validation.max_content_chars);
+    else if (validate_deny_match(cfg, buf_cstr(&joined), joined.len))
+        r = verr(e, AIGW_ERR_PROMPT_INJECTION, param,
+                 "%s contains content that is not allowed (possible prompt injection).", param);
+    buf_free(&joined);
+    return r;
+}
+
 static int role_allowed(const char *role, enum api_kind kind)
 {
     static const char *const seed[] = {"system", "user", "assistant", NULL};
@@ -182,6 +209,13 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
             if (r != AIGW_OK)
                 return r;
         }
+        /* The parts together are one message: its length bound and the deny
+         * patterns apply to their joined text too ("ignore " | "previous"). */
+        if (np > 1) {
+            enum aigw_err r = check_joined_parts(cfg, content, param, e);
+            if (r != AIGW_OK)
+                return r;
+        }
     }
     return AIGW_OK;
 }
@@ -224,11 +258,17 @@ static int get_integer(json_object *root, const char *key, long lo, long hi, lon
     return 1;
 }
 
+/* No C0 or C1 control characters (U+0000-U+001F, U+007F-U+009F): they would
+ * reach logs and terminals. */
 static int printable_id(const char *s, size_t len)
 {
-    for (size_t i = 0; i < len; i++)
-        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+    for (size_t i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c < 0x20 || c == 0x7f)
             return 0;
+        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F)
+            return 0;
+    }
     return 1;
 }
 

@@ -44,6 +44,7 @@ static const struct expected table[] = {
     {AIGW_ERR_RATE_LIMITED, 429, "rate_limit_exceeded", "rate_limit_error"},
     {AIGW_ERR_TOKENS_RATE_LIMITED, 429, "tokens_rate_limit_exceeded", "rate_limit_error"},
     {AIGW_ERR_BUDGET_EXCEEDED, 403, "budget_exceeded", NULL},
+    {AIGW_ERR_CLIENT_CLOSED, 499, "client_closed_request", "invalid_request_error"},
     {AIGW_ERR_BACKEND_UNAVAILABLE, 503, "backend_unavailable", "server_error"},
     {AIGW_ERR_BACKEND_ERROR, 502, "backend_error", "server_error"},
     {AIGW_ERR_DEADLINE, 504, "deadline_exceeded", "server_error"},
@@ -111,7 +112,7 @@ static void test_status_classes(void **state)
 {
     (void)state;
     /* client errors are 4xx, gateway/backend failures 5xx */
-    for (int v = AIGW_ERR_INVALID_JSON; v <= AIGW_ERR_BUDGET_EXCEEDED; v++)
+    for (int v = AIGW_ERR_INVALID_JSON; v <= AIGW_ERR_CLIENT_CLOSED; v++)
         assert_in_range(aigw_err_info((enum aigw_err)v)->http_status, 400, 499);
     for (int v = AIGW_ERR_BACKEND_UNAVAILABLE; v < AIGW_ERR__COUNT; v++)
         assert_in_range(aigw_err_info((enum aigw_err)v)->http_status, 500, 599);

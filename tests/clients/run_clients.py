@@ -1,0 +1,197 @@
+#!/usr/bin/python3
+"""Runs the client tests: the official `openai` npm SDK, unchanged, against aigw.
+
+Starts three mock Azure regions (east, west, eu) and aigw under a real lighttpd
+with authentication on, creates users and API keys, then runs
+`node --test` on tests/clients/*.test.mjs with the setup described in
+environment variables. Node's TAP output goes straight to the terminal; the
+exit status is node's. Every process started here is stopped on the way out,
+whatever happened.
+
+    /usr/bin/python3 tests/clients/run_clients.py [node --test options] [FILE.test.mjs...]
+
+With no files named, every tests/clients/*.test.mjs runs.
+
+Standard library only (the integration tests' conftest is reused for the
+mock regions and the gateway).
+"""
+import glob
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import types
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.path.abspath(os.path.join(HERE, "..", ".."))
+NODE_TIMEOUT_S = 300  # the whole node run; normally well under a minute
+
+sys.path.insert(0, os.path.join(SRCDIR, "tests", "integration"))
+try:
+    import pytest  # noqa: F401  (conftest imports it for its fixtures only)
+except ImportError:
+    # Not needed here: give conftest a stand-in so that only the stdlib is required.
+    stub = types.ModuleType("pytest")
+    stub.fixture = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))
+    sys.modules["pytest"] = stub
+import conftest  # noqa: E402
+from conftest import Gateway, MockRegion, backend_config, base_config  # noqa: E402
+
+
+def die(msg, code=2):
+    print(f"run_clients.py: {msg}", file=sys.stderr, flush=True)
+    sys.exit(code)
+
+
+def need_tool(name, why):
+    path = shutil.which(name)
+    if not path:
+        die(f"'{name}' is not installed or not on PATH; {why}. The client tests cannot run without it.")
+    return path
+
+
+class Interrupted(Exception):
+    pass
+
+
+def on_signal(signum, frame):
+    raise Interrupted(f"signal {signum}")
+
+
+def ensure_node_modules(npm):
+    if os.path.exists(os.path.join(HERE, "node_modules", "openai", "package.json")):
+        return
+    lock = os.path.exists(os.path.join(HERE, "package-lock.json"))
+    cmd = [npm, "ci" if lock else "install", "--no-audit", "--no-fund"]
+    print(f"run_clients.py: node_modules missing: {' '.join(cmd[1:])} in {HERE}", flush=True)
+    r = subprocess.run(cmd, cwd=HERE)
+    if r.returncode != 0:
+        die(f"npm {cmd[1]} failed with exit status {r.returncode}")
+
+
+def make_user(gw, user, *options):
+    gw.cli("user", "add", user, *options)
+    key = gw.cli("key", "create", user).stdout.strip()
+    if not key.startswith("aigw_"):
+        raise RuntimeError(f"unexpected output of 'aigw key create {user}': {key!r}")
+    return key
+
+
+def main():
+    node = need_tool("node", "install Node.js 20 or newer")
+    npm = need_tool("npm", "it installs the openai SDK")
+    sqlite3 = need_tool("sqlite3", "the tests read aigw's audit rows with it")
+    if not os.path.exists(conftest.LIGHTTPD):
+        die(f"lighttpd not found at {conftest.LIGHTTPD}")
+    if not os.access(conftest.AIGW_BIN, os.X_OK):
+        die(f"{conftest.AIGW_BIN} is missing: build it first (make aigw)")
+    major = subprocess.run([node, "-p", "process.versions.node.split('.')[0]"],
+                           capture_output=True, text=True).stdout.strip()
+    if not major.isdigit() or int(major) < 20:
+        die(f"node {major or '?'} is too old: the tests need Node.js 20 or newer")
+    # Arguments naming test files select them; any others are options for node --test.
+    picked = [os.path.abspath(a) for a in sys.argv[1:] if a.endswith((".mjs", ".js")) and os.path.isfile(a)]
+    node_opts = [a for a in sys.argv[1:] if not (a.endswith((".mjs", ".js")) and os.path.isfile(a))]
+    tests = picked or sorted(glob.glob(os.path.join(HERE, "*.test.mjs")))
+    if not tests:
+        die(f"no *.test.mjs files in {HERE}")
+    ensure_node_modules(npm)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    tmp = tempfile.mkdtemp(prefix="aigw-clients-")
+    mocks, gateways, node_proc = [], [], None
+    rc = 1
+    try:
+        t_setup = time.monotonic()
+        for name in ("east", "west", "eu"):
+            mocks.append(MockRegion(name, tmp))
+        east, west, eu = mocks
+        for m in mocks:
+            m.reset()
+        cfg = base_config(tmp, [backend_config(east, 1), backend_config(west, 2)],
+                          auth={"enabled": True})
+        gw = Gateway(tmp, cfg, server="lighttpd", workers=4)
+        gateways.append(gw)
+        gw.start()
+        retry_window_s = 2
+        env = dict(os.environ)
+        for k in list(env):  # the SDK reads these; only what the tests pass may count
+            if k.startswith(("OPENAI_", "AZURE_OPENAI_")):
+                del env[k]
+        env.update({
+            "AIGW_URL": gw.url,
+            "AIGW_DB": gw.db_path,
+            "SQLITE3": sqlite3,
+            "AIGW_USER": "alice",
+            "AIGW_KEY": make_user(gw, "alice"),
+            "AIGW_LIMITED_USER": "limited",
+            "AIGW_LIMITED_KEY": make_user(gw, "limited", "--requests", "1", "--window", "3600"),
+            "AIGW_RETRY_USER": "retrier",
+            "AIGW_RETRY_KEY": make_user(gw, "retrier", "--requests", "1", "--window", str(retry_window_s)),
+            "AIGW_RETRY_WINDOW_S": str(retry_window_s),
+            "AIGW_BROKE_KEY": make_user(gw, "broke", "--budget", "0"),
+            "AIGW_BIN": conftest.AIGW_BIN,
+            "AIGW_CONFIG_PATH": gw.config_path,
+            "AIGW_BACKENDS": json.dumps([b["name"] for b in cfg["backends"]]),
+            "MOCK_REGIONS": json.dumps([{"name": m.name, "url": m.url, "expect_key": f"key-{m.name}-secret"}
+                                        for m in mocks]),
+            "NODE_NO_WARNINGS": "1",
+        })
+        print(f"run_clients.py: gateway {gw.url} (lighttpd, 4 workers), mocks "
+              f"{', '.join(f'{m.name} {m.url}' for m in mocks)}; setup {time.monotonic() - t_setup:.1f} s",
+              flush=True)
+
+        # One test file at a time: the mock regions' settings are shared state.
+        cmd = [node, "--test", "--test-concurrency=1", "--test-reporter=tap", *node_opts, *tests]
+        t_node = time.monotonic()
+        node_proc = subprocess.Popen(cmd, cwd=HERE, env=env)
+        try:
+            rc = node_proc.wait(NODE_TIMEOUT_S)
+        except subprocess.TimeoutExpired:
+            print(f"run_clients.py: node did not finish within {NODE_TIMEOUT_S} s; killing it",
+                  file=sys.stderr, flush=True)
+            node_proc.kill()
+            node_proc.wait()
+            rc = 1
+        print(f"run_clients.py: node exited with {rc} after {time.monotonic() - t_node:.1f} s", flush=True)
+    except Interrupted as e:
+        print(f"run_clients.py: interrupted ({e}); cleaning up", file=sys.stderr, flush=True)
+        rc = 130
+    except Exception as e:
+        print(f"run_clients.py: setup failed: {e}", file=sys.stderr, flush=True)
+        for gw in gateways:
+            print(gw.error_log(), file=sys.stderr)
+        rc = 1
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        if node_proc and node_proc.poll() is None:
+            node_proc.kill()
+            node_proc.wait()
+        problems = []
+        for gw in gateways:
+            try:
+                gw.stop()
+            except Exception as e:  # keep stopping the rest
+                print(f"run_clients.py: stopping the gateway: {e}", file=sys.stderr)
+            problems += gw.sanitizer_reports()
+        for m in mocks:
+            m.stop()
+        if problems:
+            print("run_clients.py: sanitizer reports in the worker logs:\n" + "\n".join(problems),
+                  file=sys.stderr)
+            rc = rc or 1
+        if rc == 0:
+            shutil.rmtree(tmp, ignore_errors=True)
+        else:
+            print(f"run_clients.py: logs and database kept in {tmp}", file=sys.stderr)
+    return rc
+
+
+if __name__ == "__main__":
+    sys.exit(main())
