@@ -10,6 +10,11 @@ apt-get install -y -qq --no-install-recommends \
     lighttpd apache2 libapache2-mod-fcgid nginx-light \
     python3 python3-pytest curl procps ca-certificates \
     >/dev/null
+# The client tests run the official openai SDK on Node.js 20 or newer (this
+# image ships one); Debian's own nodejs is the fallback.
+if ! command -v node >/dev/null 2>&1 || ! command -v npm >/dev/null 2>&1; then
+    apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
 # Debian starts the servers it installs; the gateway's own instances use other ports.
 for svc in lighttpd apache2 nginx; do
     if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
