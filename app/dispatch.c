@@ -101,12 +101,8 @@ static void build_url(const struct cfg_backend *b, const char *deployment, const
         const char *v = b->api_version ? b->api_version
                         : client_version && *client_version ? client_version
                                                             : DEFAULT_API_VERSION;
-        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=", b->url, deployment, op);
-        /* The version came from the client: keep only URL-safe characters. */
-        for (const char *p = v; *p; p++)
-            if ((*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
-                *p == '-' || *p == '.' || *p == '_')
-                buf_putc(out, *p);
+        /* A client's version was checked in the pipeline: letters, digits, '-', '.'. */
+        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=%s", b->url, deployment, op, v);
     } else {
         buf_printf(out, "%s/%s", b->url, op);
     }

@@ -73,9 +73,8 @@ enum aigw_err fcgi_read_request(struct request *req)
     FCGX_ParamArray env = req->fcgi->envp;
     make_request_id(req);
     read_traceparent(req, FCGX_GetParam("HTTP_TRACEPARENT", env));
-    req->method = FCGX_GetParam("REQUEST_METHOD", env);
-    if (!req->method)
-        req->method = "GET";
+    const char *method = FCGX_GetParam("REQUEST_METHOD", env);
+    snprintf(req->method, sizeof req->method, "%s", method && *method ? method : "GET");
     req->client_ip = FCGX_GetParam("REMOTE_ADDR", env);
     req->content_type = FCGX_GetParam("CONTENT_TYPE", env);
     req->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);

@@ -23,6 +23,8 @@
 #include "store.h"
 #include "telemetry.h"
 
+/* What an api-version may hold: it is copied into backend URLs. */
+#define API_VERSION_CHARS "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
 #define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned and expired rows */
 #define PRUNE_BATCH_ROWS 500     /* rows one worker deletes at a time: a short transaction */
 
@@ -57,8 +59,10 @@ static enum aigw_err read_api_version(struct request *req)
         if (strncmp(q, "api-version=", 12) == 0) {
             const char *v = q + 12;
             size_t n = strcspn(v, "&");
-            if (n == 0 || n >= sizeof req->api_version_buf)
-                break;
+            if (n == 0 || n >= sizeof req->api_version_buf || strspn(v, API_VERSION_CHARS) < n)
+                return request_fail(req, AIGW_ERR_INVALID_VALUE, "api-version",
+                                    "api-version must be a version such as 2024-10-21 (letters, digits, "
+                                    "'-' and '.').");
             memcpy(req->api_version_buf, v, n);
             req->api_version_buf[n] = '\0';
             req->api_version = req->api_version_buf;

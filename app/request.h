@@ -85,7 +85,10 @@ struct request {
     int64_t start_ms;      /* wall clock */
     int64_t start_ns;
     double start_mono;     /* monotonic seconds, for latency */
-    const char *method;
+    /* The strings below point into the FastCGI parameters, which live until
+     * FCGX_Finish_r: nothing after the response may read them. method and path
+     * are copied because the log line needs them afterwards. */
+    char method[16];
     char path[1024];
     const char *query;
     const char *content_type;

@@ -308,7 +308,7 @@ static void log_line(struct request *req)
     else
         buf_puts(&b, "null");
     buf_printf(&b, ",\"route\":\"%s\",\"method\":", router_operation(req->route));
-    buf_put_json_string(&b, req->method ? req->method : "", req->method ? strlen(req->method) : 0);
+    buf_put_json_string(&b, req->method, strlen(req->method));
     buf_printf(&b, ",\"status\":%d,\"latency_ms\":%.1f,\"backend\":", req->http_status,
                (double)(req->end_ns - req->start_ns) / 1e6);
     if (req->backend_name)

@@ -211,6 +211,23 @@ class Gateway:
         self.proc = subprocess.Popen([LIGHTTPD, "-D", "-f", conf], stdout=subprocess.DEVNULL,
                                      stderr=open(os.path.join(self.tmpdir, "lighttpd.stderr"), "w"))
 
+    def _start_apache(self):
+        import servers
+        self.proc = servers.start_apache(self)
+
+    def _start_apache_htaccess(self):
+        import servers
+        self.proc = servers.start_apache_htaccess(self)
+
+    def _start_nginx(self):
+        import servers
+        self.proc = servers.start_nginx(self)
+
+    def serve_workers(self):
+        """Pids of the workers of `aigw serve` (nginx only)."""
+        r = subprocess.run(["pgrep", "-P", str(self.proc.serve.pid)], capture_output=True, text=True)
+        return sorted(int(p) for p in r.stdout.split())
+
     def error_log(self):
         out = []
         for name in ("error.log", "lighttpd.stderr", "serve.log", "apache-error.log", "nginx-error.log"):
