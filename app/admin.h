@@ -12,6 +12,7 @@ int admin_key(const char *config_path, int argc, char **argv);
 int admin_backend(const char *config_path, int argc, char **argv);
 int admin_audit(const char *config_path, int argc, char **argv);
 int admin_report(const char *config_path, int argc, char **argv);
+int admin_secrets(const char *config_path, int argc, char **argv);
 
 /* Parses "90d", "24h", "30m", "45s" (or plain seconds) into seconds; -1 if invalid. */
 long long admin_parse_duration(const char *s);

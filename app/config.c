@@ -9,6 +9,7 @@
 #include "config.h"
 
 #include "json_strict.h"
+#include "secrets.h"
 
 #include <errno.h>
 #include <json-c/json.h>
@@ -216,22 +217,24 @@ static void free_list(char **list, size_t n)
     free(list);
 }
 
-/* A literal (not a reference) where a secret belongs is allowed, with a warning. */
-static void check_secret_ref(struct loader *L, const char *path, const char *ref)
+/* A reference is checked without I/O (the form of a Key Vault URL, ${env}); a
+ * literal where a secret belongs is allowed, with a warning. */
+static void check_secret_ref(struct loader *L, const char *path, const char *ref, const char *environment)
 {
     if (!ref)
         return;
-    if (strncmp(ref, "env:", 4) == 0 || strncmp(ref, "file:", 5) == 0)
-        return;
-    if (strncmp(ref, "keyvault:", 9) == 0) {
-        if (strncmp(ref + 9, "https://", 8) != 0 && strncmp(ref + 9, "http://", 7) != 0)
-            problem(L, path, "keyvault: reference must be keyvault:https://VAULT/secrets/NAME");
-        return;
-    }
-    warning(L, path, "holds a literal secret; prefer env:NAME, file:PATH or keyvault:URL");
+    struct secret_ref parsed;
+    struct buf err = {0};
+    if (secret_ref_parse(ref, environment, &parsed, &err) < 0)
+        problem(L, path, "%s", buf_cstr(&err));
+    else if (parsed.kind == SECRET_LITERAL)
+        warning(L, path, "holds a literal secret; prefer env:NAME, file:PATH or keyvault:URL");
+    secret_ref_free(&parsed);
+    buf_free(&err);
 }
 
-static void load_backend(struct loader *L, json_object *o, const char *path, struct cfg_backend *b)
+static void load_backend(struct loader *L, json_object *o, const char *path, struct cfg_backend *b,
+                         const char *environment)
 {
     static const char *const known[] = {"name",     "type",     "url",         "api_key",
                                          "priority", "weight",   "api_version", "deployments",
@@ -274,7 +277,7 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
     }
     b->api_key_ref = get_string(L, o, path, "api_key", NULL);
     join_path(p, sizeof p, path, "api_key");
-    check_secret_ref(L, p, b->api_key_ref);
+    check_secret_ref(L, p, b->api_key_ref, environment);
     b->priority = (int)get_int(L, o, path, "priority", 1, 0, 1000);
     b->weight = (int)get_int(L, o, path, "weight", 1, 1, 1000);
     b->api_version = get_string(L, o, path, "api_version", NULL);
@@ -363,7 +366,7 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->auth.jwt_openid_config_url = get_string(L, jwt, "auth.jwt", "openid_config_url", NULL);
     c->auth.jwt_jwks_file = get_string(L, jwt, "auth.jwt", "jwks_file", NULL);
     c->auth.jwt_hs256_secret_ref = get_string(L, jwt, "auth.jwt", "hs256_secret", NULL);
-    check_secret_ref(L, "auth.jwt.hs256_secret", c->auth.jwt_hs256_secret_ref);
+    check_secret_ref(L, "auth.jwt.hs256_secret", c->auth.jwt_hs256_secret_ref, c->environment);
     c->auth.user_claim = get_string(L, jwt, "auth.jwt", "user_claim", "sub");
     c->auth.leeway_s = (int)get_int(L, jwt, "auth.jwt", "leeway_s", 60, 0, 3600);
     static const char *const dflt_roles[] = {"AI.User", NULL};
@@ -444,7 +447,7 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
                 problem(L, p, "must be an object");
                 continue;
             }
-            load_backend(L, b, p, &c->backends[i]);
+            load_backend(L, b, p, &c->backends[i], c->environment);
             for (size_t j = 0; j < i; j++)
                 if (c->backends[i].name && c->backends[j].name &&
                     strcmp(c->backends[i].name, c->backends[j].name) == 0)
@@ -525,7 +528,7 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->secrets.kv_client_secret_ref = get_string(L, kv, "secrets.keyvault", "client_secret", NULL);
     if (c->secrets.kv_client_secret_ref && strncmp(c->secrets.kv_client_secret_ref, "keyvault:", 9) == 0)
         problem(L, "secrets.keyvault.client_secret", "cannot itself come from Key Vault; use env: or file:");
-    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref);
+    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref, c->environment);
     if (strcmp(c->secrets.kv_auth, "client_credentials") == 0 &&
         (!c->secrets.kv_tenant_id || !c->secrets.kv_client_id || !c->secrets.kv_client_secret_ref))
         problem(L, "secrets.keyvault", "client_credentials needs tenant_id, client_id and client_secret");

@@ -521,10 +521,13 @@ done:
     return rc;
 }
 
-static int load_secret(struct jwks *k, const struct cfg *c, struct buf *err)
+static int load_secret(struct jwks *k, struct worker *w, const struct cfg *c, struct buf *err)
 {
     struct buf why = {0};
-    if (secret_resolve(c->auth.jwt_hs256_secret_ref, c->environment, &k->secret, &why) < 0) {
+    /* Through the worker's cache, so the secret may also live in Key Vault. */
+    int rc = w->secrets ? secrets_get(w->secrets, c->auth.jwt_hs256_secret_ref, 0, &k->secret, &why)
+                        : secret_resolve(c->auth.jwt_hs256_secret_ref, c->environment, &k->secret, &why);
+    if (rc < 0) {
         buf_printf(err, "auth.jwt.hs256_secret: %s", buf_cstr(&why));
         buf_free(&why);
         return -1;
@@ -549,7 +552,7 @@ struct jwks *jwks_new(struct worker *w, struct buf *err)
         buf_puts(err, "JWT keys: out of memory");
         return NULL;
     }
-    if (nonempty(c->auth.jwt_hs256_secret_ref) && load_secret(k, c, err) < 0)
+    if (nonempty(c->auth.jwt_hs256_secret_ref) && load_secret(k, w, c, err) < 0)
         goto fail;
     if (nonempty(c->auth.jwt_jwks_file) && load_jwks_file(k, c->auth.jwt_jwks_file, err) < 0)
         goto fail;

@@ -30,7 +30,8 @@ static const char usage[] =
     "  key create|list|revoke            manage gateway API keys\n"
     "  backend status|reset              circuit breakers of the backends\n"
     "  audit prune|sweep                 delete old audit rows; release abandoned requests\n"
-    "  report usage|budget|errors|latency|failovers|refusals   reports over the audit log\n\n"
+    "  report usage|budget|errors|latency|failovers|refusals   reports over the audit log\n"
+    "  secrets check                     resolve every secret reference (values never shown)\n\n"
     "The configuration is --config PATH, else $AIGW_CONFIG, else /etc/aigw/aigw.json.\n"
     "Each command takes --help.\n";
 
@@ -128,6 +129,8 @@ int main(int argc, char **argv)
             rc = admin_audit(config_path, n, args);
         else if (strcmp(cmd, "report") == 0)
             rc = admin_report(config_path, n, args);
+        else if (strcmp(cmd, "secrets") == 0)
+            rc = admin_secrets(config_path, n, args);
         else if (strcmp(cmd, "help") == 0) {
             fputs(usage, stdout);
             rc = 0;

@@ -236,7 +236,7 @@ static void test_full_config_values_are_read(void **state)
         "     \"priority\": 0, \"weight\": 1000, \"api_version\": \"2024-10-21\", \"timeout_s\": 0.1,\n"
         "     \"connect_timeout_s\": 600, \"deployments\": {\"gpt-4o\": \"d1\", \"text-embedding-3-small\": \"d2\"}},\n"
         "    {\"name\": \"oai\", \"type\": \"openai\", \"url\": \"http://127.0.0.1:9/v1\",\n"
-        "     \"api_key\": \"keyvault:https://v.vault.azure.net/secrets/oai-${env}\", \"priority\": 1000,\n"
+        "     \"api_key\": \"keyvault:https://myvault.vault.azure.net/secrets/oai-${env}\", \"priority\": 1000,\n"
         "     \"deployments\": {\"gpt-4o\": \"gpt-4o-2024-08-06\"}}\n"
         "  ],\n"
         "  \"default_model\": \"text-embedding-3-small\",\n"
@@ -380,7 +380,7 @@ static const struct bad_case bad_cases[] = {
     {"\"secrets\": {\"keyvault\": {\"auth\": \"password\"}},", "", "secrets.keyvault.auth", "managed_identity"},
     {"\"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\"}},", "",
      "secrets.keyvault", "client_id"},
-    {"\"secrets\": {\"keyvault\": {\"client_secret\": \"keyvault:https://v.vault.azure.net/secrets/s\"}},", "",
+    {"\"secrets\": {\"keyvault\": {\"client_secret\": \"keyvault:https://myvault.vault.azure.net/secrets/s\"}},", "",
      "secrets.keyvault.client_secret", "env:"},
     {"\"secrets\": {\"keyvault\": {\"timeout_s\": 0}},", "", "secrets.keyvault.timeout_s", "number"},
     {"\"secrets\": {\"keyvault\": {\"tenant\": \"t\"}},", "", "secrets.keyvault.tenant", "unknown key"},
