@@ -119,7 +119,7 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
     row.error_code = aigw_err_info(err)->code;
     row.error = req->err_message;
     row.completed_ms = now_ms();
-    if (store_audit_insert(req->w->store, &row) < 0 || metrics_record(req, row.http_status) < 0 ||
+    if (store_audit_insert(req->w->store, &row) < 0 || metrics_record(req, row.http_status, "refused") < 0 ||
         store_commit(req->w->store) < 0) {
         log_error("request %s: cannot record refusal: %s", req->request_id, store_errmsg(req->w->store));
         store_rollback(req->w->store);
@@ -238,7 +238,7 @@ void limits_settle(struct request *req)
     for (int attempt = 0; attempt < 3; attempt++) {
         if (store_begin(st) < 0)
             continue;
-        if (store_audit_complete(st, &row) < 0 || metrics_record(req, row.http_status) < 0)
+        if (store_audit_complete(st, &row) < 0 || metrics_record(req, row.http_status, status) < 0)
             goto fail;
         if (req->budget_period_start >= 0 &&
             store_budget_add(st, req->subject, req->budget_period_start, req->total_tokens,

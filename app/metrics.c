@@ -13,6 +13,7 @@
  */
 #include "metrics.h"
 
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -45,15 +46,36 @@ static int add(struct store *s, const char *name, struct buf *labels, double v)
     return store_metric_add(s, name, buf_cstr(labels), v);
 }
 
-int metrics_record(struct request *req, int http_status)
+/* Did this call work? A 4xx other than 429 is the caller's problem: it worked. */
+static int attempt_ok(const struct attempt *a)
+{
+    return a->http_status >= 200 && a->http_status < 500 && a->http_status != 429 &&
+           (!a->error[0] || (a->http_status >= 400 && a->http_status < 429));
+}
+
+/* The upper bound of a latency's bucket: three significant digits, so
+ * percentiles from the buckets are within 1% of the exact ones. */
+static double latency_bucket_ms(double ms)
+{
+    if (!(ms > 0.01))
+        return 0.01;
+    double scale = 1;
+    while (ms >= 1000 * scale)
+        scale *= 10;
+    while (ms < 100 * scale)
+        scale /= 10;
+    return ceil(ms / scale) * scale;
+}
+
+int metrics_record(struct request *req, int http_status, const char *status)
 {
     struct store *s = req->w->store;
     struct buf l = {0};
-    char status[8];
+    char code[8];
     int rc = 0;
-    snprintf(status, sizeof status, "%d", http_status);
+    snprintf(code, sizeof code, "%d", http_status);
     label(&l, "route", router_operation(req->route));
-    label(&l, "status", status);
+    label(&l, "status", code);
     label(&l, "backend", req->backend_name ? req->backend_name : "");
     rc |= add(s, "aigw_requests_total", &l, 1);
     const char *user = req->subject ? req->subject : req->caller.user_id;
@@ -75,9 +97,16 @@ int metrics_record(struct request *req, int http_status)
         label(&l, "reason", aigw_err_info(req->err)->code);
         rc |= add(s, "aigw_refusals_total", &l, 1);
     }
+    rc |= store_usage_add(s, req->start_ms - req->start_ms % 86400000, user ? user : "", status,
+                          req->prompt_tokens, req->completion_tokens, req->total_tokens);
+    int64_t hour = req->start_ms - req->start_ms % 3600000;
     for (int i = 0; i < req->n_attempts && i < MAX_ATTEMPTS_RECORDED; i++) {
         const struct attempt *a = &req->attempts[i];
-        int ok = a->http_status >= 200 && a->http_status < 500 && a->http_status != 429 && !a->error[0];
+        int ok = attempt_ok(a);
+        int last = i == req->n_attempts - 1 || i == MAX_ATTEMPTS_RECORDED - 1;
+        int answered = last && ok;
+        rc |= store_backend_call_add(s, hour, a->backend, !ok, answered, answered && i > 0,
+                                     latency_bucket_ms(a->latency_ms));
         buf_reset(&l);
         label(&l, "backend", a->backend);
         label(&l, "outcome", ok ? "ok" : "failed");

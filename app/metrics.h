@@ -11,8 +11,9 @@
 #include "buf.h"
 #include "request.h"
 
-/* Adds req's counters; call inside an open write transaction. 0 or -1. */
-int metrics_record(struct request *req, int http_status);
+/* Adds req's counters and report rollups; status is its audit status
+ * (success, error, refused). Call inside an open write transaction. 0 or -1. */
+int metrics_record(struct request *req, int http_status, const char *status);
 
 /* Appends the Prometheus text exposition to out. 0 or -1. */
 int metrics_render(struct worker *w, struct buf *out);

@@ -43,6 +43,9 @@ enum stmt_id {
     ST_JWKS_PUT,
     ST_METRIC_ADD,
     ST_METRIC_EACH,
+    ST_USAGE_ADD,
+    ST_BACKEND_HOUR_ADD,
+    ST_LATENCY_ADD,
     ST__COUNT
 };
 
@@ -110,6 +113,18 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_METRIC_ADD] = "INSERT INTO metrics(name, labels, value) VALUES (?1, ?2, ?3)"
                       " ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
     [ST_METRIC_EACH] = "SELECT name, labels, value FROM metrics ORDER BY name, labels",
+    [ST_USAGE_ADD] = "INSERT INTO usage_daily(day_ms, user_id, requests, succeeded, failed, refused,"
+                     " prompt_tokens, completion_tokens, total_tokens) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)"
+                     " ON CONFLICT(day_ms, user_id) DO UPDATE SET requests = requests + 1,"
+                     " succeeded = succeeded + ?3, failed = failed + ?4, refused = refused + ?5,"
+                     " prompt_tokens = prompt_tokens + ?6, completion_tokens = completion_tokens + ?7,"
+                     " total_tokens = total_tokens + ?8",
+    [ST_BACKEND_HOUR_ADD] = "INSERT INTO backend_hourly(hour_ms, backend, attempts, failures, answered, failed_over)"
+                            " VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
+                            " attempts = attempts + 1, failures = failures + ?3, answered = answered + ?4,"
+                            " failed_over = failed_over + ?5",
+    [ST_LATENCY_ADD] = "INSERT INTO latency_hourly(hour_ms, backend, bucket_ms, calls) VALUES (?1, ?2, ?3, 1)"
+                       " ON CONFLICT(hour_ms, backend, bucket_ms) DO UPDATE SET calls = calls + 1",
 };
 
 /* The report views of sql/reports.sql, by report name. */
@@ -117,13 +132,13 @@ static const struct {
     const char *name;
     const char *sql;
 } report_sql[] = {
-    {"usage", "SELECT day, user_id, requests, succeeded, refused, prompt_tokens, completion_tokens,"
-              " total_tokens FROM report_usage WHERE first_ms >= ?1 ORDER BY day, user_id"},
+    {"usage", "SELECT day, user_id, requests, succeeded, failed, refused, prompt_tokens,"
+              " completion_tokens, total_tokens FROM report_usage WHERE first_ms >= ?1 ORDER BY day, user_id"},
     {"budget", "SELECT user_id, period, period_start, used, reserved, budget, used_pct FROM report_budget"
                " WHERE first_ms >= ?1 OR period_start = 'total' ORDER BY user_id, period_start"},
-    {"errors", "SELECT backend, hour, requests, errors, error_rate, failed_over FROM report_errors"
+    {"errors", "SELECT backend, hour, calls, failures, error_rate, answered, failed_over FROM report_errors"
                " WHERE first_ms >= ?1 ORDER BY hour, backend"},
-    {"latency", "SELECT backend, hour, requests, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
+    {"latency", "SELECT backend, hour, calls, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
                 " WHERE first_ms >= ?1 ORDER BY hour, backend"},
     {"failovers", "SELECT time, request_id, from_backend, from_status, to_backend, attempts, status"
                   " FROM report_failovers WHERE first_ms >= ?1 ORDER BY first_ms"},
@@ -683,6 +698,41 @@ int store_metric_each(struct store *s, void (*fn)(const char *name, const char *
            sqlite3_column_double(st, 2), arg);
     sqlite3_reset(st);
     return rc == SQLITE_DONE ? 0 : -1;
+}
+
+/* --- rollups for the reports (inside the settling transaction) --------------- */
+
+int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const char *outcome,
+                    int64_t prompt, int64_t completion, int64_t total)
+{
+    sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
+    sqlite3_bind_int64(st, 1, day_ms);
+    bind_text(st, 2, user_id);
+    sqlite3_bind_int(st, 3, strcmp(outcome, "success") == 0);
+    sqlite3_bind_int(st, 4, strcmp(outcome, "error") == 0);
+    sqlite3_bind_int(st, 5, strcmp(outcome, "refused") == 0);
+    sqlite3_bind_int64(st, 6, prompt);
+    sqlite3_bind_int64(st, 7, completion);
+    sqlite3_bind_int64(st, 8, total);
+    return run(s, st);
+}
+
+int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend, int failed,
+                           int answered, int failed_over, double bucket_ms)
+{
+    sqlite3_stmt *st = stmt(s, ST_BACKEND_HOUR_ADD);
+    sqlite3_bind_int64(st, 1, hour_ms);
+    bind_text(st, 2, backend);
+    sqlite3_bind_int(st, 3, failed);
+    sqlite3_bind_int(st, 4, answered);
+    sqlite3_bind_int(st, 5, failed_over);
+    if (run(s, st) < 0)
+        return -1;
+    st = stmt(s, ST_LATENCY_ADD);
+    sqlite3_bind_int64(st, 1, hour_ms);
+    bind_text(st, 2, backend);
+    sqlite3_bind_double(st, 3, bucket_ms);
+    return run(s, st);
 }
 
 /* --- reports ------------------------------------------------------------------ */

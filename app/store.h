@@ -150,6 +150,16 @@ int store_metric_each(struct store *s, void (*fn)(const char *name, const char *
                                                   void *arg),
                       void *arg);
 
+/* --- rollups the reports read (inside the settling transaction) -------------- */
+/* One request for user on the UTC day starting at day_ms; outcome is the
+ * audit status (success, error, refused). */
+int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const char *outcome,
+                    int64_t prompt, int64_t completion, int64_t total);
+/* One call to backend in the hour starting at hour_ms, its latency bucket,
+ * and whether it failed, answered the request, and did so after a failover. */
+int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend, int failed,
+                           int answered, int failed_over, double bucket_ms);
+
 /* --- reports ----------------------------------------------------------------- */
 /* Runs the named report (usage, budget, errors, latency, failovers, refusals)
  * for rows since since_ms, calling row for each. 0, -1 on error, -2 unknown name. */

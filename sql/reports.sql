@@ -11,20 +11,11 @@ DROP VIEW IF EXISTS report_errors;
 DROP VIEW IF EXISTS report_failovers;
 DROP VIEW IF EXISTS report_refusals;
 
--- Usage per user per day: requests and tokens (refused requests are counted
--- apart; they used no tokens).
+-- Usage per user per day: requests and tokens (refused requests used none).
 CREATE VIEW report_usage AS
-SELECT date(ts_ms / 1000, 'unixepoch') AS day,
-       coalesce(end_user, user_id) AS user_id,
-       count(*) AS requests,
-       sum(status = 'success') AS succeeded,
-       sum(status = 'refused') AS refused,
-       sum(prompt_tokens) AS prompt_tokens,
-       sum(completion_tokens) AS completion_tokens,
-       sum(total_tokens) AS total_tokens,
-       min(ts_ms) AS first_ms
-FROM audit_log
-GROUP BY day, coalesce(end_user, user_id);
+SELECT date(day_ms / 1000, 'unixepoch') AS day, user_id, requests, succeeded, failed, refused,
+       prompt_tokens, completion_tokens, total_tokens, day_ms AS first_ms
+FROM usage_daily;
 
 -- Spend against budget per user and period (NULL budget: the configured default).
 CREATE VIEW report_budget AS
@@ -38,38 +29,35 @@ SELECT b.user_id,
        b.period_start * 1000 AS first_ms
 FROM budget_usage b LEFT JOIN users u ON u.user_id = b.user_id;
 
--- Latency percentiles per backend per hour (window functions: nearest rank).
+-- Latency percentiles of backend calls per backend per hour: a running sum
+-- over the latency buckets (window functions), nearest rank.
 CREATE VIEW report_latency AS
-WITH ranked AS (
-    SELECT backend, ts_ms / 3600000 AS hour_n, latency_ms,
-           row_number() OVER (PARTITION BY backend, ts_ms / 3600000 ORDER BY latency_ms) AS rn,
-           count(*) OVER (PARTITION BY backend, ts_ms / 3600000) AS n
-    FROM audit_log
-    WHERE backend IS NOT NULL AND status IN ('success', 'error') AND latency_ms IS NOT NULL
+WITH running AS (
+    SELECT hour_ms, backend, bucket_ms,
+           sum(calls) OVER (PARTITION BY hour_ms, backend ORDER BY bucket_ms) AS cum,
+           sum(calls) OVER (PARTITION BY hour_ms, backend) AS n
+    FROM latency_hourly
 )
 SELECT backend,
-       strftime('%Y-%m-%d %H:00', hour_n * 3600, 'unixepoch') AS hour,
-       max(n) AS requests,
-       round(min(CASE WHEN rn >= 0.50 * n THEN latency_ms END), 1) AS p50_ms,
-       round(min(CASE WHEN rn >= 0.95 * n THEN latency_ms END), 1) AS p95_ms,
-       round(min(CASE WHEN rn >= 0.99 * n THEN latency_ms END), 1) AS p99_ms,
-       round(max(latency_ms), 1) AS max_ms,
-       hour_n * 3600000 AS first_ms
-FROM ranked
-GROUP BY backend, hour_n;
+       strftime('%Y-%m-%d %H:00', hour_ms / 1000, 'unixepoch') AS hour,
+       max(n) AS calls,
+       min(CASE WHEN cum >= 0.50 * n THEN bucket_ms END) AS p50_ms,
+       min(CASE WHEN cum >= 0.95 * n THEN bucket_ms END) AS p95_ms,
+       min(CASE WHEN cum >= 0.99 * n THEN bucket_ms END) AS p99_ms,
+       max(bucket_ms) AS max_ms,
+       hour_ms AS first_ms
+FROM running
+GROUP BY hour_ms, backend;
 
--- Error rate per backend per hour.
+-- Error rate per backend per hour (over calls), and how much traffic it took over.
 CREATE VIEW report_errors AS
 SELECT backend,
-       strftime('%Y-%m-%d %H:00', ts_ms / 3600000 * 3600, 'unixepoch') AS hour,
-       count(*) AS requests,
-       sum(status = 'error') AS errors,
-       round(1.0 * sum(status = 'error') / count(*), 4) AS error_rate,
-       sum(attempts > 1) AS failed_over,
-       ts_ms / 3600000 * 3600000 AS first_ms
-FROM audit_log
-WHERE backend IS NOT NULL AND status IN ('success', 'error')
-GROUP BY backend, ts_ms / 3600000;
+       strftime('%Y-%m-%d %H:00', hour_ms / 1000, 'unixepoch') AS hour,
+       attempts AS calls, failures,
+       round(1.0 * failures / attempts, 4) AS error_rate,
+       answered, failed_over,
+       hour_ms AS first_ms
+FROM backend_hourly;
 
 -- Requests that needed more than one attempt, and from where to where.
 CREATE VIEW report_failovers AS

@@ -72,13 +72,18 @@ def test_reports_after_a_scripted_mix(make_gateway, mocks):
     assert len(fo) == 3
     assert [(r["from_backend"], r["from_status"], r["to_backend"]) for r in fo[:2]] == [("east", 500, "west")] * 2
     assert fo[2]["status"] == "error" and fo[2]["attempts"] == 3
+    # calls per backend: east 4 + 2 failed (bob) + 1 failed (carol); west 2 + 1 failed; eu 1 failed
     errors = {r["backend"]: r for r in report(gw, "errors")}
-    assert errors["east"]["requests"] == 4 and errors["east"]["errors"] == 0
-    assert errors["west"]["requests"] == 2 and errors["west"]["failed_over"] == 2
-    assert errors["eu"]["errors"] == 1 and errors["eu"]["error_rate"] == 1.0
+    assert (errors["east"]["calls"], errors["east"]["failures"], errors["east"]["answered"]) == (7, 3, 4)
+    assert (errors["west"]["calls"], errors["west"]["answered"], errors["west"]["failed_over"]) == (3, 2, 2)
+    assert errors["eu"]["failures"] == 1 and errors["eu"]["error_rate"] == 1.0
     lat = {r["backend"]: r for r in report(gw, "latency")}
-    assert lat["east"]["requests"] == 4
+    assert lat["east"]["calls"] == 7
     assert 0 < lat["east"]["p50_ms"] <= lat["east"]["p95_ms"] <= lat["east"]["p99_ms"] <= lat["east"]["max_ms"]
+    # the buckets agree with the exact latencies in the audit table to within 1%
+    exact = sorted(json.loads(r["attempts_detail"])[0]["latency_ms"] for r in gw.audit_rows()
+                   if r["attempts_detail"] and json.loads(r["attempts_detail"])[0]["backend"] == "east")
+    assert lat["east"]["max_ms"] >= exact[-1] - 0.1 and lat["east"]["max_ms"] <= exact[-1] * 1.01 + 0.1
     refusals = {r["reason"]: r["refused"] for r in report(gw, "refusals")}
     assert refusals == {"invalid_value": 2, "prompt_injection_detected": 1}
     csv = report(gw, "usage", fmt="csv")
