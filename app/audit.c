@@ -52,7 +52,7 @@ void audit_fill(struct request *req, const char *status, struct audit_row *row,
     row->user_id = req->caller.user_id[0] ? req->caller.user_id : req->subject;
     row->end_user = req->end_user;
     row->operation = router_operation(req->route);
-    row->model = req->model;
+    row->model = req->model[0] ? req->model : NULL;
     row->deployment = req->backend_deployment ? req->backend_deployment
                                               : (req->deployment[0] ? req->deployment : NULL);
     row->backend = req->backend_name;

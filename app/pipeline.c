@@ -97,14 +97,16 @@ static enum aigw_err validate_request(struct request *req)
 static enum aigw_err resolve_model(struct request *req)
 {
     const struct cfg *cfg = req->w->cfg;
+    const char *model;
     if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
-        req->model = req->deployment;
+        model = req->deployment;
     else if (req->in.model)
-        req->model = req->in.model;
+        model = req->in.model;
     else if (req->route == ROUTE_SEED_CHAT && cfg->default_model)
-        req->model = cfg->default_model;
+        model = cfg->default_model;
     else
         return request_fail(req, AIGW_ERR_MISSING_FIELD, "model", "model is required.");
+    snprintf(req->model, sizeof req->model, "%s", model); /* validate.c bounds it to 256 */
     if (!dispatch_model_served(cfg, req->model))
         return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
                             "The model '%s' does not exist or no backend serves it.", req->model);

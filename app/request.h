@@ -108,7 +108,9 @@ struct request {
 
     /* validate */
     struct chat_input in;
-    const char *model; /* the client-visible model name */
+    /* The client-visible model name, copied: dispatch rewrites "model" in the
+     * body for OpenAI-type backends, which frees the parsed string. */
+    char model[257];
     const char *api_version;
     char api_version_buf[64];
 

@@ -144,11 +144,11 @@ void telemetry_otlp_json(const struct cfg *cfg, struct request *req, struct buf 
         buf_printf(b, "\"parentSpanId\":\"%s\",", req->parent_span_id);
     buf_printf(b, "\"name\":\"%s %s\",\"kind\":2,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\","
                   "\"attributes\":[",
-               op, req->model ? req->model : "", (long long)req->start_ns, (long long)req->end_ns);
+               op, req->model, (long long)req->start_ns, (long long)req->end_ns);
     first = 1;
     attr_str(b, &first, "gen_ai.system", answered && answered->type == BACKEND_OPENAI ? "openai" : "az.ai.openai");
     attr_str(b, &first, "gen_ai.operation.name", op);
-    attr_str(b, &first, "gen_ai.request.model", req->model);
+    attr_str(b, &first, "gen_ai.request.model", req->model[0] ? req->model : NULL);
     attr_str(b, &first, "gen_ai.response.model", req->backend_deployment);
     if (req->in.max_tokens > 0)
         attr_int(b, &first, "gen_ai.request.max_tokens", req->in.max_tokens);
