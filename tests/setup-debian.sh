@@ -8,7 +8,7 @@ apt-get install -y -qq --no-install-recommends \
     libfcgi-dev libcurl4-openssl-dev libjson-c-dev libsqlite3-dev sqlite3 libjwt-dev libssl-dev \
     libcmocka-dev \
     lighttpd apache2 libapache2-mod-fcgid nginx-light \
-    python3 python3-pytest curl procps ca-certificates \
+    python3 python3-pytest curl procps ca-certificates valgrind \
     >/dev/null
 # The client tests run the official openai SDK on Node.js 20 or newer (this
 # image ships one); Debian's own nodejs is the fallback.

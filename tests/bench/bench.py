@@ -1,0 +1,1308 @@
+#!/usr/bin/env python3
+"""aigw's benchmark (`make bench`, through tests/bench/run.sh).
+
+Systems, all on 127.0.0.1, all answering from the same mock region (nginx
+returning a fixed Azure OpenAI chat completion, or a short SSE stream):
+
+  direct          the mock itself
+  nginx-proxy     nginx proxy_pass to the mock (keep-alive upstream)
+  aigw-lighttpd   aigw under lighttpd, from webserver-configs/lighttpd/aigw.conf
+  aigw-nginx      nginx (webserver-configs/nginx/aigw.conf) + `aigw serve`
+  portkey         Portkey's gateway (npm @portkey-ai/gateway) routing to the mock
+
+aigw runs with every policy on: API-key authentication, a rate limit, a token
+budget and a tokens-per-minute limit (all too high to refuse), validation,
+redaction, two backends (priority 1 and 2, both the mock) and an audit row per
+request with redacted bodies.
+
+Sections (BENCH_SECTIONS, comma separated; default all):
+  matrix     wrk at each concurrency, systems alternated, chat + SSE stream
+  memory     private memory per aigw worker, idle and after >= 10,000 requests
+  syscalls   strace -c on the aigw workers during a short run
+  stream     time to first byte and relay delay of a stream with events every 100 ms
+  audit      per-request cost with an empty audit table and with BENCH_AUDIT_ROWS rows
+  callgrind  instructions per request in one worker (valgrind --tool=callgrind)
+
+Progress goes to stderr, the table to stdout, everything to
+tests/bench/results/latest.json (results/ is git-ignored).
+Python 3 standard library only.
+"""
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import sqlite3
+import statistics
+import subprocess
+import sys
+import time
+
+BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
+SRCDIR = os.environ.get("AIGW_SRCDIR") or os.path.abspath(os.path.join(BENCH_DIR, "..", ".."))
+AIGW_BIN = os.environ.get("AIGW_BIN") or os.path.join(SRCDIR, "aigw")
+WORK = os.environ.get("BENCH_WORK") or None
+WRK_LUA = os.path.join(BENCH_DIR, "wrk.lua")
+MOCK_REGION = os.path.join(SRCDIR, "tests", "mock_region.py")
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+
+ALL_SECTIONS = ["matrix", "memory", "syscalls", "stream", "audit", "callgrind"]
+SECTIONS = [s.strip() for s in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",") if s.strip()]
+CONCURRENCY = [int(x) for x in os.environ.get("BENCH_CONCURRENCY", "8 32 128").replace(",", " ").split()]
+DURATION = int(os.environ.get("BENCH_DURATION", "4"))       # seconds per measured point (wrk: whole seconds)
+ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))           # rounds per point, order reversed every round
+WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
+SSE_CONCURRENCY = [int(x) for x in os.environ.get("BENCH_SSE_CONCURRENCY", "32").replace(",", " ").split()]
+AUDIT_ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "2000000"))
+AUDIT_CONCURRENCY = int(os.environ.get("BENCH_AUDIT_CONCURRENCY", "32"))
+CALLGRIND_N = [int(x) for x in os.environ.get("BENCH_CALLGRIND_N", "30 330").split()]
+STREAM_REPEAT = int(os.environ.get("BENCH_STREAM_REPEAT", "3"))
+STREAM_EVENTS = 8            # content events per slow stream
+STREAM_DELAY_S = 0.1         # between events
+MEMORY_REQUESTS = 10000
+BUDGET = float(os.environ.get("BENCH_BUDGET", "540"))
+PORTKEY_JS = os.environ.get("PORTKEY_JS") or os.path.join(
+    BENCH_DIR, ".portkey", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
+PORTKEY_UNAVAILABLE = os.environ.get("PORTKEY_UNAVAILABLE", "")
+RESULTS = os.environ.get("BENCH_RESULTS") or os.path.join(
+    BENCH_DIR, "results",
+    "latest.json" if SECTIONS == ALL_SECTIONS else "latest-" + "-".join(SECTIONS) + ".json")
+
+API_VERSION = "2024-10-21"
+USER = "bench"
+MOCK_KEY = "mock-backend-key"
+CHAT_BODY = {"messages": [{"role": "system", "content": "You are a helpful assistant."},
+                          {"role": "user", "content": "Say hello in one short sentence."}],
+             "max_tokens": 50, "temperature": 0.2}
+MOCK_MARK = b"chatcmpl-AbC123"  # only the mock's fixed answer has it
+
+# The mock's answers: a real-looking Azure OpenAI chat completion, and a
+# stream of 13 events (prompt filter, role, 9 content deltas, finish, usage)
+# and [DONE].
+FILTER = '{"hate":{"filtered":false,"severity":"safe"},"self_harm":{"filtered":false,"severity":"safe"},' \
+         '"sexual":{"filtered":false,"severity":"safe"},"violence":{"filtered":false,"severity":"safe"}}'
+CHAT_ANSWER = (
+    '{"id":"chatcmpl-AbC123","object":"chat.completion","created":1732000000,"model":"gpt-4o-2024-08-06",'
+    '"choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant",'
+    '"content":"Hello! How can I help you today?"},"logprobs":null,"content_filter_results":' + FILTER + '}],'
+    '"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33},"system_fingerprint":"fp_5f20662549",'
+    '"prompt_filter_results":[{"prompt_index":0,"content_filter_results":' + FILTER + '}]}')
+
+
+def _sse_answer():
+    head = '"created":1732000000,"id":"chatcmpl-AbC123","model":"gpt-4o-2024-08-06",' \
+           '"object":"chat.completion.chunk","system_fingerprint":"fp_5f20662549"'
+    ev = ['{"choices":[],"created":0,"id":"","model":"","object":"","prompt_filter_results":'
+          '[{"prompt_index":0,"content_filter_results":' + FILTER + '}]}']
+    deltas = ['{"content":"","role":"assistant"}'] + \
+        ['{"content":"%s"}' % w for w in ("Hello", "!", " How", " can", " I", " help", " you", " today", "?")]
+    for d in deltas:
+        ev.append('{"choices":[{"content_filter_results":{},"delta":%s,"finish_reason":null,"index":0,'
+                  '"logprobs":null}],%s}' % (d, head))
+    ev.append('{"choices":[{"content_filter_results":{},"delta":{},"finish_reason":"stop","index":0,'
+              '"logprobs":null}],%s}' % head)
+    ev.append('{"choices":[],%s,"usage":{"prompt_tokens":24,"completion_tokens":9,"total_tokens":33}}' % head)
+    return "".join("data: %s\n\n" % e for e in ev) + "data: [DONE]\n\n"
+
+
+SSE_ANSWER = _sse_answer()
+
+T0 = time.time()
+PROCS = []      # (name, Popen) of everything started, stopped in reverse order
+
+
+def left():
+    return BUDGET - (time.time() - T0)
+
+
+def log(msg):
+    print("[%6.1fs] %s" % (time.time() - T0, msg), file=sys.stderr, flush=True)
+
+
+# --- processes --------------------------------------------------------------
+
+def spawn(name, argv, env=None, cwd=None, stdin=None):
+    """Start argv in its own process group (so the group can be stopped with
+    everything it forked); log to WORK/name.log; record the group for run.sh."""
+    logf = open(os.path.join(WORK, name + ".log"), "ab")
+    p = subprocess.Popen(argv, stdout=logf, stderr=subprocess.STDOUT, env=env, cwd=cwd,
+                         stdin=subprocess.DEVNULL if stdin is None else stdin,
+                         start_new_session=True)
+    logf.close()
+    track(name, p)
+    return p
+
+
+def track(name, p):
+    PROCS.append((name, p))
+    write_pgids()
+
+
+def write_pgids():
+    """The process groups still running, for run.sh's trap (if this script is killed)."""
+    with open(os.path.join(WORK, "pgids"), "w") as f:
+        f.write("".join("%d\n" % p.pid for _, p in PROCS))
+
+
+def stop(p, timeout=10.0, sig=signal.SIGTERM):
+    """Stop the process group of p (started by spawn)."""
+    try:
+        os.killpg(p.pid, sig)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(timeout)
+    except subprocess.TimeoutExpired:
+        pass
+    # Leftovers of the group (a web server's FastCGI children) go too.
+    try:
+        os.killpg(p.pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+    try:
+        p.wait(5)
+    except subprocess.TimeoutExpired:
+        pass
+    PROCS[:] = [x for x in PROCS if x[1] is not p]
+    write_pgids()
+
+
+def stop_all():
+    while PROCS:
+        stop(PROCS[-1][1], timeout=5)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_port(port, proc=None, timeout=15.0, what="server"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError("%s exited with %s" % (what, proc.returncode))
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.3):
+                return
+        except OSError:
+            time.sleep(0.05)
+    raise RuntimeError("%s not listening on %d after %.0fs" % (what, port, timeout))
+
+
+def wait_unix(path, proc, timeout=15.0, what="server"):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError("%s exited with %s" % (what, proc.returncode))
+        s = socket.socket(socket.AF_UNIX)
+        try:
+            s.settimeout(0.3)
+            s.connect(path)
+            return
+        except OSError:
+            time.sleep(0.05)
+        finally:
+            s.close()
+    raise RuntimeError("%s not accepting on %s after %.0fs" % (what, path, timeout))
+
+
+def request(port, method, path, body=None, headers=None, timeout=30.0):
+    """(status, body bytes)"""
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        data = json.dumps(body).encode() if isinstance(body, (dict, list)) else body
+        hdrs = dict(headers or {})
+        if data is not None:
+            hdrs.setdefault("Content-Type", "application/json")
+        c.request(method, path, body=data, headers=hdrs)
+        r = c.getresponse()
+        return r.status, r.read()
+    finally:
+        c.close()
+
+
+def children(ppid):
+    out = []
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open("/proc/%s/stat" % d) as f:
+                st = f.read()
+        except OSError:
+            continue
+        fields = st.rsplit(")", 1)[1].split()
+        if int(fields[1]) == ppid:
+            out.append(int(d))
+    return sorted(out)
+
+
+def smaps(pid):
+    """kB: Rss, Pss, Private (clean + dirty) of a process."""
+    v = {}
+    try:
+        with open("/proc/%d/smaps_rollup" % pid) as f:
+            for line in f:
+                parts = line.split()
+                if len(parts) >= 2 and parts[0].endswith(":") and parts[1].isdigit():
+                    v[parts[0][:-1]] = int(parts[1])
+    except OSError:
+        return None
+    return {"rss_kb": v.get("Rss", 0), "pss_kb": v.get("Pss", 0),
+            "private_kb": v.get("Private_Clean", 0) + v.get("Private_Dirty", 0)}
+
+
+def text_of(argv):
+    try:
+        r = subprocess.run(argv, capture_output=True, text=True, timeout=10)
+        return (r.stdout + r.stderr).strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return ""
+
+
+# --- the mock region (nginx) ------------------------------------------------
+
+def nginx_main_conf(d, body, workers=2):
+    temp = os.path.join(d, "temp")
+    os.makedirs(temp, exist_ok=True)
+    lines = ["daemon off;", "master_process on;", "worker_processes %d;" % workers,
+             "pid %s/nginx.pid;" % d, "error_log %s/error.log warn;" % d]
+    if os.geteuid() == 0:
+        lines.append("user root root;")
+    lines += ["events { worker_connections 4096; }", "http {",
+              "    default_type application/octet-stream;",
+              "    access_log off;",
+              "    keepalive_requests 1000000;"]
+    lines += ["    %s_temp_path %s/%s;" % (k, temp, k) for k in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi")]
+    lines += [body, "}"]
+    return "\n".join(lines) + "\n"
+
+
+def start_nginx(name, body, workers=2):
+    d = os.path.join(WORK, name)
+    os.makedirs(d, exist_ok=True)
+    conf = os.path.join(d, "nginx.conf")
+    with open(conf, "w") as f:
+        f.write(nginx_main_conf(d, body, workers))
+    err = os.path.join(d, "error.log")
+    chk = subprocess.run([NGINX, "-t", "-p", d + "/", "-c", conf, "-e", err], capture_output=True, text=True)
+    if chk.returncode != 0:
+        raise RuntimeError("nginx -t (%s) failed: %s" % (name, chk.stderr))
+    return spawn(name, [NGINX, "-p", d + "/", "-c", conf, "-e", err])
+
+
+class Mock:
+    def __init__(self):
+        self.port = free_port()
+        body = """
+    server {
+        listen 127.0.0.1:%d;
+        client_body_buffer_size 64k;
+        location = /_stub_status { stub_status; }
+        # The streamed variant: deployments named sse-*.
+        location ~ ^/openai/deployments/sse-[^/]+/chat/completions$ {
+            default_type text/event-stream;
+            add_header Cache-Control no-cache;
+            return 200 '%s';
+        }
+        location ~ ^/openai/deployments/[^/]+/chat/completions$ {
+            default_type application/json;
+            add_header apim-request-id 6b0b5e3e-6a4f-4d55-9a5e-2f6f0f1c3a77;
+            add_header x-ms-region "East US";
+            return 200 '%s';
+        }
+        location / {
+            default_type application/json;
+            return 404 '{"error":{"code":"404","message":"Resource not found"}}';
+        }
+    }""" % (self.port, SSE_ANSWER, CHAT_ANSWER)
+        self.proc = start_nginx("mock", body)
+        wait_port(self.port, self.proc, what="mock nginx")
+        self.url = "http://127.0.0.1:%d" % self.port
+        self.queries = 0
+
+    def hits(self):
+        """Requests the mock has had so far, not counting these status queries."""
+        self.queries += 1
+        st, body = request(self.port, "GET", "/_stub_status", timeout=5)
+        m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", body)
+        return int(m.group(3)) - self.queries
+
+
+class SlowMock:
+    """tests/mock_region.py streaming STREAM_EVENTS events STREAM_DELAY_S apart."""
+
+    def __init__(self):
+        self.proc = subprocess.Popen([sys.executable, MOCK_REGION, "--port", "0", "--name", "slow"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
+                                     start_new_session=True)
+        track("slowmock", self.proc)
+        line = self.proc.stdout.readline()
+        if not line.startswith("READY"):
+            raise RuntimeError("mock_region.py did not start: %r" % line)
+        self.port = int(line.split()[1])
+        self.url = "http://127.0.0.1:%d" % self.port
+        st, body = request(self.port, "POST", "/_mock/config", {
+            "stream_delay_s": STREAM_DELAY_S, "stream_chunks": STREAM_EVENTS,
+            "reply": "Streaming answer, one piece every hundred milliseconds, to see the relay delay."})
+        if st != 200:
+            raise RuntimeError("mock_region.py config: %s %r" % (st, body))
+
+
+# --- the systems --------------------------------------------------------------
+
+class System:
+    def __init__(self, name, port, chat_path, sse_path, headers, slow_path=None):
+        self.name = name
+        self.port = port
+        self.chat_path = chat_path
+        self.sse_path = sse_path
+        self.slow_path = slow_path
+        self.headers = headers          # chat requests
+        self.sse_headers = headers      # streamed requests (Portkey: another deployment header)
+        self.slow_headers = headers     # the slow stream (Portkey: another custom host)
+        self.slow_port = port           # the direct call goes to the slow mock itself
+        self.ok = True
+        self.note = ""
+        self.proc = None        # server process
+        self.procs = []         # every process of the system
+        self.worker_parent = None  # pid whose children are the aigw workers
+        self.gw = None
+
+    def url(self, path):
+        return "http://127.0.0.1:%d%s" % (self.port, path)
+
+
+def azure_path(deployment):
+    return "/openai/deployments/%s/chat/completions?api-version=%s" % (deployment, API_VERSION)
+
+
+class Gateway:
+    """One aigw installation: config, database, user and key."""
+
+    def __init__(self, name, mock, slow=None, db_path=None):
+        self.name = name
+        self.dir = os.path.join(WORK, name)
+        os.makedirs(self.dir, exist_ok=True)
+        self.config_path = os.path.join(self.dir, "aigw.json")
+        self.db_path = db_path or os.path.join(self.dir, "aigw.db")
+        key_file = os.path.join(self.dir, "backend.key")
+        with open(key_file, "w") as f:
+            f.write(MOCK_KEY + "\n")
+        os.chmod(key_file, 0o600)
+        deployments = lambda region: {"gpt-4o": "gpt-4o-" + region, "gpt-4o-sse": "sse-" + region}
+        backends = [
+            {"name": "east", "type": "azure", "url": mock.url, "api_key": "file:" + key_file,
+             "priority": 1, "deployments": deployments("east"), "timeout_s": 30},
+            {"name": "west", "type": "azure", "url": mock.url, "api_key": "file:" + key_file,
+             "priority": 2, "deployments": deployments("west"), "timeout_s": 30},
+        ]
+        if slow is not None:
+            backends.append({"name": "slow", "type": "azure", "url": slow.url, "api_key": "file:" + key_file,
+                             "priority": 1, "deployments": {"gpt-4o-slow": "slow"}, "timeout_s": 30})
+        self.config = {
+            "environment": "bench",
+            "database": {"path": self.db_path},
+            "auth": {"enabled": True, "api_keys": True},
+            "limits": {"requests_per_window": 100000000, "window_s": 60,
+                       "default_token_budget": 1000000000000, "budget_period": "day"},
+            "backends": backends,
+            "audit": {"log_bodies": "redacted"},
+        }
+        with open(self.config_path, "w") as f:
+            json.dump(self.config, f, indent=2)
+        self.key = None
+
+    def cli(self, *args):
+        r = subprocess.run([AIGW_BIN, "--config", self.config_path, *args],
+                           capture_output=True, text=True, timeout=60)
+        if r.returncode != 0:
+            raise RuntimeError("aigw %s: %s" % (" ".join(args), (r.stderr or r.stdout).strip()))
+        return r.stdout
+
+    def setup(self):
+        self.cli("db", "migrate")
+        self.cli("user", "add", USER, "--requests", "100000000", "--window", "60",
+                 "--tpm", "1000000000000", "--budget", "1000000000000", "--period", "day")
+        out = self.cli("key", "create", USER)
+        keys = re.findall(r"aigw_\S+", out)
+        if not keys:
+            raise RuntimeError("aigw key create printed no key: %r" % out)
+        self.key = keys[0]
+        return self
+
+    def use_db(self, db_path, key):
+        """Point this installation at another database (a filled copy)."""
+        self.db_path = db_path
+        self.config["database"]["path"] = db_path
+        with open(self.config_path, "w") as f:
+            json.dump(self.config, f, indent=2)
+        self.key = key
+
+    def audit_count(self):
+        con = sqlite3.connect(self.db_path, timeout=30)
+        try:
+            return con.execute("SELECT count(*) FROM audit_log").fetchone()[0]
+        finally:
+            con.close()
+
+    def headers(self):
+        return {"api-key": self.key}
+
+
+def start_lighttpd(gw, workers=WORKERS):
+    """aigw under lighttpd from the shipped config, its var.* values replaced
+    (as tests/integration/conftest.py does). Returns (Popen, port)."""
+    port = free_port()
+    src = open(os.path.join(SRCDIR, "webserver-configs", "lighttpd", "aigw.conf")).read()
+    subst = {
+        "aigw_bin": '"%s"' % AIGW_BIN,
+        "aigw_config": '"%s"' % gw.config_path,
+        "aigw_socket": '"%s/lighttpd-fastcgi.sock"' % gw.dir,
+        "aigw_workers": str(workers),
+        "aigw_state_dir": '"%s"' % gw.dir,
+        "aigw_log": '"%s/lighttpd-error.log"' % gw.dir,
+        "aigw_bind": '"127.0.0.1"',
+        "aigw_port": str(port),
+    }
+    for k, v in subst.items():
+        src, n = re.subn(r"^var\.%s\s*=.*$" % k, lambda m, k=k, v=v: "var.%s = %s" % (k, v), src, flags=re.M)
+        if n != 1:
+            raise RuntimeError("var.%s not found once in webserver-configs/lighttpd/aigw.conf" % k)
+    conf = os.path.join(gw.dir, "lighttpd.conf")
+    with open(conf, "w") as f:
+        f.write(src)
+    p = spawn(gw.name + "-lighttpd", [LIGHTTPD, "-D", "-f", conf])
+    wait_port(port, p, what="lighttpd")
+    return p, port
+
+
+def nginx_front_site(upstream, port):
+    """webserver-configs/nginx/aigw.conf with its upstream and listen lines
+    replaced (as tests/integration/servers.py does)."""
+    site = open(os.path.join(SRCDIR, "webserver-configs", "nginx", "aigw.conf")).read()
+    site, n1 = re.subn(r"^(\s*)server\s+(unix:\S+|[0-9.]+:[0-9]+|\[[0-9a-fA-F:]+\]:[0-9]+);\s*$",
+                       lambda m: "    server %s;" % upstream, site, flags=re.M)
+    site, n2 = re.subn(r"^\s*listen\s+[^;]+;\s*$", lambda m: "    listen 127.0.0.1:%d;" % port, site, flags=re.M)
+    if n1 != 1 or n2 != 1:
+        raise RuntimeError("webserver-configs/nginx/aigw.conf: upstream/listen lines not found once")
+    return site
+
+
+def start_nginx_serve(gw, workers=WORKERS):
+    """nginx (shipped site) + `aigw serve` on a unix socket. Returns (nginx, serve, port)."""
+    sock = os.path.join(gw.dir, "aigw.sock")
+    env = dict(os.environ, AIGW_CONFIG=gw.config_path)
+    serve = spawn(gw.name + "-serve", [AIGW_BIN, "--config", gw.config_path, "serve", "--listen", "unix:" + sock,
+                                       "--workers", str(workers), "--pid-file", os.path.join(gw.dir, "serve.pid"),
+                                       "--grace", "5"], env=env)
+    wait_unix(sock, serve, what="aigw serve")
+    port = free_port()
+    site = os.path.join(gw.dir, "nginx-site.conf")
+    with open(site, "w") as f:
+        f.write(nginx_front_site("unix:" + sock, port))
+    ngx = start_nginx(gw.name + "-nginx", "    include %s;" % site)
+    wait_port(port, ngx, what="nginx (aigw)")
+    return ngx, serve, port
+
+
+def wait_healthy(port, timeout=20.0):
+    deadline = time.time() + timeout
+    last = None
+    while time.time() < deadline:
+        try:
+            st, body = request(port, "GET", "/healthz", timeout=5)
+            if st == 200:
+                return
+            last = (st, body[:200])
+        except OSError as e:
+            last = e
+        time.sleep(0.1)
+    raise RuntimeError("not healthy on port %d: %r" % (port, last))
+
+
+def aigw_system(name, gw, server):
+    if server == "lighttpd":
+        proc, port = start_lighttpd(gw)
+        parent = proc.pid
+    else:
+        proc, serve, port = start_nginx_serve(gw)
+        parent = serve.pid
+    wait_healthy(port)
+    s = System(name, port, azure_path("gpt-4o"), azure_path("gpt-4o-sse"), gw.headers(),
+               slow_path=azure_path("gpt-4o-slow"))
+    s.proc, s.worker_parent, s.gw = proc, parent, gw
+    s.procs = [proc] if server == "lighttpd" else [proc, serve]
+    # lighttpd starts min-procs workers; wait until all are there.
+    deadline = time.time() + 10
+    while len(children(parent)) < WORKERS and time.time() < deadline:
+        time.sleep(0.1)
+    return s
+
+
+def portkey_headers(host_url, deployment):
+    return {"x-portkey-provider": "azure-openai",
+            "x-portkey-custom-host": host_url + "/openai",
+            "x-portkey-azure-resource-name": "bench",
+            "x-portkey-azure-deployment-id": deployment,
+            "x-portkey-azure-api-version": API_VERSION,
+            "Authorization": "Bearer " + MOCK_KEY}
+
+
+def start_portkey():
+    port = free_port()
+    env = dict(os.environ, NODE_ENV="production")
+    p = spawn("portkey", ["node", PORTKEY_JS, "--port=%d" % port, "--headless"], env=env,
+              cwd=os.path.dirname(PORTKEY_JS))
+    wait_port(port, p, timeout=30, what="portkey")
+    return p, port
+
+
+def verify(system, mock):
+    """One chat and one streamed request; both must come from the mock."""
+    before = mock.hits()
+    st, body = request(system.port, "POST", system.chat_path, CHAT_BODY, system.headers)
+    hits = mock.hits() - before
+    if st != 200 or MOCK_MARK not in body:
+        raise RuntimeError("chat request answered %s: %r" % (st, body[:300]))
+    if hits != 1:
+        raise RuntimeError("chat request reached the mock %d times, not once" % hits)
+    st, body = request(system.port, "POST", system.sse_path, dict(CHAT_BODY, stream=True), system.sse_headers)
+    if st != 200 or b"data: [DONE]" not in body or b"today" not in body:
+        raise RuntimeError("streamed request answered %s: %r" % (st, body[:300]))
+
+
+# --- wrk ----------------------------------------------------------------------
+
+def run_wrk(system, conc, seconds, sse=False):
+    path = system.sse_path if sse else system.chat_path
+    body = dict(CHAT_BODY, stream=True) if sse else CHAT_BODY
+    env = dict(os.environ, WRK_BODY=json.dumps(body, separators=(",", ":")),
+               WRK_HEADERS="\n".join("%s: %s" % kv for kv in (system.sse_headers if sse else system.headers).items()))
+    cmd = ["wrk", "-t%d" % min(2, conc), "-c%d" % conc, "-d%ds" % seconds, "--timeout", "10s",
+           "--latency", "-s", WRK_LUA, system.url(path)]
+    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
+    for line in r.stdout.splitlines():
+        if line.startswith("BENCH_JSON "):
+            d = json.loads(line[len("BENCH_JSON "):])
+            d["rps"] = d["requests"] / (d["duration_us"] / 1e6) if d["duration_us"] else 0.0
+            return d
+    raise RuntimeError("wrk printed no result: %s %s" % (r.stdout[-500:], r.stderr[-500:]))
+
+
+def aggregate(runs):
+    req = sum(r["requests"] for r in runs)
+    dur = sum(r["duration_us"] for r in runs) / 1e6
+    err = {k: sum(r["errors"][k] for r in runs) for k in runs[0]["errors"]}
+    out = {
+        "rps": req / dur if dur else 0.0,
+        "p50_ms": statistics.mean(r["p50_us"] for r in runs) / 1000.0,
+        "p90_ms": statistics.mean(r["p90_us"] for r in runs) / 1000.0,
+        "p99_ms": statistics.mean(r["p99_us"] for r in runs) / 1000.0,
+        "max_ms": max(r["max_us"] for r in runs) / 1000.0,
+        "requests": req,
+        "non_2xx": err["status"],
+        "socket_errors": err["connect"] + err["read"] + err["write"] + err["timeout"],
+        "rounds_rps": [round(r["rps"], 1) for r in runs],
+        "rounds_p50_ms": [r["p50_us"] / 1000.0 for r in runs],
+    }
+    hits = [r.get("mock_hits") for r in runs]
+    if all(h is not None for h in hits):
+        out["mock_hits_per_request"] = sum(hits) / req if req else None
+    return out
+
+
+def alternate(systems, conc, sse=False, mock=None):
+    """Warm every system up, then ROUNDS rounds of DURATION seconds each,
+    the order reversed every round so drift hits all systems alike."""
+    for s in systems:
+        run_wrk(s, conc, 1, sse)
+    runs = {s.name: [] for s in systems}
+    for rnd in range(ROUNDS):
+        for s in (systems if rnd % 2 == 0 else systems[::-1]):
+            before = mock.hits() if mock else None
+            r = run_wrk(s, conc, DURATION, sse)
+            if mock:
+                r["mock_hits"] = mock.hits() - before
+            runs[s.name].append(r)
+            log("  %-14s c=%-4d %s %8.0f req/s  p50 %7.2f ms  p99 %7.2f ms  non-2xx %d" % (
+                s.name, conc, "sse " if sse else "chat", r["rps"], r["p50_us"] / 1000, r["p99_us"] / 1000,
+                r["errors"]["status"]))
+    return {name: aggregate(rs) for name, rs in runs.items()}
+
+
+# --- sections -------------------------------------------------------------------
+
+def section_matrix(systems, mock, res):
+    res["matrix"] = {"chat": {}, "sse": {}}
+    for c in CONCURRENCY:
+        log("chat, %d connections" % c)
+        agg = alternate(systems, c, mock=mock)
+        for name, a in agg.items():
+            res["matrix"]["chat"].setdefault(name, {})[str(c)] = a
+    for c in SSE_CONCURRENCY:
+        log("stream (SSE from nginx), %d connections" % c)
+        agg = alternate(systems, c, sse=True, mock=mock)
+        for name, a in agg.items():
+            res["matrix"]["sse"].setdefault(name, {})[str(c)] = a
+    for kind in ("chat", "sse"):
+        m = res["matrix"][kind]
+        direct = m.get("direct", {})
+        for name, per in m.items():
+            for c, a in per.items():
+                if c in direct:
+                    a["added_p50_ms"] = a["p50_ms"] - direct[c]["p50_ms"]
+                    a["added_p99_ms"] = a["p99_ms"] - direct[c]["p99_ms"]
+                for other in ("portkey", "nginx-proxy"):
+                    if other in m and c in m[other] and m[other][c]["rps"]:
+                        a["rps_ratio_vs_" + other] = a["rps"] / m[other][c]["rps"]
+
+
+def worker_memory(system):
+    pids = children(system.worker_parent)
+    per = [dict(pid=p, **m) for p in pids for m in [smaps(p)] if m]
+    if not per:
+        return None
+    return {"workers": len(per),
+            "private_kb_avg": statistics.mean(w["private_kb"] for w in per),
+            "private_kb_max": max(w["private_kb"] for w in per),
+            "pss_kb_avg": statistics.mean(w["pss_kb"] for w in per),
+            "rss_kb_avg": statistics.mean(w["rss_kb"] for w in per),
+            "per_worker": per}
+
+
+def section_memory_after(aigws, portkey, mock, res, idle):
+    out = {}
+    for s in aigws:
+        served = s.gw.audit_count()
+        if served < MEMORY_REQUESTS and left() > 30:
+            log("memory: %s has served %d requests; topping up to %d" % (s.name, served, MEMORY_REQUESTS))
+            while served < MEMORY_REQUESTS and left() > 20:
+                run_wrk(s, 32, max(1, min(10, (MEMORY_REQUESTS - served) // 500 + 1)))
+                served = s.gw.audit_count()
+        after = worker_memory(s)
+        out[s.name] = {"idle": idle.get(s.name), "after": after, "requests_served": served}
+        if s.worker_parent != s.proc.pid:   # aigw serve: the master too
+            out[s.name]["master_after"] = smaps(s.worker_parent)
+    if portkey is not None and portkey.ok:
+        out["portkey"] = {"idle": idle.get("portkey"), "after": smaps(portkey.proc.pid)}
+    res["memory"] = out
+
+
+STRACE_LINE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)?\s*(\w+)\s*$")
+
+
+def section_syscalls(system, res):
+    pids = children(system.worker_parent)
+    out_file = os.path.join(WORK, "strace.txt")
+    cmd = ["strace", "-c", "-f", "-o", out_file] + sum((["-p", str(p)] for p in pids), [])
+    st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    track("strace", st)
+    time.sleep(1.0)
+    r = run_wrk(system, 32, 3)
+    stop(st, timeout=10, sig=signal.SIGINT)
+    calls = {}
+    if os.path.exists(out_file):
+        for line in open(out_file):
+            m = re.match(r"^\s*[\d.]+\s+[\d.]+\s+\d+\s+(\d+)\s+(?:(\d+)\s+)?(\w+)\s*$", line)
+            if m and m.group(3) != "total":
+                calls[m.group(3)] = int(m.group(1))
+    n = r["requests"] or 1
+    per = {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
+    res["syscalls"] = {"system": system.name, "workers": len(pids), "requests": r["requests"],
+                       "rps_under_strace": round(r["rps"], 1), "non_2xx": r["errors"]["status"],
+                       "per_request": per, "total_per_request": round(sum(calls.values()) / n, 1)}
+
+
+def stream_once(port, path, headers, body):
+    """POST a streamed chat; times (s, from sending) of the first byte and of
+    every complete SSE event."""
+    data = json.dumps(body).encode()
+    head = "POST %s HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n" \
+           "Content-Length: %d\r\nConnection: close\r\n" % (path, len(data))
+    head += "".join("%s: %s\r\n" % kv for kv in headers.items()) + "\r\n"
+    s = socket.create_connection(("127.0.0.1", port), timeout=30)
+    try:
+        t0 = time.perf_counter()
+        s.sendall(head.encode() + data)
+        buf = b""
+        first = None
+        events = []
+        while True:
+            d = s.recv(65536)
+            t = time.perf_counter() - t0
+            if not d:
+                break
+            if first is None:
+                first = t
+            buf += d
+            # An event counts once its terminating blank line has arrived
+            # (chunked framing may sit between "data:" and the next event).
+            n = 0
+            pos = buf.find(b"data:")
+            while pos >= 0:
+                end = buf.find(b"\n\n", pos)
+                if end < 0:
+                    break
+                n += 1
+                pos = buf.find(b"data:", end)
+            events += [t] * (n - len(events))
+    finally:
+        s.close()
+    status = int(buf.split(b" ", 2)[1]) if buf.startswith(b"HTTP/") else 0
+    return {"status": status, "ttfb": first, "events": events, "done": b"[DONE]" in buf}
+
+
+def section_stream(systems, res):
+    """Streams with events every STREAM_DELAY_S through each system."""
+    body = dict(CHAT_BODY, stream=True)
+    runs = {s.name: [] for s in systems}
+    for rep in range(STREAM_REPEAT):
+        for s in (systems if rep % 2 == 0 else systems[::-1]):
+            r = stream_once(s.slow_port, s.slow_path, s.slow_headers, body)
+            runs[s.name].append(r)
+    out = {}
+    base = None
+    direct = runs.get("direct")
+    if direct and all(r["status"] == 200 and r["done"] for r in direct):
+        m = min(len(r["events"]) for r in direct)
+        # Align from the end: the last events (finish, [DONE]) are always relayed.
+        base = [statistics.median(r["events"][len(r["events"]) - m + i] for r in direct) for i in range(m)]
+    for s in systems:
+        rs = runs[s.name]
+        good = [r for r in rs if r["status"] == 200 and r["done"] and r["events"]]
+        o = {"runs": len(rs), "ok": len(good)}
+        if good:
+            o["ttfb_ms"] = statistics.median(r["ttfb"] for r in good) * 1000
+            o["first_event_ms"] = statistics.median(r["events"][0] for r in good) * 1000
+            o["last_event_ms"] = statistics.median(r["events"][-1] for r in good) * 1000
+            o["events"] = statistics.median(len(r["events"]) for r in good)
+            gaps = [b - a for r in good for a, b in zip(r["events"], r["events"][1:])]
+            o["max_gap_ms"] = max(gaps) * 1000 if gaps else None
+            if base:
+                delays = []
+                for r in good:
+                    m = min(len(r["events"]), len(base))
+                    ev = r["events"][len(r["events"]) - m:]
+                    bs = base[len(base) - m:]
+                    delays += [(a - b) * 1000 for a, b in zip(ev, bs)]
+                o["relay_delay_ms_mean"] = statistics.mean(delays)
+                o["relay_delay_ms_max"] = max(delays)
+        else:
+            o["error"] = "status %s" % [r["status"] for r in rs]
+        out[s.name] = o
+    res["stream"] = {"events_every_ms": STREAM_DELAY_S * 1000, "content_events": STREAM_EVENTS,
+                     "repeats": STREAM_REPEAT, "systems": out}
+
+
+FILL_SQL = """
+PRAGMA journal_mode=OFF;
+PRAGMA synchronous=OFF;
+PRAGMA cache_size=-1000000;
+PRAGMA temp_store=MEMORY;
+BEGIN;
+INSERT INTO audit_log (request_id, ts_ms, user_id, operation, model, deployment, backend, attempts,
+  attempts_detail, stream, reserved_tokens, budget_period_start, prompt_tokens, completion_tokens,
+  total_tokens, latency_ms, status, http_status, error_code, error, client_ip, trace_id,
+  request_body, response_body, completed_ms)
+WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < @ROWS@ - 1),
+g AS (SELECT i, @T0@ + i * @STEP@ + abs(random()) % @STEP@ AS ts, abs(random()) AS r, abs(random()) AS r2 FROM n)
+SELECT
+  -- UUIDv7 like the gateway's: 48-bit millisecond time, version 7, variant 10
+  printf('%08x-%04x-7%03x-%04x-%012x', ts >> 16, ts & 65535, r & 4095, 32768 | (r2 & 16383),
+         (r2 >> 14) & 281474976710655),
+  ts,
+  'user' || (r % 500),
+  CASE WHEN r % 10 < 7 THEN 'chat.completions' ELSE 'chat' END,
+  CASE WHEN r % 5 = 0 THEN 'gpt-4o-mini' ELSE 'gpt-4o' END,
+  CASE WHEN r % 5 = 0 THEN 'gpt-4o-mini-' ELSE 'gpt-4o-' END || CASE WHEN r % 50 = 1 THEN 'west' ELSE 'east' END,
+  CASE WHEN r % 50 = 1 THEN 'west' ELSE 'east' END,
+  CASE WHEN r % 50 = 1 THEN 2 ELSE 1 END,
+  CASE WHEN r % 50 = 1
+       THEN '[{"backend":"east","status":429,"latency_ms":3.1,"error":"rate limited"},{"backend":"west","status":200,"latency_ms":' || (400 + r2 % 900) || '.4}]'
+       ELSE '[{"backend":"east","status":200,"latency_ms":' || (300 + r2 % 900) || '.2}]' END,
+  (r % 7 = 0),
+  60 + r % 200,
+  ts / 86400000 * 86400,
+  20 + r % 200, 9 + r2 % 300, 29 + r % 200 + r2 % 300,
+  310.5 + r2 % 900,
+  CASE WHEN r % 100 = 99 THEN 'refused' WHEN r % 100 = 98 THEN 'error' ELSE 'success' END,
+  CASE WHEN r % 100 = 99 THEN 429 WHEN r % 100 = 98 THEN 502 ELSE 200 END,
+  CASE WHEN r % 100 = 99 THEN 'rate_limited' WHEN r % 100 = 98 THEN 'backend_error' ELSE NULL END,
+  CASE WHEN r % 100 = 99 THEN 'Rate limit exceeded: 100 requests per 60 s.'
+       WHEN r % 100 = 98 THEN 'The model backends failed after 3 attempt(s); last: HTTP 500.' ELSE NULL END,
+  '10.' || (r % 256) || '.' || (r2 % 256) || '.' || (r % 97),
+  printf('%016x%016x', r, r2),
+  '{"messages":[{"role":"system","content":"You are a helpful assistant for Contoso customer support. Answer briefly."},{"role":"user","content":"Ticket ' || (r % 1000000) || ': how do I reset the password of my account and keep my saved settings?"}],"max_tokens":' || (50 + r % 200) || ',"temperature":0.7,"user_id":"user' || (r % 500) || '"}',
+  CASE WHEN r % 100 >= 98 THEN NULL ELSE
+  '{"id":"chatcmpl-' || printf('%x', r2) || '","object":"chat.completion","created":' || (ts / 1000) || ',"model":"gpt-4o-2024-08-06","choices":[{"index":0,"finish_reason":"stop","message":{"role":"assistant","content":"Open Settings, choose Security, then Reset password. Your saved settings are kept; you will be asked to sign in again on your other devices."},"content_filter_results":{"hate":{"filtered":false,"severity":"safe"}}}],"usage":{"prompt_tokens":' || (20 + r % 200) || ',"completion_tokens":' || (9 + r2 % 300) || ',"total_tokens":' || (29 + r % 200 + r2 % 300) || '},"system_fingerprint":"fp_5f20662549"}' END,
+  ts + 310 + r2 % 900
+FROM g;
+COMMIT;
+PRAGMA journal_mode=WAL;
+"""
+
+
+def fill_audit(db_path, rows):
+    """rows realistic audit rows over the 30 days before now, time-ordered
+    UUIDv7 request ids, bodies as log_bodies=redacted stores them."""
+    span_ms = 30 * 86400 * 1000
+    step = max(1, span_ms // rows)
+    t0 = int(time.time() * 1000) - span_ms - 60000
+    sql = FILL_SQL.replace("@ROWS@", str(rows)).replace("@T0@", str(t0)).replace("@STEP@", str(step))
+    r = subprocess.run(["sqlite3", db_path], input=sql, capture_output=True, text=True, timeout=max(60, left()))
+    if r.returncode != 0:
+        raise RuntimeError("filling the audit table failed: %s" % r.stderr)
+
+
+def checkpoint(db_path):
+    con = sqlite3.connect(db_path, timeout=30)
+    try:
+        con.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    finally:
+        con.close()
+
+
+def section_audit(mock, res):
+    rows = AUDIT_ROWS
+    # At about 30 s per million rows (and as much again to be safe), fit what the budget allows.
+    fit = int(max(0.0, left() - 90) / 60.0 * 1e6)
+    if fit < rows:
+        log("audit: only time for %d rows of the %d asked" % (fit, rows))
+        rows = fit
+    if rows < 10000:
+        res["audit"] = {"skipped": "not enough time left in the budget"}
+        return
+    empty = Gateway("audit-empty", mock).setup()
+    checkpoint(empty.db_path)
+    full = Gateway("audit-full", mock)
+    shutil.copyfile(empty.db_path, full.db_path)
+    full.use_db(full.db_path, empty.key)
+    log("audit: filling a copy of the database with %d rows" % rows)
+    t = time.time()
+    fill_audit(full.db_path, rows)
+    fill_s = time.time() - t
+    size = os.path.getsize(full.db_path)
+    log("audit: filled in %.0f s, %.2f GB" % (fill_s, size / 1e9))
+    systems = []
+    for name, gw in (("audit-empty", empty), ("audit-%s" % human_rows(rows), full)):
+        s = aigw_system(name, gw, "lighttpd")
+        verify(s, mock)
+        systems.append(s)
+    agg = alternate(systems, AUDIT_CONCURRENCY, mock=mock)
+    out = {"rows": rows, "fill_seconds": round(fill_s, 1), "db_bytes": size,
+           "concurrency": AUDIT_CONCURRENCY, "server": "lighttpd"}
+    out["empty"] = agg[systems[0].name]
+    out["filled"] = agg[systems[1].name]
+    out["filled"]["rows_after"] = full.audit_count()
+    out["empty"]["rows_after"] = empty.audit_count()
+    out["rps_ratio_filled_vs_empty"] = out["filled"]["rps"] / out["empty"]["rps"] if out["empty"]["rps"] else None
+    out["added_p50_ms_filled_vs_empty"] = out["filled"]["p50_ms"] - out["empty"]["p50_ms"]
+    res["audit"] = out
+    for s in systems:
+        for p in s.procs:
+            stop(p)
+    os.unlink(full.db_path)
+
+
+def human_rows(n):
+    return "%gM" % (n / 1e6) if n >= 1e6 else "%gk" % (n / 1e3)
+
+
+def callgrind_totals(path):
+    with open(path) as f:
+        for line in f:
+            m = re.match(r"^(?:summary|totals):\s*(\d+)", line)
+            if m:
+                return int(m.group(1))
+    return None
+
+
+def callgrind_by_object(path):
+    """Self cost (Ir) per ELF object, from callgrind's output format."""
+    names = {}
+    costs = {}
+    ob = None
+    skip_next = False
+    with open(path) as f:
+        for line in f:
+            if line.startswith("ob="):
+                m = re.match(r"ob=(\((\d+)\))?\s*(.*)", line.rstrip("\n"))
+                if m.group(2) and m.group(3):
+                    names[m.group(2)] = m.group(3)
+                ob = names.get(m.group(2), m.group(3)) if m.group(2) else m.group(3)
+            elif line.startswith("calls="):
+                skip_next = True
+            elif line[:1].isdigit() or line[:1] in "+-*":
+                if skip_next:
+                    skip_next = False
+                    continue
+                parts = line.split()
+                if len(parts) >= 2 and ob:
+                    costs[ob] = costs.get(ob, 0) + int(parts[1])
+    total = sum(costs.values()) or 1
+    return [(os.path.basename(k), v, v / total) for k, v in sorted(costs.items(), key=lambda kv: -kv[1])]
+
+
+def section_callgrind(mock, res):
+    if not shutil.which("valgrind"):
+        res["callgrind"] = {"skipped": "valgrind not installed"}
+        return
+    gw = Gateway("callgrind", mock).setup()
+    n1, n2 = CALLGRIND_N
+    warm = 10
+    totals = {}
+    outs = {}
+    for n in (n1, n2):
+        lsock = socket.socket()
+        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        lsock.bind(("127.0.0.1", 0))
+        lsock.listen(128)
+        fport = lsock.getsockname()[1]
+        out = os.path.join(WORK, "callgrind.%d.out" % n)
+        env = dict(os.environ, AIGW_CONFIG=gw.config_path)
+        # The worker as lighttpd/mod_fcgid start it: the listening socket is fd 0.
+        vg = spawn("valgrind-%d" % n, ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, AIGW_BIN],
+                   env=env, stdin=lsock.fileno())
+        lsock.close()
+        port = free_port()
+        site = os.path.join(gw.dir, "nginx-site-%d.conf" % n)
+        with open(site, "w") as f:
+            f.write(nginx_front_site("127.0.0.1:%d" % fport, port))
+        ngx = start_nginx("callgrind-nginx-%d" % n, "    include %s;" % site, workers=1)
+        wait_port(port, ngx, what="nginx (callgrind)")
+        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+        c.request("GET", "/healthz")
+        r = c.getresponse()
+        r.read()
+        hdrs = dict(gw.headers(), **{"Content-Type": "application/json"})
+        data = json.dumps(CHAT_BODY).encode()
+        bad = 0
+        t = time.time()
+        for i in range(warm + n):
+            c.request("POST", azure_path("gpt-4o"), body=data, headers=hdrs)
+            r = c.getresponse()
+            body = r.read()
+            if r.status != 200 or MOCK_MARK not in body:
+                bad += 1
+        c.close()
+        log("callgrind: %d requests in %.1f s under valgrind (%d not 200)" % (warm + n, time.time() - t, bad))
+        stop(ngx)
+        os.kill(vg.pid, signal.SIGTERM)
+        try:
+            vg.wait(60)
+        except subprocess.TimeoutExpired:
+            pass
+        stop(vg)
+        totals[n] = callgrind_totals(out)
+        outs[n] = out
+        if bad:
+            res["callgrind"] = {"error": "%d of %d requests under valgrind failed" % (bad, warm + n)}
+            return
+    if not totals.get(n1) or not totals.get(n2):
+        res["callgrind"] = {"error": "no callgrind totals (%r)" % totals}
+        return
+    per = (totals[n2] - totals[n1]) / (n2 - n1)
+    ann = subprocess.run(["callgrind_annotate", outs[n2]], capture_output=True, text=True, timeout=120).stdout
+    os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+    with open(os.path.join(os.path.dirname(RESULTS), "callgrind-annotate.txt"), "w") as f:
+        f.write(ann)
+    top = []
+    for line in ann.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S.*)$", line)
+        if m and ":" in m.group(2) and not m.group(2).startswith("PROGRAM TOTALS"):
+            top.append({"ir": int(m.group(1).replace(",", "")), "function": m.group(2).strip()})
+        if len(top) == 15:
+            break
+    n_total = warm + n2
+    objs = callgrind_by_object(outs[n2])
+    res["callgrind"] = {
+        "instructions_per_request": round(per),
+        "method": "Ir(%d requests) - Ir(%d requests), divided by %d; both runs: start-up, /healthz and %d "
+                  "warm-up requests; the worker behind nginx (shipped config), fd 0 a listening TCP socket"
+                  % (n2, n1, n2 - n1, warm),
+        "totals": {str(k): v for k, v in totals.items()},
+        "top15_self": top,
+        "by_object_share_of_run_%d" % n_total: [{"object": o, "share": round(s, 4)} for o, _, s in objs[:10]],
+    }
+
+
+# --- the report -----------------------------------------------------------------
+
+def fmt(v, spec="%.2f", none="-"):
+    return none if v is None else spec % v
+
+
+def print_report(res):
+    m = res["machine"]
+    print()
+    print("aigw benchmark  (%s; %s CPUs, %s; load avg at start %s)" % (
+        m["date"], m["nproc"], m["cpu"], m["loadavg_start"]))
+    print("aigw %s workers, all policy on (API key auth, rate limit, budget, TPM, validation, redaction, "
+          "audit row with redacted bodies, 2 backends); wrk -t2, %d rounds x %d s per point, systems alternated"
+          % (WORKERS, ROUNDS, DURATION))
+    if "matrix" in res:
+        for kind, title in (("chat", "chat completion (526-byte JSON answer)"), ("sse", "stream (13 SSE events)")):
+            mt = res["matrix"][kind]
+            if not mt:
+                continue
+            concs = sorted({int(c) for per in mt.values() for c in per})
+            print()
+            print("%s" % title)
+            print("%-14s %5s %10s %9s %9s %10s %8s %8s %8s %6s" % (
+                "system", "conc", "req/s", "p50 ms", "p99 ms", "+p50 ms", "x portkey", "x nginx", "non-2xx", "mock"))
+            for c in concs:
+                for name in res["systems_order"]:
+                    a = mt.get(name, {}).get(str(c))
+                    if a is None:
+                        continue
+                    print("%-14s %5d %10.0f %9.2f %9.2f %10s %8s %8s %8d %6s" % (
+                        name, c, a["rps"], a["p50_ms"], a["p99_ms"],
+                        "-" if name == "direct" else fmt(a.get("added_p50_ms"), "%+.2f"),
+                        fmt(a.get("rps_ratio_vs_portkey"), "%.2f") if name.startswith("aigw") else "",
+                        fmt(a.get("rps_ratio_vs_nginx-proxy"), "%.3f") if name.startswith("aigw") else "",
+                        a["non_2xx"] + a["socket_errors"], fmt(a.get("mock_hits_per_request"), "%.2f")))
+            for name, why in res.get("unavailable", {}).items():
+                print("%-14s  n/a: %s" % (name, why))
+        print("(+p50: added median latency over the direct call; x portkey / x nginx: aigw's requests/s "
+              "divided by Portkey's / nginx proxy_pass's; non-2xx: HTTP >= 400 plus socket errors; mock: "
+              "requests the mock saw per request answered)")
+    if "memory" in res:
+        print()
+        print("memory per aigw worker (kB, /proc/PID/smaps_rollup)")
+        print("%-14s %8s %10s %10s %10s %10s %10s" % ("system", "workers", "priv idle", "priv after",
+                                                       "Pss idle", "Pss after", "requests"))
+        for name, mm in res["memory"].items():
+            if name == "portkey":
+                continue
+            i, a = mm.get("idle") or {}, mm.get("after") or {}
+            print("%-14s %8s %10s %10s %10s %10s %10d" % (
+                name, a.get("workers", "-"), fmt(i.get("private_kb_avg"), "%.0f"), fmt(a.get("private_kb_avg"), "%.0f"),
+                fmt(i.get("pss_kb_avg"), "%.0f"), fmt(a.get("pss_kb_avg"), "%.0f"), mm["requests_served"]))
+        pk = res["memory"].get("portkey")
+        if pk and pk.get("after"):
+            print("%-14s %8s %10s %10s %10s %10s   (one node process)" % (
+                "portkey", 1, fmt((pk.get("idle") or {}).get("private_kb"), "%.0f"), fmt(pk["after"]["private_kb"], "%.0f"),
+                fmt((pk.get("idle") or {}).get("pss_kb"), "%.0f"), fmt(pk["after"]["pss_kb"], "%.0f")))
+    if "syscalls" in res:
+        sc = res["syscalls"]
+        print()
+        print("system calls per request in the aigw workers (strace -c -f, %s, %d requests): %.1f in all" % (
+            sc["system"], sc["requests"], sc["total_per_request"]))
+        print("  " + ", ".join("%s %.2f" % kv for kv in list(sc["per_request"].items())[:12]))
+    if "stream" in res:
+        st = res["stream"]
+        print()
+        print("stream with an event every %.0f ms (%d content events; median of %d; relay delay = event arrival "
+              "minus the direct call's)" % (st["events_every_ms"], st["content_events"], st["repeats"]))
+        print("%-14s %9s %12s %12s %12s %12s %8s" % ("system", "TTFB ms", "1st event ms", "last ev. ms",
+                                                    "relay mean", "relay max", "events"))
+        for name in res["systems_order"]:
+            o = st["systems"].get(name)
+            if o is None:
+                continue
+            if "error" in o:
+                print("%-14s  failed: %s" % (name, o["error"]))
+                continue
+            print("%-14s %9.1f %12.1f %12.1f %12s %12s %8g" % (
+                name, o["ttfb_ms"], o["first_event_ms"], o["last_event_ms"],
+                fmt(o.get("relay_delay_ms_mean"), "%+.1f"), fmt(o.get("relay_delay_ms_max"), "%+.1f"), o["events"]))
+    if "audit" in res:
+        au = res["audit"]
+        print()
+        if "skipped" in au or "error" in au:
+            print("audit table size: %s" % (au.get("skipped") or au.get("error")))
+        else:
+            print("audit table size (aigw-lighttpd, %d connections; filled copy: %d rows, %.1f GB, filled in %.0f s)" % (
+                au["concurrency"], au["rows"], au["db_bytes"] / 1e9, au["fill_seconds"]))
+            for k in ("empty", "filled"):
+                a = au[k]
+                print("  %-8s %10.0f req/s  p50 %6.2f ms  p99 %6.2f ms  non-2xx %d" % (
+                    k, a["rps"], a["p50_ms"], a["p99_ms"], a["non_2xx"] + a["socket_errors"]))
+            print("  filled/empty throughput %.2f, added p50 %+.2f ms" % (
+                au["rps_ratio_filled_vs_empty"], au["added_p50_ms_filled_vs_empty"]))
+    if "callgrind" in res:
+        cg = res["callgrind"]
+        print()
+        if "instructions_per_request" in cg:
+            print("instructions per request in one worker (callgrind): %d" % cg["instructions_per_request"])
+            k = [k for k in cg if k.startswith("by_object")][0]
+            print("  by object: " + ", ".join("%s %.0f%%" % (o["object"], o["share"] * 100) for o in cg[k][:6]))
+            print("  top functions (self):")
+            for t in cg["top15_self"][:15]:
+                print("    %12d  %s" % (t["ir"], t["function"][:100]))
+        else:
+            print("callgrind: %s" % (cg.get("skipped") or cg.get("error")))
+    for s, why in res.get("skipped_sections", {}).items():
+        print("section %s skipped: %s" % (s, why))
+    print()
+    print("results: %s" % RESULTS)
+
+
+def machine_info():
+    cpu = "?"
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    commit = text_of(["git", "-C", SRCDIR, "rev-parse", "--short", "HEAD"])
+    dirty = text_of(["git", "-C", SRCDIR, "status", "--porcelain", "--untracked-files=no"])
+    return {"date": time.strftime("%Y-%m-%d %H:%M:%S %Z"), "nproc": os.cpu_count(), "cpu": cpu,
+            "kernel": os.uname().release, "loadavg_start": open("/proc/loadavg").read().split()[:3],
+            "aigw_commit": commit + ("+dirty" if dirty else ""),
+            "versions": {"nginx": text_of([NGINX, "-v"]), "lighttpd": text_of([LIGHTTPD, "-v"]).splitlines()[0]
+                         if text_of([LIGHTTPD, "-v"]) else "", "wrk": text_of(["wrk", "-v"]).splitlines()[0]
+                         if text_of(["wrk", "-v"]) else "", "node": text_of(["node", "-v"]),
+                         "sqlite3": text_of(["sqlite3", "-version"]).split(" ")[0]}}
+
+
+def main():
+    global WORK
+    own_work = False
+    if not WORK:
+        import tempfile
+        WORK = tempfile.mkdtemp(prefix="aigw-bench.", dir="/tmp")
+        own_work = True
+    signal.signal(signal.SIGTERM, lambda *a: sys.exit(143))
+    res = {"machine": machine_info(), "settings": {
+        "concurrency": CONCURRENCY, "duration_s": DURATION, "rounds": ROUNDS, "workers": WORKERS,
+        "sse_concurrency": SSE_CONCURRENCY, "audit_rows": AUDIT_ROWS, "audit_concurrency": AUDIT_CONCURRENCY,
+        "callgrind_n": CALLGRIND_N, "sections": SECTIONS, "budget_s": BUDGET},
+        "unavailable": {}, "skipped_sections": {}}
+    res["machine"]["versions"]["portkey"] = ""
+    status = 0
+    try:
+        mock = Mock()
+        slow = SlowMock() if "stream" in SECTIONS else None
+        log("mock region on %d (nginx), slow streaming mock on %s" % (mock.port, slow and slow.port))
+        systems = []
+        direct = System("direct", mock.port, azure_path("gpt-4o-east"), azure_path("sse-east"),
+                        {"api-key": MOCK_KEY}, slow_path=azure_path("slow"))
+        if slow is not None:
+            direct.slow_port = slow.port
+        systems.append(direct)
+        need_systems = any(s in SECTIONS for s in ("matrix", "memory", "syscalls", "stream"))
+        aigws = []
+        portkey = None
+        idle = {}
+        if need_systems:
+            proxy_port = free_port()
+            proxy = start_nginx("nginx-proxy", """
+    upstream mock { server 127.0.0.1:%d; keepalive 64; }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }""" % (mock.port, proxy_port))
+            wait_port(proxy_port, proxy, what="nginx proxy")
+            s = System("nginx-proxy", proxy_port, azure_path("gpt-4o-east"), azure_path("sse-east"),
+                       {"api-key": MOCK_KEY})
+            s.proc = proxy
+            systems.append(s)
+            for name, server in (("aigw-lighttpd", "lighttpd"), ("aigw-nginx", "nginx")):
+                gw = Gateway(name, mock, slow).setup()
+                s = aigw_system(name, gw, server)
+                idle[name] = worker_memory(s)
+                systems.append(s)
+                aigws.append(s)
+            if PORTKEY_UNAVAILABLE:
+                res["unavailable"]["portkey"] = PORTKEY_UNAVAILABLE
+            elif not os.path.exists(PORTKEY_JS):
+                res["unavailable"]["portkey"] = "not installed (%s missing)" % PORTKEY_JS
+            else:
+                try:
+                    pk_proc, pk_port = start_portkey()
+                    portkey = System("portkey", pk_port, "/v1/chat/completions", "/v1/chat/completions",
+                                     portkey_headers(mock.url, "gpt-4o-east"), slow_path="/v1/chat/completions")
+                    portkey.sse_headers = portkey_headers(mock.url, "sse-east")
+                    if slow is not None:
+                        portkey.slow_headers = portkey_headers(slow.url, "slow")
+                    portkey.proc = pk_proc
+                    try:
+                        with open(os.path.join(os.path.dirname(PORTKEY_JS), "..", "package.json")) as f:
+                            res["machine"]["versions"]["portkey"] = json.load(f).get("version", "")
+                    except (OSError, ValueError):
+                        pass
+                    systems.append(portkey)
+                except Exception as e:  # noqa: BLE001 -- reported, not fatal
+                    res["unavailable"]["portkey"] = "did not start: %s" % e
+        res["systems_order"] = [s.name for s in systems]
+        # Every system must really answer from the mock before it is measured.
+        for s in list(systems):
+            try:
+                verify(s, mock)
+                log("verified %s (port %d): answers come from the mock" % (s.name, s.port))
+            except Exception as e:  # noqa: BLE001
+                log("%s failed verification: %s" % (s.name, e))
+                res["unavailable"][s.name] = "failed verification: %s" % e
+                systems.remove(s)
+                if s is portkey:
+                    stop(portkey.proc)
+                    portkey = None
+        if portkey is not None:
+            idle["portkey"] = smaps(portkey.proc.pid)
+
+        if "matrix" in SECTIONS:
+            # wrk sends one set of headers; Portkey's SSE run needs its own deployment header.
+            section_matrix(systems, mock, res)
+        if "memory" in SECTIONS and aigws:
+            section_memory_after(aigws, portkey, mock, res, idle)
+        if "syscalls" in SECTIONS and aigws:
+            if left() > 30:
+                log("syscalls: strace -c on the aigw-lighttpd workers")
+                section_syscalls(aigws[0], res)
+            else:
+                res["skipped_sections"]["syscalls"] = "no time left"
+        if "stream" in SECTIONS and slow is not None:
+            if left() > 30:
+                log("stream: events every %d ms" % (STREAM_DELAY_S * 1000))
+                st_systems = [direct] + aigws + ([portkey] if portkey is not None else [])
+                section_stream(st_systems, res)
+            else:
+                res["skipped_sections"]["stream"] = "no time left"
+        # The matrix systems are no longer needed.
+        for s in systems:
+            for p in s.procs or ([s.proc] if s.proc else []):
+                stop(p)
+        if "audit" in SECTIONS:
+            section_audit(mock, res)
+        if "callgrind" in SECTIONS:
+            if left() > 60:
+                log("callgrind: one worker under valgrind")
+                section_callgrind(mock, res)
+            else:
+                res["skipped_sections"]["callgrind"] = "no time left"
+    except Exception as e:  # noqa: BLE001
+        import traceback
+        traceback.print_exc()
+        res["error"] = "%s: %s" % (type(e).__name__, e)
+        status = 1
+    finally:
+        stop_all()
+        res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
+        res["elapsed_s"] = round(time.time() - T0, 1)
+        os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
+        with open(RESULTS, "w") as f:
+            json.dump(res, f, indent=2)
+        if own_work and os.environ.get("BENCH_KEEP") != "1":
+            shutil.rmtree(WORK, ignore_errors=True)
+    if "systems_order" in res:
+        print_report(res)
+    if "error" in res:
+        print("bench: error: %s" % res["error"], file=sys.stderr)
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,105 @@
+#!/usr/bin/env bash
+# tests/bench/run.sh -- `make bench`: aigw's throughput, latency and memory
+# against a direct call to a mock region, plain nginx proxy_pass and Portkey.
+#
+# Installs what it needs only if it is missing (Debian packages with apt-get,
+# Portkey with npm into tests/bench/.portkey/), then runs bench.py, which
+# starts every server on 127.0.0.1 (free ports), measures, prints a table and
+# writes tests/bench/results/latest.json. Everything it started is stopped on
+# exit. See tests/bench/README.md for what is measured and the knobs.
+set -euo pipefail
+
+BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+export AIGW_SRCDIR="${AIGW_SRCDIR:-$(cd "$BENCH_DIR/../.." && pwd)}"
+export AIGW_BIN="${AIGW_BIN:-$AIGW_SRCDIR/aigw}"
+export BENCH_SECTIONS="${BENCH_SECTIONS:-matrix,memory,syscalls,stream,audit,callgrind}"
+PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
+T_START=$(date +%s)
+
+if [ ! -x "$AIGW_BIN" ]; then
+    echo "bench: $AIGW_BIN is not built (run 'make bench' or 'make aigw')" >&2
+    exit 1
+fi
+
+has_section() { case ",$BENCH_SECTIONS," in *",$1,"*) return 0 ;; *) return 1 ;; esac; }
+
+# --- Debian packages, only those missing ------------------------------------
+missing=()
+need() { command -v "$1" >/dev/null 2>&1 || missing+=("$2"); }
+need wrk wrk
+need nginx nginx-light
+need lighttpd lighttpd
+need sqlite3 sqlite3
+need python3 python3
+need strace strace
+if has_section callgrind; then need valgrind valgrind; need callgrind_annotate valgrind; fi
+if [ "${BENCH_PORTKEY:-1}" = 1 ]; then need node nodejs; need npm npm; fi
+if [ "${#missing[@]}" -gt 0 ]; then
+    pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
+    echo "bench: installing missing Debian packages: $pkgs"
+    if [ "$(id -u)" != 0 ]; then
+        echo "bench: not root; install them yourself: apt-get install -y $pkgs" >&2
+        exit 1
+    fi
+    export DEBIAN_FRONTEND=noninteractive
+    timeout 300 apt-get update -qq
+    # shellcheck disable=SC2086
+    timeout 300 apt-get install -y -qq --no-install-recommends $pkgs >/dev/null
+    # Debian starts the servers it installs; the benchmark uses its own instances.
+    for svc in nginx lighttpd; do
+        if command -v service >/dev/null 2>&1; then service "$svc" stop >/dev/null 2>&1 || true; fi
+    done
+fi
+
+# --- Portkey (the peer gateway), from npm, only if missing ------------------
+export PORTKEY_JS="$BENCH_DIR/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js"
+export PORTKEY_UNAVAILABLE=""
+if [ "${BENCH_PORTKEY:-1}" != 1 ]; then
+    PORTKEY_UNAVAILABLE="skipped (BENCH_PORTKEY=0)"
+elif ! has_section matrix && ! has_section stream; then
+    PORTKEY_UNAVAILABLE="not needed by BENCH_SECTIONS"
+elif [ ! -f "$PORTKEY_JS" ]; then
+    echo "bench: installing @portkey-ai/gateway@$PORTKEY_VERSION from npm into tests/bench/.portkey (missing)"
+    mkdir -p "$BENCH_DIR/.portkey"
+    [ -f "$BENCH_DIR/.portkey/package.json" ] || echo '{"private": true}' > "$BENCH_DIR/.portkey/package.json"
+    if ! (cd "$BENCH_DIR/.portkey" &&
+          timeout 240 npm install --no-audit --no-fund --loglevel=error \
+              "@portkey-ai/gateway@$PORTKEY_VERSION" >"$BENCH_DIR/.portkey/npm-install.log" 2>&1) ||
+       [ ! -f "$PORTKEY_JS" ]; then
+        PORTKEY_UNAVAILABLE="npm install @portkey-ai/gateway@$PORTKEY_VERSION failed: $(grep -m1 -i 'err' "$BENCH_DIR/.portkey/npm-install.log" || tail -n1 "$BENCH_DIR/.portkey/npm-install.log")"
+        echo "bench: $PORTKEY_UNAVAILABLE" >&2
+    fi
+fi
+
+# --- run, and stop everything on the way out --------------------------------
+export BENCH_WORK
+BENCH_WORK="$(mktemp -d /tmp/aigw-bench.XXXXXX)"
+cleanup() {
+    # bench.py stops what it started; this catches whatever survives it being
+    # killed: the process groups it recorded (one per server it started).
+    if [ -f "$BENCH_WORK/pgids" ]; then
+        while read -r pgid; do
+            [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null || true
+        done <"$BENCH_WORK/pgids"
+        sleep 0.5
+        while read -r pgid; do
+            [ -n "$pgid" ] && kill -KILL -- "-$pgid" 2>/dev/null || true
+        done <"$BENCH_WORK/pgids"
+    fi
+    if [ "${BENCH_KEEP:-0}" = 1 ]; then
+        echo "bench: kept $BENCH_WORK"
+    else
+        rm -rf "$BENCH_WORK"
+    fi
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+# bench.py keeps to BENCH_BUDGET seconds (skipping what no longer fits);
+# the hard stop is a minute later.
+SPENT=$(( $(date +%s) - T_START ))
+export BENCH_BUDGET="${BENCH_BUDGET:-$(( 540 - SPENT ))}"
+status=0
+timeout -s TERM -k 15 $(( BENCH_BUDGET + 60 )) python3 "$BENCH_DIR/bench.py" || status=$?
+echo "bench: wall time $(( $(date +%s) - T_START )) s"
+exit $status
