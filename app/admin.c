@@ -53,6 +53,34 @@ static struct store *open_store(struct cfg *cfg)
     return s;
 }
 
+/* What most commands need: the configuration and the database. */
+struct admin_ctx {
+    struct cfg *cfg;
+    struct store *s;
+};
+
+/* Loads the configuration and opens the database; 0, or -1 with the reason printed. */
+static int admin_open(const char *config_path, struct admin_ctx *ctx)
+{
+    ctx->s = NULL;
+    ctx->cfg = load_config(config_path);
+    if (!ctx->cfg)
+        return -1;
+    ctx->s = open_store(ctx->cfg);
+    if (!ctx->s) {
+        cfg_free(ctx->cfg);
+        ctx->cfg = NULL;
+        return -1;
+    }
+    return 0;
+}
+
+static void admin_close(struct admin_ctx *ctx)
+{
+    store_close(ctx->s);
+    cfg_free(ctx->cfg);
+}
+
 long long admin_parse_duration(const char *s)
 {
     char *end;
@@ -120,17 +148,11 @@ int admin_db(const char *config_path, int argc, char **argv)
                "Creates the database if needed and applies pending schema migrations.\n");
         return argc < 2 || !wants_help(argc, argv);
     }
-    struct cfg *cfg = load_config(config_path);
-    if (!cfg)
+    struct admin_ctx ctx;
+    if (admin_open(config_path, &ctx) < 0) /* store_open applies the migrations */
         return 1;
-    struct store *s = open_store(cfg); /* store_open applies the migrations */
-    if (!s) {
-        cfg_free(cfg);
-        return 1;
-    }
-    printf("database %s is up to date\n", cfg->database.path);
-    store_close(s);
-    cfg_free(cfg);
+    printf("database %s is up to date\n", ctx.cfg->database.path);
+    admin_close(&ctx);
     return 0;
 }
 
@@ -260,13 +282,11 @@ int admin_user(const char *config_path, int argc, char **argv)
         fprintf(stderr, "aigw: user %s needs a USER of 1 to 256 printable characters\n", sub);
         return 1;
     }
-    struct cfg *cfg = load_config(config_path);
-    if (!cfg)
+    struct admin_ctx ctx;
+    if (admin_open(config_path, &ctx) < 0)
         return 1;
-    struct store *s = open_store(cfg);
+    struct store *s = ctx.s;
     int rc = 1;
-    if (!s)
-        goto out;
     if (strcmp(sub, "list") == 0) {
         printf("user\troles\trequests\twindow_s\ttpm\tbudget\tperiod\tstate\n");
         rc = store_user_each(s, print_user, NULL) < 0;
@@ -318,8 +338,7 @@ int admin_user(const char *config_path, int argc, char **argv)
     printf("user %s %s\n", u.user_id, strcmp(sub, "disable") == 0 ? "disabled" : "updated");
     rc = 0;
 out:
-    store_close(s);
-    cfg_free(cfg);
+    admin_close(&ctx);
     return rc;
 }
 
@@ -383,13 +402,11 @@ int admin_key(const char *config_path, int argc, char **argv)
             }
         }
     }
-    struct cfg *cfg = load_config(config_path);
-    if (!cfg)
+    struct admin_ctx ctx;
+    if (admin_open(config_path, &ctx) < 0)
         return 1;
-    struct store *s = open_store(cfg);
+    struct store *s = ctx.s;
     int rc = 1;
-    if (!s)
-        goto out;
     if (strcmp(sub, "list") == 0) {
         printf("key_id\tuser\tcreated\texpires\trevoked\n");
         rc = store_key_each(s, argc > 2 ? argv[2] : NULL, print_key, NULL) < 0;
@@ -423,8 +440,7 @@ int admin_key(const char *config_path, int argc, char **argv)
         rc = 0;
     }
 out:
-    store_close(s);
-    cfg_free(cfg);
+    admin_close(&ctx);
     return rc;
 }
 
@@ -443,10 +459,10 @@ int admin_backend(const char *config_path, int argc, char **argv)
               wants_help(argc, argv) ? stdout : stderr);
         return !wants_help(argc, argv);
     }
-    struct cfg *cfg = load_config(config_path);
-    if (!cfg)
-        return 1;
     if (strcmp(argv[1], "probe") == 0) {
+        struct cfg *cfg = load_config(config_path);
+        if (!cfg)
+            return 1;
         struct worker w;
         struct buf err = {0};
         int rc = 1;
@@ -465,10 +481,12 @@ int admin_backend(const char *config_path, int argc, char **argv)
         cfg_free(cfg);
         return rc;
     }
-    struct store *s = open_store(cfg);
+    struct admin_ctx ctx;
+    if (admin_open(config_path, &ctx) < 0)
+        return 1;
+    const struct cfg *cfg = ctx.cfg;
+    struct store *s = ctx.s;
     int rc = 1;
-    if (!s)
-        goto out;
     if (strcmp(argv[1], "status") == 0) {
         printf("backend\tpriority\tstate\tfailures\topen_until\tlast_error\n");
         for (size_t i = 0; i < cfg->n_backends; i++) {
@@ -505,8 +523,7 @@ int admin_backend(const char *config_path, int argc, char **argv)
     printf("backend %s reset (closed)\n", argv[2]);
     rc = 0;
 out:
-    store_close(s);
-    cfg_free(cfg);
+    admin_close(&ctx);
     return rc;
 }
 
@@ -697,26 +714,22 @@ int admin_report(const char *config_path, int argc, char **argv)
             return 1;
         }
     }
-    struct cfg *cfg = load_config(config_path);
-    if (!cfg)
+    struct admin_ctx ctx;
+    if (admin_open(config_path, &ctx) < 0)
         return 1;
-    struct store *s = open_store(cfg);
     int rc = 1;
-    if (s) {
-        int64_t since_ms = since == 0 ? 0 : now_ms() - since * 1000;
-        int r = store_report(s, name, since_ms, report_row, &o);
-        if (r == -2)
-            fprintf(stderr, "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n", name);
-        else if (r < 0)
-            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
-        else {
-            if (o.format == FORMAT_JSON)
-                puts(o.rows ? "\n]" : "[]");
-            rc = 0;
-        }
+    int64_t since_ms = since == 0 ? 0 : now_ms() - since * 1000;
+    int r = store_report(ctx.s, name, since_ms, report_row, &o);
+    if (r == -2)
+        fprintf(stderr, "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n", name);
+    else if (r < 0)
+        fprintf(stderr, "aigw: database error: %s\n", store_errmsg(ctx.s));
+    else {
+        if (o.format == FORMAT_JSON)
+            puts(o.rows ? "\n]" : "[]");
+        rc = 0;
     }
-    store_close(s);
-    cfg_free(cfg);
+    admin_close(&ctx);
     return rc;
 }
 
