@@ -547,7 +547,7 @@ struct cfg *cfg_load_string(const char *name, const char *text, struct buf *prob
 {
     struct loader L = {name, problems, warnings, 0};
     size_t len = strlen(text);
-    struct json_strict_error jerr;
+    struct json_strict_error jerr = {0};
     /* The same strict parser as request bodies: a key given twice is an error,
      * not a silent "last one wins". */
     json_object *root = json_strict_parse(text, len, 64, &jerr);

@@ -80,12 +80,8 @@ static int redact_chunk(struct stream_ctx *s, json_object *chunk)
         buf_reset(&s->clean);
         redact_stream(s->req->w->redactor, &s->pending[index], piece, plen, final, &s->clean);
         s->relayed_chars += (long)s->clean.len;
-        if (has_content) {
-            json_object_object_add(delta, "content",
-                                   json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
-            changed = 1;
-        } else if (s->clean.len && json_object_is_type(delta, json_type_object)) {
-            /* Text held back until the end rides on the finishing chunk. */
+        /* Text held back until the end rides on the finishing chunk. */
+        if (has_content || (s->clean.len && json_object_is_type(delta, json_type_object))) {
             json_object_object_add(delta, "content",
                                    json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
             changed = 1;
@@ -179,12 +175,12 @@ enum aigw_err proxy_handle(struct request *req)
         if (e != AIGW_OK || (!s.done && !req->client_gone)) {
             if (e == AIGW_OK)
                 request_fail(req, AIGW_ERR_BACKEND_ERROR, "", "The backend stream ended without [DONE].");
-            /* Anything still held back is sent before the error. */
+            /* Text the redactor still holds back is dropped: it may be the
+             * start of a secret that never finished arriving. */
             struct buf err = {0};
             fcgi_error_json(req, &err);
             send_event(&s, err.data, err.len);
             buf_free(&err);
-            e = req->err;
         }
         if (req->client_gone && req->err == AIGW_OK)
             request_fail(req, AIGW_ERR_CLIENT_CLOSED, "", "The client disconnected mid-stream.");

@@ -585,8 +585,8 @@ int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *ou
     sqlite3_stmt *st = stmt(s, ST_AUDIT_STALE);
     sqlite3_bind_int64(st, 1, cutoff_ms);
     sqlite3_bind_int(st, 2, limit);
-    int n = 0, rc;
-    while (n < limit && (rc = sqlite3_step(st)) == SQLITE_ROW) {
+    int n = 0;
+    while (n < limit && sqlite3_step(st) == SQLITE_ROW) {
         copy_col(st, 0, out[n].request_id, sizeof out[n].request_id);
         copy_col(st, 1, out[n].user_id, sizeof out[n].user_id);
         out[n].reserved_tokens = sqlite3_column_int64(st, 2);

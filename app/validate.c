@@ -394,7 +394,7 @@ enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const cha
     in->kind = kind;
     if (len == 0)
         return verr(err, AIGW_ERR_INVALID_JSON, "", "The request body is empty; send a JSON object.");
-    struct json_strict_error jerr;
+    struct json_strict_error jerr = {0};
     json_object *root = json_strict_parse(body, len, cfg->validation.max_depth, &jerr);
     if (!root)
         return verr(err, AIGW_ERR_INVALID_JSON, "", "The request body is not valid JSON: %s at byte %zu.",
