@@ -131,7 +131,8 @@ int admin_check_config(const char *config_path, int argc, char **argv)
     if (quiet)
         fclose(quiet);
     if (bad)
-        fprintf(stderr, "%s: some secret references do not resolve; see 'aigw secrets check'\n", path);
+        fprintf(stderr, "%s: some secret references do not resolve; see 'aigw secrets check'\n",
+                path);
     if (!bad)
         printf("%s: OK (%zu backend(s), auth %s)\n", path, cfg->n_backends,
                cfg->auth.enabled ? "enabled" : "DISABLED");
@@ -383,7 +384,8 @@ int admin_key(const char *config_path, int argc, char **argv)
         return 1;
     }
     if ((strcmp(sub, "create") == 0 || strcmp(sub, "revoke") == 0) && argc < 3) {
-        fprintf(stderr, "aigw: key %s needs %s\n", sub, strcmp(sub, "create") == 0 ? "USER" : "KEY_ID");
+        fprintf(stderr, "aigw: key %s needs %s\n", sub,
+                strcmp(sub, "create") == 0 ? "USER" : "KEY_ID");
         return 1;
     }
     int64_t expires = 0;
@@ -424,7 +426,8 @@ int admin_key(const char *config_path, int argc, char **argv)
         struct user_row u;
         int found = store_user_get(s, argv[2], &u);
         if (found <= 0) {
-            fprintf(stderr, "aigw: no user %s (add it first with 'aigw user add %s')\n", argv[2], argv[2]);
+            fprintf(stderr, "aigw: no user %s (add it first with 'aigw user add %s')\n", argv[2],
+                    argv[2]);
             goto out;
         }
         char key[96], key_id[16];
@@ -531,13 +534,15 @@ out:
 
 int admin_audit(const char *config_path, int argc, char **argv)
 {
-    if (argc < 2 || wants_help(argc, argv) || (strcmp(argv[1], "prune") && strcmp(argv[1], "sweep"))) {
-        fputs("usage: aigw [--config PATH] audit prune --older-than DURATION\n"
-              "       aigw [--config PATH] audit sweep [--older-than DURATION]\n\n"
-              "prune deletes completed audit rows older than DURATION (e.g. 90d) in small batches.\n"
-              "sweep marks pending rows of requests whose worker died 'abandoned' and releases\n"
-              "their budget reservations (default: older than the request deadline).\n",
-              wants_help(argc, argv) ? stdout : stderr);
+    if (argc < 2 || wants_help(argc, argv) ||
+        (strcmp(argv[1], "prune") && strcmp(argv[1], "sweep"))) {
+        fputs(
+            "usage: aigw [--config PATH] audit prune --older-than DURATION\n"
+            "       aigw [--config PATH] audit sweep [--older-than DURATION]\n\n"
+            "prune deletes completed audit rows older than DURATION (e.g. 90d) in small batches.\n"
+            "sweep marks pending rows of requests whose worker died 'abandoned' and releases\n"
+            "their budget reservations (default: older than the request deadline).\n",
+            wants_help(argc, argv) ? stdout : stderr);
         return !wants_help(argc, argv);
     }
     long long older = -1;
@@ -721,7 +726,9 @@ int admin_report(const char *config_path, int argc, char **argv)
     int64_t since_ms = since == 0 ? 0 : now_ms() - since * 1000;
     int r = store_report(ctx.s, name, since_ms, report_row, &o);
     if (r == -2)
-        fprintf(stderr, "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n", name);
+        fprintf(stderr,
+                "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n",
+                name);
     else if (r < 0)
         fprintf(stderr, "aigw: database error: %s\n", store_errmsg(ctx.s));
     else {

@@ -83,10 +83,10 @@ static void apply_limits(struct request *req, const struct user_row *u)
     c->requests_per_window = u && u->requests_per_window >= 0 ? (long)u->requests_per_window
                                                               : cfg->limits.requests_per_window;
     c->window_s = u && u->window_s > 0 ? (long)u->window_s : cfg->limits.window_s;
-    c->tokens_per_minute = u && u->tokens_per_minute >= 0 ? (long)u->tokens_per_minute
-                                                          : cfg->limits.tokens_per_minute;
-    c->token_budget = u && u->token_budget >= 0 ? (long)u->token_budget
-                                                : cfg->limits.default_token_budget;
+    c->tokens_per_minute =
+        u && u->tokens_per_minute >= 0 ? (long)u->tokens_per_minute : cfg->limits.tokens_per_minute;
+    c->token_budget =
+        u && u->token_budget >= 0 ? (long)u->token_budget : cfg->limits.default_token_budget;
     c->budget_period = cfg->limits.budget_period;
     if (u && strcmp(u->budget_period, "day") == 0)
         c->budget_period = PERIOD_DAY;
@@ -99,7 +99,8 @@ static void apply_limits(struct request *req, const struct user_row *u)
 static enum aigw_err auth_api_key(struct request *req, const char *key)
 {
     size_t len = strlen(key);
-    if (len < sizeof KEY_PREFIX || len > 128 || strncmp(key, KEY_PREFIX, sizeof KEY_PREFIX - 1) != 0)
+    if (len < sizeof KEY_PREFIX || len > 128 ||
+        strncmp(key, KEY_PREFIX, sizeof KEY_PREFIX - 1) != 0)
         return request_fail(req, AIGW_ERR_INVALID_API_KEY, "", "The API key is not a gateway key.");
     unsigned char hash[32];
     auth_key_hash(key, len, hash);
@@ -183,7 +184,8 @@ enum aigw_err auth_authenticate(struct request *req)
         cred++;
     if (strncmp(cred, KEY_PREFIX, sizeof KEY_PREFIX - 1) == 0) {
         if (!cfg->auth.api_keys)
-            return request_fail(req, AIGW_ERR_INVALID_API_KEY, "", "API keys are not accepted here.");
+            return request_fail(req, AIGW_ERR_INVALID_API_KEY, "",
+                                "API keys are not accepted here.");
         return auth_api_key(req, cred);
     }
     return auth_jwt(req, cred);
@@ -202,8 +204,8 @@ enum aigw_err auth_authorize_subject(struct request *req)
     for (size_t i = 0; i < cfg->auth.n_required_roles && !allowed; i++)
         allowed = auth_has_role(c->roles, cfg->auth.required_roles[i]);
     if (!allowed)
-        return request_fail(req, AIGW_ERR_FORBIDDEN, "",
-                            "The caller lacks the required role (%s).", cfg->auth.required_roles[0]);
+        return request_fail(req, AIGW_ERR_FORBIDDEN, "", "The caller lacks the required role (%s).",
+                            cfg->auth.required_roles[0]);
     req->subject = c->user_id;
     const char *body_user = req->in.user_id;
     if (body_user && strcmp(body_user, c->user_id) != 0) {
@@ -213,16 +215,20 @@ enum aigw_err auth_authorize_subject(struct request *req)
             return AIGW_OK;
         }
         if (!cfg->auth.on_behalf_of_role || !auth_has_role(c->roles, cfg->auth.on_behalf_of_role))
-            return request_fail(req, AIGW_ERR_FORBIDDEN, "user_id",
-                                "user_id must be the authenticated user (%s) unless the caller holds "
-                                "the on-behalf-of role.", c->user_id);
+            return request_fail(
+                req, AIGW_ERR_FORBIDDEN, "user_id",
+                "user_id must be the authenticated user (%s) unless the caller holds "
+                "the on-behalf-of role.",
+                c->user_id);
         /* A trusted application calling for its user: the user's limits apply. */
         struct user_row u;
         int found = store_user_get(req->w->store, body_user, &u);
         if (found < 0)
-            return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
+            return request_fail(req, AIGW_ERR_INTERNAL, "",
+                                "The gateway's database is unavailable.");
         if (found && u.disabled)
-            return request_fail(req, AIGW_ERR_FORBIDDEN, "user_id", "User %s is disabled.", body_user);
+            return request_fail(req, AIGW_ERR_FORBIDDEN, "user_id", "User %s is disabled.",
+                                body_user);
         apply_limits(req, found ? &u : NULL);
         req->subject = body_user;
         req->end_user = body_user;

@@ -155,7 +155,8 @@ static int sse_feed(struct upstream_call *call, const char *data, size_t n)
                 sep = 2;
                 break;
             }
-            if (start[i] == '\n' && start[i + 1] == '\r' && i + 2 < b->len && start[i + 2] == '\n') {
+            if (start[i] == '\n' && start[i + 1] == '\r' && i + 2 < b->len &&
+                start[i + 2] == '\n') {
                 end = start + i;
                 sep = 3;
                 break;
@@ -317,6 +318,7 @@ int backend_perform(struct backend_conn *c, struct upstream_call *call)
     if (rc == CURLE_WRITE_ERROR && call->body_out && call->body_out->len + 1 > call->max_body)
         snprintf(call->error, sizeof call->error, "answer larger than %zu bytes", call->max_body);
     else
-        snprintf(call->error, sizeof call->error, "%s", errbuf[0] ? errbuf : curl_easy_strerror(rc));
+        snprintf(call->error, sizeof call->error, "%s",
+                 errbuf[0] ? errbuf : curl_easy_strerror(rc));
     return -1;
 }

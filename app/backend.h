@@ -17,7 +17,7 @@
 
 struct backend_conn {
     const struct cfg_backend *cfg;
-    void *curl; /* CURL * */
+    void *curl;     /* CURL * */
     struct buf key; /* the resolved api key; never logged */
     int key_loaded;
 };
@@ -48,21 +48,21 @@ struct upstream_call {
     double timeout_s;
     sse_event_fn on_event; /* non-NULL: relay text/event-stream answers */
     void *arg;
-    struct buf *body_out;  /* the whole answer when not relayed as events */
+    struct buf *body_out; /* the whole answer when not relayed as events */
     size_t max_body;
     /* out */
-    long status;                /* 0 when no HTTP answer */
-    int64_t retry_after_ms;     /* from Retry-After / retry-after-ms; -1 when absent */
+    long status;            /* 0 when no HTTP answer */
+    int64_t retry_after_ms; /* from Retry-After / retry-after-ms; -1 when absent */
     char content_type[96];
-    char processing_ms[24];     /* openai-processing-ms, relayed to the client */
+    char processing_ms[24]; /* openai-processing-ms, relayed to the client */
     int is_sse;
-    int events;                 /* SSE events handed to on_event */
-    int aborted;                /* on_event asked to stop */
+    int events;  /* SSE events handed to on_event */
+    int aborted; /* on_event asked to stop */
     int timed_out;
-    int transport_error;        /* connect failure, reset, truncated answer */
+    int transport_error; /* connect failure, reset, truncated answer */
     char error[160];
     double latency_ms;
-    size_t sse_pos;             /* parser state */
+    size_t sse_pos; /* parser state */
     struct buf sse_line;
 };
 

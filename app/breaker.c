@@ -98,7 +98,8 @@ int breaker_apply(struct breaker_row *row, const struct breaker_policy *p, int64
     return 0;
 }
 
-void breaker_policy_from_config(struct worker *w, double backend_timeout_s, struct breaker_policy *p)
+void breaker_policy_from_config(struct worker *w, double backend_timeout_s,
+                                struct breaker_policy *p)
 {
     p->failure_threshold = w->cfg->breaker.failure_threshold;
     p->recovery_ms = (int64_t)(w->cfg->breaker.recovery_timeout_s * 1000);

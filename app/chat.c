@@ -18,11 +18,14 @@ void chat_read_usage(struct request *req, json_object *usage)
     json_object *v;
     if (!usage || !json_object_is_type(usage, json_type_object))
         return;
-    if (json_object_object_get_ex(usage, "prompt_tokens", &v) && json_object_is_type(v, json_type_int))
+    if (json_object_object_get_ex(usage, "prompt_tokens", &v) &&
+        json_object_is_type(v, json_type_int))
         req->prompt_tokens = json_object_get_int64(v);
-    if (json_object_object_get_ex(usage, "completion_tokens", &v) && json_object_is_type(v, json_type_int))
+    if (json_object_object_get_ex(usage, "completion_tokens", &v) &&
+        json_object_is_type(v, json_type_int))
         req->completion_tokens = json_object_get_int64(v);
-    if (json_object_object_get_ex(usage, "total_tokens", &v) && json_object_is_type(v, json_type_int))
+    if (json_object_object_get_ex(usage, "total_tokens", &v) &&
+        json_object_is_type(v, json_type_int))
         req->total_tokens = json_object_get_int64(v);
     else
         req->total_tokens = req->prompt_tokens + req->completion_tokens;
@@ -38,8 +41,10 @@ static int chat_accept(struct request *req, void *arg)
     if (!ctx->answer || !json_object_is_type(ctx->answer, json_type_object) ||
         !json_object_object_get_ex(ctx->answer, "choices", &choices) ||
         !json_object_is_type(choices, json_type_array) || json_object_array_length(choices) < 1 ||
-        !(c0 = json_object_array_get_idx(choices, 0)) || !json_object_is_type(c0, json_type_object) ||
-        !json_object_object_get_ex(c0, "message", &msg) || !json_object_is_type(msg, json_type_object)) {
+        !(c0 = json_object_array_get_idx(choices, 0)) ||
+        !json_object_is_type(c0, json_type_object) ||
+        !json_object_object_get_ex(c0, "message", &msg) ||
+        !json_object_is_type(msg, json_type_object)) {
         json_object_put(ctx->answer);
         ctx->answer = NULL;
         return -1;
@@ -64,7 +69,8 @@ enum aigw_err chat_handle(struct request *req)
     json_object_object_add(body, "temperature", json_object_new_double(req->in.temperature));
     json_object_object_add(body, "max_tokens", json_object_new_int(req->in.max_tokens));
     struct chat_ctx ctx = {0};
-    struct dispatch_target t = {.op = "chat/completions", .body = body, .accept = chat_accept, .arg = &ctx};
+    struct dispatch_target t = {
+        .op = "chat/completions", .body = body, .accept = chat_accept, .arg = &ctx};
     enum aigw_err e = dispatch_call(req, &t);
     json_object_put(body);
     if (e != AIGW_OK)

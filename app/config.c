@@ -86,7 +86,8 @@ static json_object *get_object(struct loader *L, json_object *parent, const char
                                const char *key)
 {
     json_object *v;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null))
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null))
         return NULL;
     if (!json_object_is_type(v, json_type_object)) {
         char p[256];
@@ -101,7 +102,8 @@ static char *get_string(struct loader *L, json_object *parent, const char *path,
                         const char *dflt)
 {
     json_object *v;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null))
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null))
         return xstrdup(dflt);
     char p[256];
     join_path(p, sizeof p, path, key);
@@ -116,7 +118,8 @@ static long get_int(struct loader *L, json_object *parent, const char *path, con
                     long dflt, long min, long max)
 {
     json_object *v;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null))
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null))
         return dflt;
     char p[256];
     join_path(p, sizeof p, path, key);
@@ -137,7 +140,8 @@ static double get_number(struct loader *L, json_object *parent, const char *path
                          double dflt, double min, double max)
 {
     json_object *v;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null))
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null))
         return dflt;
     char p[256];
     join_path(p, sizeof p, path, key);
@@ -157,7 +161,8 @@ static int get_bool(struct loader *L, json_object *parent, const char *path, con
                     int dflt)
 {
     json_object *v;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null))
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null))
         return dflt;
     if (!json_object_is_type(v, json_type_boolean)) {
         char p[256];
@@ -177,7 +182,8 @@ static char **get_string_list(struct loader *L, json_object *parent, const char 
     join_path(p, sizeof p, path, key);
     size_t n = 0;
     char **out;
-    if (!parent || !json_object_object_get_ex(parent, key, &v) || json_object_is_type(v, json_type_null)) {
+    if (!parent || !json_object_object_get_ex(parent, key, &v) ||
+        json_object_is_type(v, json_type_null)) {
         while (dflt && dflt[n])
             n++;
         out = calloc(n + 1, sizeof *out);
@@ -219,7 +225,8 @@ static void free_list(char **list, size_t n)
 
 /* A reference is checked without I/O (the form of a Key Vault URL, ${env}); a
  * literal where a secret belongs is allowed, with a warning. */
-static void check_secret_ref(struct loader *L, const char *path, const char *ref, const char *environment)
+static void check_secret_ref(struct loader *L, const char *path, const char *ref,
+                             const char *environment)
 {
     if (!ref)
         return;
@@ -236,9 +243,9 @@ static void check_secret_ref(struct loader *L, const char *path, const char *ref
 static void load_backend(struct loader *L, json_object *o, const char *path, struct cfg_backend *b,
                          const char *environment)
 {
-    static const char *const known[] = {"name",     "type",     "url",         "api_key",
-                                         "priority", "weight",   "api_version", "deployments",
-                                         "timeout_s", "connect_timeout_s", NULL};
+    static const char *const known[] = {
+        "name",        "type",        "url",       "api_key",           "priority", "weight",
+        "api_version", "deployments", "timeout_s", "connect_timeout_s", NULL};
     check_keys(L, o, path, known);
     char p[256];
     b->name = get_string(L, o, path, "name", NULL);
@@ -287,7 +294,8 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
     json_object *deps = get_object(L, o, path, "deployments");
     join_path(p, sizeof p, path, "deployments");
     if (!deps) {
-        problem(L, p, "is required: an object mapping model names to this backend's deployment names");
+        problem(L, p,
+                "is required: an object mapping model names to this backend's deployment names");
         return;
     }
     b->n_deployments = (size_t)json_object_object_length(deps);
@@ -329,13 +337,14 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     struct cfg *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    static const char *const top[] = {"environment", "database",  "auth",     "limits",
-                                      "validation",  "redaction", "backends", "default_model",
-                                      "retry",       "circuit_breaker", "audit", "telemetry",
-                                      "secrets", NULL};
+    static const char *const top[] = {
+        "environment", "database",  "auth",          "limits", "validation",
+        "redaction",   "backends",  "default_model", "retry",  "circuit_breaker",
+        "audit",       "telemetry", "secrets",       NULL};
     check_keys(L, root, "", top);
 
-    c->environment = get_string(L, root, "", "environment", getenv("AIGW_ENV") ? getenv("AIGW_ENV") : "production");
+    c->environment = get_string(L, root, "", "environment",
+                                getenv("AIGW_ENV") ? getenv("AIGW_ENV") : "production");
 
     json_object *o = get_object(L, root, "", "database");
     static const char *const k_db[] = {"path", "synchronous", "busy_timeout_ms", NULL};
@@ -346,7 +355,8 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     if (strcmp(c->database.synchronous, "normal") && strcmp(c->database.synchronous, "full") &&
         strcmp(c->database.synchronous, "off"))
         problem(L, "database.synchronous", "must be \"normal\", \"full\" or \"off\"");
-    c->database.busy_timeout_ms = (int)get_int(L, o, "database", "busy_timeout_ms", 5000, 0, 600000);
+    c->database.busy_timeout_ms =
+        (int)get_int(L, o, "database", "busy_timeout_ms", 5000, 0, 600000);
 
     o = get_object(L, root, "", "auth");
     static const char *const k_auth[] = {"enabled", "api_keys", "jwt", "on_behalf_of_role", NULL};
@@ -356,9 +366,9 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->auth.api_keys = get_bool(L, o, "auth", "api_keys", 1);
     c->auth.on_behalf_of_role = get_string(L, o, "auth", "on_behalf_of_role", "AI.OnBehalfOf");
     json_object *jwt = get_object(L, o, "auth", "jwt");
-    static const char *const k_jwt[] = {"issuer",       "audience",    "openid_config_url",
-                                        "jwks_file",    "hs256_secret", "required_roles",
-                                        "user_claim",   "leeway_s",    NULL};
+    static const char *const k_jwt[] = {"issuer",     "audience",     "openid_config_url",
+                                        "jwks_file",  "hs256_secret", "required_roles",
+                                        "user_claim", "leeway_s",     NULL};
     if (jwt)
         check_keys(L, jwt, "auth.jwt", k_jwt);
     c->auth.jwt_issuer = get_string(L, jwt, "auth.jwt", "issuer", NULL);
@@ -372,20 +382,24 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     static const char *const dflt_roles[] = {"AI.User", NULL};
     c->auth.required_roles = get_string_list(L, jwt, "auth.jwt", "required_roles", dflt_roles,
                                              &c->auth.n_required_roles);
-    if (jwt && !c->auth.jwt_openid_config_url && !c->auth.jwt_jwks_file && !c->auth.jwt_hs256_secret_ref)
+    if (jwt && !c->auth.jwt_openid_config_url && !c->auth.jwt_jwks_file &&
+        !c->auth.jwt_hs256_secret_ref)
         problem(L, "auth.jwt", "needs one of openid_config_url, jwks_file or hs256_secret");
     if (jwt && (!c->auth.jwt_issuer || !c->auth.jwt_audience))
         problem(L, "auth.jwt", "needs issuer and audience: tokens are checked against both");
 
     o = get_object(L, root, "", "limits");
-    static const char *const k_lim[] = {"requests_per_window", "window_s", "tokens_per_minute",
-                                        "default_token_budget", "budget_period", NULL};
+    static const char *const k_lim[] = {"requests_per_window", "window_s",
+                                        "tokens_per_minute",   "default_token_budget",
+                                        "budget_period",       NULL};
     if (o)
         check_keys(L, o, "limits", k_lim);
-    c->limits.requests_per_window = get_int(L, o, "limits", "requests_per_window", 100, 0, 100000000);
+    c->limits.requests_per_window =
+        get_int(L, o, "limits", "requests_per_window", 100, 0, 100000000);
     c->limits.window_s = get_int(L, o, "limits", "window_s", 60, 1, 86400 * 31);
     c->limits.tokens_per_minute = get_int(L, o, "limits", "tokens_per_minute", 0, 0, 1000000000);
-    c->limits.default_token_budget = get_int(L, o, "limits", "default_token_budget", 10000, 0, 1L << 50);
+    c->limits.default_token_budget =
+        get_int(L, o, "limits", "default_token_budget", 10000, 0, 1L << 50);
     char *period = get_string(L, o, "limits", "budget_period", "day");
     if (strcmp(period, "day") == 0)
         c->limits.budget_period = PERIOD_DAY;
@@ -398,14 +412,17 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     free(period);
 
     o = get_object(L, root, "", "validation");
-    static const char *const k_val[] = {"max_body_bytes", "max_depth", "max_messages",
-                                        "max_content_chars", "max_tokens", "deny_patterns", NULL};
+    static const char *const k_val[] = {
+        "max_body_bytes", "max_depth", "max_messages", "max_content_chars", "max_tokens",
+        "deny_patterns",  NULL};
     if (o)
         check_keys(L, o, "validation", k_val);
-    c->validation.max_body_bytes = (size_t)get_int(L, o, "validation", "max_body_bytes", 1048576, 64, 64L << 20);
+    c->validation.max_body_bytes =
+        (size_t)get_int(L, o, "validation", "max_body_bytes", 1048576, 64, 64L << 20);
     c->validation.max_depth = (int)get_int(L, o, "validation", "max_depth", 64, 2, 64);
     c->validation.max_messages = (int)get_int(L, o, "validation", "max_messages", 50, 1, 10000);
-    c->validation.max_content_chars = (int)get_int(L, o, "validation", "max_content_chars", 32000, 1, 10000000);
+    c->validation.max_content_chars =
+        (int)get_int(L, o, "validation", "max_content_chars", 32000, 1, 10000000);
     c->validation.max_tokens = (int)get_int(L, o, "validation", "max_tokens", 4096, 1, 10000000);
     static const char *const dflt_deny[] = {"ignore previous", "disregard instructions",
                                             "you are now", NULL};
@@ -417,8 +434,8 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     if (o)
         check_keys(L, o, "redaction", k_red);
     static const char *const dflt_red[] = {"sk-[a-zA-Z0-9]{48}", NULL};
-    c->redaction.patterns = get_string_list(L, o, "redaction", "patterns", dflt_red,
-                                            &c->redaction.n_patterns);
+    c->redaction.patterns =
+        get_string_list(L, o, "redaction", "patterns", dflt_red, &c->redaction.n_patterns);
     for (size_t i = 0; i < c->redaction.n_patterns; i++) {
         char p[64];
         snprintf(p, sizeof p, "redaction.patterns[%zu]", i);
@@ -426,11 +443,12 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     }
     c->redaction.replacement = get_string(L, o, "redaction", "replacement", "[REDACTED_KEY]");
     /* At least the seed's key (51 characters) must fit in what a stream holds back. */
-    c->redaction.max_match_chars = (int)get_int(L, o, "redaction", "max_match_chars", 128, 64, 4096);
+    c->redaction.max_match_chars =
+        (int)get_int(L, o, "redaction", "max_match_chars", 128, 64, 4096);
 
     json_object *arr;
-    if (!json_object_object_get_ex(root, "backends", &arr) || !json_object_is_type(arr, json_type_array) ||
-        json_object_array_length(arr) == 0) {
+    if (!json_object_object_get_ex(root, "backends", &arr) ||
+        !json_object_is_type(arr, json_type_array) || json_object_array_length(arr) == 0) {
         problem(L, "backends", "is required: a non-empty array of model backends");
     } else {
         c->n_backends = json_object_array_length(arr);
@@ -460,14 +478,17 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     if (c->default_model && c->n_backends) {
         int served = 0;
         for (size_t i = 0; i < c->n_backends && !served; i++)
-            served = c->backends[i].deployments && cfg_backend_deployment(&c->backends[i], c->default_model);
+            served = c->backends[i].deployments &&
+                     cfg_backend_deployment(&c->backends[i], c->default_model);
         if (!served)
-            problem(L, "default_model", "no backend serves \"%s\" (add it to a backend's deployments)",
+            problem(L, "default_model",
+                    "no backend serves \"%s\" (add it to a backend's deployments)",
                     c->default_model);
     }
 
     o = get_object(L, root, "", "retry");
-    static const char *const k_retry[] = {"max_attempts", "base_delay_ms", "max_delay_ms", "deadline_s", NULL};
+    static const char *const k_retry[] = {"max_attempts", "base_delay_ms", "max_delay_ms",
+                                          "deadline_s", NULL};
     if (o)
         check_keys(L, o, "retry", k_retry);
     c->retry.max_attempts = (int)get_int(L, o, "retry", "max_attempts", 3, 1, 20);
@@ -476,12 +497,16 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->retry.deadline_s = get_number(L, o, "retry", "deadline_s", 120, 0.1, 3600);
 
     o = get_object(L, root, "", "circuit_breaker");
-    static const char *const k_cb[] = {"failure_threshold", "recovery_timeout_s", "half_open_max_calls", NULL};
+    static const char *const k_cb[] = {"failure_threshold", "recovery_timeout_s",
+                                       "half_open_max_calls", NULL};
     if (o)
         check_keys(L, o, "circuit_breaker", k_cb);
-    c->breaker.failure_threshold = (int)get_int(L, o, "circuit_breaker", "failure_threshold", 5, 1, 1000);
-    c->breaker.recovery_timeout_s = get_number(L, o, "circuit_breaker", "recovery_timeout_s", 30, 0.1, 86400);
-    c->breaker.half_open_max_calls = (int)get_int(L, o, "circuit_breaker", "half_open_max_calls", 3, 1, 1000);
+    c->breaker.failure_threshold =
+        (int)get_int(L, o, "circuit_breaker", "failure_threshold", 5, 1, 1000);
+    c->breaker.recovery_timeout_s =
+        get_number(L, o, "circuit_breaker", "recovery_timeout_s", 30, 0.1, 86400);
+    c->breaker.half_open_max_calls =
+        (int)get_int(L, o, "circuit_breaker", "half_open_max_calls", 3, 1, 1000);
 
     o = get_object(L, root, "", "audit");
     static const char *const k_audit[] = {"log_bodies", "retention_days", NULL};
@@ -515,28 +540,36 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         check_keys(L, o, "secrets", k_sec);
     c->secrets.cache_ttl_s = (int)get_int(L, o, "secrets", "cache_ttl_s", 300, 0, 86400 * 30);
     json_object *kv = get_object(L, o, "secrets", "keyvault");
-    static const char *const k_kv[] = {"auth", "tenant_id", "client_id", "client_secret",
-                                       "authority_host", "imds_endpoint", "identity_endpoint",
-                                       "api_version", "timeout_s", NULL};
+    static const char *const k_kv[] = {
+        "auth",          "tenant_id",         "client_id",   "client_secret", "authority_host",
+        "imds_endpoint", "identity_endpoint", "api_version", "timeout_s",     NULL};
     if (kv)
         check_keys(L, kv, "secrets.keyvault", k_kv);
     c->secrets.kv_auth = get_string(L, kv, "secrets.keyvault", "auth", "managed_identity");
-    if (strcmp(c->secrets.kv_auth, "managed_identity") && strcmp(c->secrets.kv_auth, "client_credentials"))
-        problem(L, "secrets.keyvault.auth", "must be \"managed_identity\" or \"client_credentials\"");
+    if (strcmp(c->secrets.kv_auth, "managed_identity") &&
+        strcmp(c->secrets.kv_auth, "client_credentials"))
+        problem(L, "secrets.keyvault.auth",
+                "must be \"managed_identity\" or \"client_credentials\"");
     c->secrets.kv_tenant_id = get_string(L, kv, "secrets.keyvault", "tenant_id", NULL);
     c->secrets.kv_client_id = get_string(L, kv, "secrets.keyvault", "client_id", NULL);
     c->secrets.kv_client_secret_ref = get_string(L, kv, "secrets.keyvault", "client_secret", NULL);
-    if (c->secrets.kv_client_secret_ref && strncmp(c->secrets.kv_client_secret_ref, "keyvault:", 9) == 0)
-        problem(L, "secrets.keyvault.client_secret", "cannot itself come from Key Vault; use env: or file:");
-    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref, c->environment);
+    if (c->secrets.kv_client_secret_ref &&
+        strncmp(c->secrets.kv_client_secret_ref, "keyvault:", 9) == 0)
+        problem(L, "secrets.keyvault.client_secret",
+                "cannot itself come from Key Vault; use env: or file:");
+    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref,
+                     c->environment);
     if (strcmp(c->secrets.kv_auth, "client_credentials") == 0 &&
         (!c->secrets.kv_tenant_id || !c->secrets.kv_client_id || !c->secrets.kv_client_secret_ref))
-        problem(L, "secrets.keyvault", "client_credentials needs tenant_id, client_id and client_secret");
+        problem(L, "secrets.keyvault",
+                "client_credentials needs tenant_id, client_id and client_secret");
     c->secrets.kv_authority_host = get_string(L, kv, "secrets.keyvault", "authority_host",
                                               "https://login.microsoftonline.com");
-    c->secrets.kv_imds_endpoint = get_string(L, kv, "secrets.keyvault", "imds_endpoint",
-                                             "http://169.254.169.254/metadata/identity/oauth2/token");
-    c->secrets.kv_identity_endpoint = get_string(L, kv, "secrets.keyvault", "identity_endpoint", NULL);
+    c->secrets.kv_imds_endpoint =
+        get_string(L, kv, "secrets.keyvault", "imds_endpoint",
+                   "http://169.254.169.254/metadata/identity/oauth2/token");
+    c->secrets.kv_identity_endpoint =
+        get_string(L, kv, "secrets.keyvault", "identity_endpoint", NULL);
     c->secrets.kv_api_version = get_string(L, kv, "secrets.keyvault", "api_version", "7.4");
     c->secrets.kv_timeout_s = get_number(L, kv, "secrets.keyvault", "timeout_s", 5, 0.1, 120);
     return c;

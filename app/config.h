@@ -106,14 +106,14 @@ struct cfg {
     } telemetry;
     struct {
         int cache_ttl_s;
-        char *kv_auth;               /* "managed_identity" or "client_credentials" */
+        char *kv_auth; /* "managed_identity" or "client_credentials" */
         char *kv_tenant_id;
-        char *kv_client_id;          /* for client credentials, or a user-assigned identity */
-        char *kv_client_secret_ref;  /* a secret reference (env: or file:) */
-        char *kv_authority_host;     /* default https://login.microsoftonline.com */
-        char *kv_imds_endpoint;      /* default http://169.254.169.254/metadata/identity/oauth2/token */
-        char *kv_identity_endpoint;  /* App Service; default $IDENTITY_ENDPOINT */
-        char *kv_api_version;        /* default 7.4 */
+        char *kv_client_id;         /* for client credentials, or a user-assigned identity */
+        char *kv_client_secret_ref; /* a secret reference (env: or file:) */
+        char *kv_authority_host;    /* default https://login.microsoftonline.com */
+        char *kv_imds_endpoint; /* default http://169.254.169.254/metadata/identity/oauth2/token */
+        char *kv_identity_endpoint; /* App Service; default $IDENTITY_ENDPOINT */
+        char *kv_api_version;       /* default 7.4 */
         double kv_timeout_s;
     } secrets;
 };

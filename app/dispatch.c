@@ -17,7 +17,7 @@
 #include "log.h"
 
 #define DEFAULT_API_VERSION "2024-10-21"
-#define MAX_ANSWER_BYTES (16u << 20) /* a model answer larger than this is refused */
+#define MAX_ANSWER_BYTES    (16u << 20) /* a model answer larger than this is refused */
 
 uint64_t rng_next(uint64_t *s)
 {
@@ -51,7 +51,9 @@ size_t dispatch_order(const struct cfg *cfg, const char *model, uint64_t *rng, s
             order[n++] = i;
     /* Insertion sort by priority (stable; n is small). */
     for (size_t i = 1; i < n; i++)
-        for (size_t j = i; j > 0 && cfg->backends[order[j]].priority < cfg->backends[order[j - 1]].priority; j--) {
+        for (size_t j = i;
+             j > 0 && cfg->backends[order[j]].priority < cfg->backends[order[j - 1]].priority;
+             j--) {
             size_t t = order[j];
             order[j] = order[j - 1];
             order[j - 1] = t;
@@ -59,7 +61,8 @@ size_t dispatch_order(const struct cfg *cfg, const char *model, uint64_t *rng, s
     /* Within each priority, draw without replacement in proportion to weight. */
     for (size_t start = 0; start < n;) {
         size_t end = start;
-        while (end < n && cfg->backends[order[end]].priority == cfg->backends[order[start]].priority)
+        while (end < n &&
+               cfg->backends[order[end]].priority == cfg->backends[order[start]].priority)
             end++;
         for (size_t k = start; k + 1 < end; k++) {
             long total = 0;
@@ -98,7 +101,7 @@ static void build_url(const struct cfg_backend *b, const char *deployment, const
 {
     buf_reset(out);
     if (b->type == BACKEND_AZURE) {
-        const char *v = b->api_version ? b->api_version
+        const char *v = b->api_version                      ? b->api_version
                         : client_version && *client_version ? client_version
                                                             : DEFAULT_API_VERSION;
         /* A client's version was checked in the pipeline: letters, digits, '-', '.'. */
@@ -136,8 +139,9 @@ static int client_error(long status)
 
 static struct attempt *record_attempt(struct request *req, const char *backend)
 {
-    struct attempt *a = &req->attempts[req->n_attempts < MAX_ATTEMPTS_RECORDED ? req->n_attempts
-                                                                               : MAX_ATTEMPTS_RECORDED - 1];
+    struct attempt *a =
+        &req->attempts[req->n_attempts < MAX_ATTEMPTS_RECORDED ? req->n_attempts
+                                                               : MAX_ATTEMPTS_RECORDED - 1];
     memset(a, 0, sizeof *a);
     a->backend = backend;
     a->start_ns = now_ns();
@@ -242,15 +246,19 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             if (call.is_sse && call.events > 0 && req->stream_started) {
                 /* The client has bytes of this stream: no failover any more. */
                 if (rc == 0 && !call.aborted) {
-                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0,
+                                   NULL);
                     req->upstream_status = (int)call.status;
                     result = AIGW_OK;
                 } else {
-                    snprintf(a->error, sizeof a->error, "%s", req->client_gone ? "client disconnected" : call.error);
+                    snprintf(a->error, sizeof a->error, "%s",
+                             req->client_gone ? "client disconnected" : call.error);
                     if (!req->client_gone)
-                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, call.error);
+                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL,
+                                       OUTCOME_FAILURE, 0, call.error);
                     else
-                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL,
+                                       OUTCOME_SUCCESS, 0, NULL);
                     req->upstream_status = (int)call.status;
                     result = req->client_gone ? AIGW_OK : AIGW_ERR_BACKEND_ERROR;
                     if (!req->client_gone)
@@ -261,7 +269,8 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             }
             if (rc < 0) {
                 snprintf(a->error, sizeof a->error, "%s", call.error);
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, call.error);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                               call.error);
                 log_warn("request %s: backend %s failed: %s", req->request_id, b->name, call.error);
                 continue;
             }
@@ -280,12 +289,14 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             }
             if (!(call.status >= 200 && call.status < 300) && !client_error(call.status)) {
                 snprintf(a->error, sizeof a->error, "HTTP %ld from backend", call.status);
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                               a->error);
                 continue;
             }
             if (client_error(call.status)) {
                 /* The caller's mistake: relay it, do not retry, the backend is healthy. */
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0,
+                               NULL);
                 req->upstream_status = (int)call.status;
                 snprintf(a->error, sizeof a->error, "HTTP %ld (passed to the client)", call.status);
                 result = AIGW_OK;
@@ -293,13 +304,15 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             }
             if (!call.is_sse && t->accept && t->accept(req, t->arg) < 0) {
                 snprintf(a->error, sizeof a->error, "malformed answer from backend");
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                               a->error);
                 continue;
             }
             if (call.is_sse && !req->stream_started) {
                 /* The stream ended before a single event reached the client. */
                 snprintf(a->error, sizeof a->error, "stream ended without events");
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0, a->error);
+                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
+                               a->error);
                 continue;
             }
             breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
@@ -318,13 +331,14 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
         }
         if (req->n_attempts >= cfg->retry.max_attempts)
             break;
-        int64_t backoff = dispatch_backoff_ms(round, cfg->retry.base_delay_ms, cfg->retry.max_delay_ms,
-                                              rng_unit(&w->rng), retry_after_max);
+        int64_t backoff =
+            dispatch_backoff_ms(round, cfg->retry.base_delay_ms, cfg->retry.max_delay_ms,
+                                rng_unit(&w->rng), retry_after_max);
         if (mono_s() + (double)backoff / 1000.0 >= deadline)
             break;
         sleep_ms(backoff);
     }
-    result = !tried_any ? AIGW_ERR_BACKEND_UNAVAILABLE
+    result = !tried_any         ? AIGW_ERR_BACKEND_UNAVAILABLE
              : last_was_timeout ? AIGW_ERR_DEADLINE
                                 : AIGW_ERR_BACKEND_ERROR;
     if (!tried_any && !req->retry_after_s)
@@ -334,15 +348,20 @@ done:
     buf_free(&call.sse_line);
     if (result != AIGW_OK && req->err == AIGW_OK) {
         if (result == AIGW_ERR_BACKEND_UNAVAILABLE)
-            request_fail(req, result, "", "Every backend for model '%s' is unavailable (circuit open); "
-                                          "retry after %d s.", req->model, req->retry_after_s);
+            request_fail(req, result, "",
+                         "Every backend for model '%s' is unavailable (circuit open); "
+                         "retry after %d s.",
+                         req->model, req->retry_after_s);
         else if (result == AIGW_ERR_DEADLINE)
-            request_fail(req, result, "", "No backend answered within the deadline after %d attempt(s).",
+            request_fail(req, result, "",
+                         "No backend answered within the deadline after %d attempt(s).",
                          req->n_attempts);
         else
-            request_fail(req, result, "", "The model backends failed after %d attempt(s); last: %s.",
-                         req->n_attempts,
-                         req->n_attempts ? req->attempts[(req->n_attempts - 1) % MAX_ATTEMPTS_RECORDED].error : "none");
+            request_fail(
+                req, result, "", "The model backends failed after %d attempt(s); last: %s.",
+                req->n_attempts,
+                req->n_attempts ? req->attempts[(req->n_attempts - 1) % MAX_ATTEMPTS_RECORDED].error
+                                : "none");
     }
     return result;
 }

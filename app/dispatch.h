@@ -20,10 +20,10 @@
 #include "request.h"
 
 struct dispatch_target {
-    const char *op;           /* "chat/completions" or "embeddings" */
-    json_object *body;        /* what to send; "model" is set per backend for OpenAI types */
-    int body_is_raw_ok;       /* req->body may be sent unchanged to Azure backends */
-    sse_event_fn on_event;    /* non-NULL for streams */
+    const char *op;        /* "chat/completions" or "embeddings" */
+    json_object *body;     /* what to send; "model" is set per backend for OpenAI types */
+    int body_is_raw_ok;    /* req->body may be sent unchanged to Azure backends */
+    sse_event_fn on_event; /* non-NULL for streams */
     void *arg;
     /* Checks a 2xx answer in req->upstream; 0 ok, -1 malformed (fails over). */
     int (*accept)(struct request *req, void *arg);

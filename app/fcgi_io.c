@@ -41,8 +41,8 @@ static int is_hex(const char *s, size_t n)
 /* W3C traceparent: 00-<32 hex trace id>-<16 hex parent id>-<2 hex flags>. */
 static void read_traceparent(struct request *req, const char *tp)
 {
-    if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' &&
-        is_hex(tp, 2) && is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
+    if (tp && strlen(tp) >= 55 && tp[2] == '-' && tp[35] == '-' && tp[52] == '-' && is_hex(tp, 2) &&
+        is_hex(tp + 3, 32) && is_hex(tp + 36, 16) &&
         strncmp(tp + 3, "00000000000000000000000000000000", 32) != 0) {
         memcpy(req->trace_id, tp + 3, 32);
         req->trace_id[32] = '\0';
@@ -107,7 +107,8 @@ enum aigw_err fcgi_read_request(struct request *req)
                                 "The Content-Length header is not a number.");
         if (n > max)
             return request_fail(req, AIGW_ERR_BODY_TOO_LARGE, "",
-                                "The request body has %llu bytes; at most %zu are allowed.", n, max);
+                                "The request body has %llu bytes; at most %zu are allowed.", n,
+                                max);
     }
     /* Read to the end of the stream, never past the limit. */
     char chunk[16384];
@@ -183,20 +184,23 @@ int fcgi_send_headers(struct request *req, int status, const char *content_type)
                status_text(status), content_type, req->request_id);
     if (req->rl.have_requests) {
         limits_format_duration(req->rl.reset_requests_ms, dur, sizeof dur);
-        buf_printf(&h, "x-ratelimit-limit-requests: %ld\r\nx-ratelimit-remaining-requests: %ld\r\n"
-                       "x-ratelimit-reset-requests: %s\r\n",
+        buf_printf(&h,
+                   "x-ratelimit-limit-requests: %ld\r\nx-ratelimit-remaining-requests: %ld\r\n"
+                   "x-ratelimit-reset-requests: %s\r\n",
                    req->rl.limit_requests, req->rl.remaining_requests, dur);
     }
     if (req->rl.have_tokens) {
         limits_format_duration(req->rl.reset_tokens_ms, dur, sizeof dur);
-        buf_printf(&h, "x-ratelimit-limit-tokens: %ld\r\nx-ratelimit-remaining-tokens: %ld\r\n"
-                       "x-ratelimit-reset-tokens: %s\r\n",
+        buf_printf(&h,
+                   "x-ratelimit-limit-tokens: %ld\r\nx-ratelimit-remaining-tokens: %ld\r\n"
+                   "x-ratelimit-reset-tokens: %s\r\n",
                    req->rl.limit_tokens, req->rl.remaining_tokens, dur);
     }
     if (req->retry_after_s > 0 && (status == 429 || status == 503))
         buf_printf(&h, "Retry-After: %d\r\n", req->retry_after_s);
     if (status == 401) {
-        buf_puts(&h, "WWW-Authenticate: Bearer realm=\"aigw\", error=\"invalid_token\", error_description=\"");
+        buf_puts(&h, "WWW-Authenticate: Bearer realm=\"aigw\", error=\"invalid_token\", "
+                     "error_description=\"");
         /* The description is a quoted-string: no quotes or backslashes inside. */
         for (const char *p = req->err_message; *p; p++)
             buf_putc(&h, (*p == '"' || *p == '\\' || (unsigned char)*p < 0x20) ? '\'' : *p);
@@ -218,8 +222,7 @@ void fcgi_send_json(struct request *req, int status, const char *json, size_t n)
         buf_reset(&req->out);
         buf_append(&req->out, json, n);
     }
-    if (fcgi_send_headers(req, status, "application/json") == 0 &&
-        strcmp(req->method, "HEAD") != 0)
+    if (fcgi_send_headers(req, status, "application/json") == 0 && strcmp(req->method, "HEAD") != 0)
         fcgi_write(req, req->out.data, req->out.len);
 }
 

@@ -53,7 +53,9 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
         int healthy = rc == 0 && call.status >= 200 && call.status < 300;
         if (report)
             fprintf(report, "%s\t%s\t%s\n", c->cfg->name, row.state,
-                    healthy ? "healthy" : rc < 0 ? call.error : "unhealthy (HTTP error)");
+                    healthy  ? "healthy"
+                    : rc < 0 ? call.error
+                             : "unhealthy (HTTP error)");
         if (!healthy || strcmp(row.state, "closed") == 0)
             continue;
         /* Close it unless another worker changed it meanwhile. */
@@ -65,7 +67,8 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
             memset(&now_row, 0, sizeof now_row);
             strcpy(now_row.state, "closed");
             now_row.updated_ms = now_ms();
-            if (store_breaker_put(w->store, c->cfg->name, &now_row) == 0 && store_commit(w->store) == 0) {
+            if (store_breaker_put(w->store, c->cfg->name, &now_row) == 0 &&
+                store_commit(w->store) == 0) {
                 log_info("backend %s answered its health probe: breaker closed", c->cfg->name);
                 closed++;
                 continue;

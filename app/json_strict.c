@@ -122,8 +122,8 @@ static int scan_string(struct scanner *s)
         if (u >= 0xDC00 && u <= 0xDFFF)
             return fail(s, "lone surrogate in string");
         if (u >= 0xD800 && u <= 0xDBFF) {
-            if (s->end - s->p < 12 || s->p[6] != '\\' || s->p[7] != 'u' || hex4(s->p + 8, &lo) < 0 ||
-                lo < 0xDC00 || lo > 0xDFFF)
+            if (s->end - s->p < 12 || s->p[6] != '\\' || s->p[7] != 'u' ||
+                hex4(s->p + 8, &lo) < 0 || lo < 0xDC00 || lo > 0xDFFF)
                 return fail(s, "lone surrogate in string");
             s->p += 12;
             continue;
@@ -265,7 +265,8 @@ static int scan(struct scanner *s, int max_depth)
             depth--;
             goto after_value;
         }
-        return fail(s, stack[depth - 1].kind == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
+        return fail(s,
+                    stack[depth - 1].kind == '{' ? "expected ',' or '}'" : "expected ',' or ']'");
     expect_key:
         if (s->p >= s->end || *s->p != '"')
             return fail(s, "expected a string key");
@@ -310,8 +311,13 @@ json_object *json_strict_parse(const char *text, size_t n, int max_depth,
 {
     if (max_depth > JSON_MAX_DEPTH)
         max_depth = JSON_MAX_DEPTH;
-    struct scanner s = {(const unsigned char *)text, (const unsigned char *)text,
-                        (const unsigned char *)text + n, err, NULL, 0, 0};
+    struct scanner s = {(const unsigned char *)text,
+                        (const unsigned char *)text,
+                        (const unsigned char *)text + n,
+                        err,
+                        NULL,
+                        0,
+                        0};
     if (scan(&s, max_depth) < 0) {
         free(s.counts);
         return NULL;
@@ -329,7 +335,8 @@ json_object *json_strict_parse(const char *text, size_t n, int max_depth,
         root = json_tokener_parse_ex(tok, "", -1);
     if (!root || json_tokener_get_error(tok) != json_tokener_success) {
         err->offset = json_tokener_get_parse_end(tok);
-        snprintf(err->what, sizeof err->what, "%s", json_tokener_error_desc(json_tokener_get_error(tok)));
+        snprintf(err->what, sizeof err->what, "%s",
+                 json_tokener_error_desc(json_tokener_get_error(tok)));
         json_object_put(root);
         json_tokener_free(tok);
         free(s.counts);

@@ -15,8 +15,8 @@
 #include <stddef.h>
 
 struct json_strict_error {
-    size_t offset;   /* byte offset of the problem */
-    char what[128];  /* what is wrong, for the error message */
+    size_t offset;  /* byte offset of the problem */
+    char what[128]; /* what is wrong, for the error message */
 };
 
 /* Parses text (n bytes) strictly. Returns a new json-c tree the caller releases

@@ -42,19 +42,19 @@
 #include "secrets.h"
 #include "store.h"
 
-#define TOKEN_MAX_BYTES ((size_t)16 * 1024)      /* longer bearer tokens are refused unread */
-#define JWKS_DOC_MAX_BYTES ((size_t)1024 * 1024) /* a JWKS file or HTTP response */
-#define JWKS_MAX_KEYS 64                         /* bounds the key-import work per document */
-#define JSON_HEADER_DEPTH 8
-#define JSON_PAYLOAD_DEPTH 32
-#define JSON_JWKS_DEPTH 16
-#define USER_ID_MAX 256
-#define RSA_MIN_BITS 2048
-#define HS256_MIN_SECRET 32 /* RFC 7518 3.2: a key of at least the hash size */
-#define HTTP_TIMEOUT_S 5L
-#define JWKS_MAX_AGE_MS (24LL * 3600 * 1000) /* refetch a cached document older than this */
-#define JWKS_REFETCH_MIN_MS (60LL * 1000)    /* unknown kid: at most one fetch a minute */
-#define JWKS_RETRY_EMPTY_MS (10LL * 1000)    /* no keys at all: retry a failed fetch sooner */
+#define TOKEN_MAX_BYTES     ((size_t)16 * 1024)   /* longer bearer tokens are refused unread */
+#define JWKS_DOC_MAX_BYTES  ((size_t)1024 * 1024) /* a JWKS file or HTTP response */
+#define JWKS_MAX_KEYS       64                    /* bounds the key-import work per document */
+#define JSON_HEADER_DEPTH   8
+#define JSON_PAYLOAD_DEPTH  32
+#define JSON_JWKS_DEPTH     16
+#define USER_ID_MAX         256
+#define RSA_MIN_BITS        2048
+#define HS256_MIN_SECRET    32 /* RFC 7518 3.2: a key of at least the hash size */
+#define HTTP_TIMEOUT_S      5L
+#define JWKS_MAX_AGE_MS     (24LL * 3600 * 1000) /* refetch a cached document older than this */
+#define JWKS_REFETCH_MIN_MS (60LL * 1000)        /* unknown kid: at most one fetch a minute */
+#define JWKS_RETRY_EMPTY_MS (10LL * 1000)        /* no keys at all: retry a failed fetch sooner */
 
 enum kty { KTY_RSA, KTY_EC };
 
@@ -525,8 +525,9 @@ static int load_secret(struct jwks *k, struct worker *w, const struct cfg *c, st
 {
     struct buf why = {0};
     /* Through the worker's cache, so the secret may also live in Key Vault. */
-    int rc = w->secrets ? secrets_get(w->secrets, c->auth.jwt_hs256_secret_ref, 0, &k->secret, &why)
-                        : secret_resolve(c->auth.jwt_hs256_secret_ref, c->environment, &k->secret, &why);
+    int rc = w->secrets
+                 ? secrets_get(w->secrets, c->auth.jwt_hs256_secret_ref, 0, &k->secret, &why)
+                 : secret_resolve(c->auth.jwt_hs256_secret_ref, c->environment, &k->secret, &why);
     if (rc < 0) {
         buf_printf(err, "auth.jwt.hs256_secret: %s", buf_cstr(&why));
         buf_free(&why);

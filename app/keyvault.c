@@ -33,10 +33,10 @@
 #include "json_strict.h"
 #include "secrets.h"
 
-#define KEYVAULT_RESOURCE "https://vault.azure.net"
-#define KEYVAULT_SCOPE KEYVAULT_RESOURCE "/.default"
-#define KEYVAULT_HOST_SUFFIX ".vault.azure.net"
-#define IMDS_API_VERSION "2018-02-01"
+#define KEYVAULT_RESOURCE       "https://vault.azure.net"
+#define KEYVAULT_SCOPE          KEYVAULT_RESOURCE "/.default"
+#define KEYVAULT_HOST_SUFFIX    ".vault.azure.net"
+#define IMDS_API_VERSION        "2018-02-01"
 #define APP_SERVICE_API_VERSION "2019-08-01"
 /* A Key Vault secret is at most 25 KiB and a token answer a few KiB; more
  * than this is not an answer we asked for. */
@@ -129,8 +129,10 @@ static int check_https_host(const char *host, size_t n, struct buf *err)
     for (size_t i = 0; ok && i < vn; i++)
         ok = is_alnum(host[i]) || host[i] == '-';
     if (!ok) {
-        buf_printf(err, "vault name %.*s must be %d-%d letters, digits and hyphens, starting with a letter",
-                   (int)vn, host, VAULT_NAME_MIN, VAULT_NAME_MAX);
+        buf_printf(
+            err,
+            "vault name %.*s must be %d-%d letters, digits and hyphens, starting with a letter",
+            (int)vn, host, VAULT_NAME_MIN, VAULT_NAME_MAX);
         return -1;
     }
     return 0;
@@ -151,8 +153,9 @@ static int check_loopback_host(const char *host, size_t n, struct buf *err)
                    (hl == 9 && strncasecmp(host, "localhost", 9) == 0) ||
                    (hl == 5 && strncmp(host, "[::1]", 5) == 0);
     if (!loopback) {
-        buf_printf(err, "plain http:// is allowed only for a loopback host (127.0.0.1, localhost, "
-                        "[::1]), not %.*s; use https://VAULT" KEYVAULT_HOST_SUFFIX,
+        buf_printf(err,
+                   "plain http:// is allowed only for a loopback host (127.0.0.1, localhost, "
+                   "[::1]), not %.*s; use https://VAULT" KEYVAULT_HOST_SUFFIX,
                    (int)hl, host);
         return -1;
     }
@@ -168,7 +171,8 @@ static int check_loopback_host(const char *host, size_t n, struct buf *err)
         buf_puts(err, "the port is missing after ':'");
         return -1;
     }
-    long port = digits <= 5 && strspn(port_s, "0123456789") >= digits ? strtol(port_s, NULL, 10) : -1;
+    long port =
+        digits <= 5 && strspn(port_s, "0123456789") >= digits ? strtol(port_s, NULL, 10) : -1;
     if (port < 1 || port > 65535) {
         buf_printf(err, "port %.*s is not a port number", (int)digits, port_s);
         return -1;
@@ -188,7 +192,8 @@ int keyvault_ref_parse(const char *url, struct keyvault_ref *ref, struct buf *er
         https = 0;
         host = url + 7;
     } else {
-        buf_puts(err, "must be keyvault:https://VAULT" KEYVAULT_HOST_SUFFIX "/secrets/NAME[/VERSION]");
+        buf_puts(err,
+                 "must be keyvault:https://VAULT" KEYVAULT_HOST_SUFFIX "/secrets/NAME[/VERSION]");
         return -1;
     }
     size_t n = strcspn(host, "/?#");
@@ -228,7 +233,8 @@ int keyvault_ref_parse(const char *url, struct keyvault_ref *ref, struct buf *er
         while (is_alnum(v[vl]))
             vl++;
         if (vl == 0 || vl > KEYVAULT_VERSION_MAX || v[vl] != '\0') {
-            buf_printf(err, "the secret version must be 1-%d letters and digits, with nothing after it",
+            buf_printf(err,
+                       "the secret version must be 1-%d letters and digits, with nothing after it",
                        KEYVAULT_VERSION_MAX);
             return -1;
         }
@@ -346,7 +352,8 @@ static void error_code(const struct buf *answer, char *out, size_t n)
         else if (!json_object_object_get_ex(e, "code", &code))
             code = NULL;
     }
-    const char *s = code && json_object_is_type(code, json_type_string) ? json_object_get_string(code) : "";
+    const char *s =
+        code && json_object_is_type(code, json_type_string) ? json_object_get_string(code) : "";
     size_t len = strlen(s);
     int ok = len > 0 && len < 64 && len + 4 <= n;
     for (size_t i = 0; ok && i < len; i++)
@@ -402,8 +409,8 @@ int keyvault_parse_token(const char *body, size_t len, int64_t now_s, struct buf
         buf_puts(err, "the answer is not a JSON object");
         goto done;
     }
-    if (!json_object_object_get_ex(o, "access_token", &v) || !json_object_is_type(v, json_type_string) ||
-        json_object_get_string_len(v) == 0) {
+    if (!json_object_object_get_ex(o, "access_token", &v) ||
+        !json_object_is_type(v, json_type_string) || json_object_get_string_len(v) == 0) {
         buf_puts(err, "the answer has no access_token");
         goto done;
     }
@@ -448,8 +455,10 @@ static int client_credentials_request(struct keyvault *kv, struct buf *url, stru
         int local = check_loopback_host(host + 7, strcspn(host + 7, "/?#"), &why);
         buf_free(&why);
         if (local < 0) {
-            buf_printf(err, "secrets.keyvault.authority_host %s: plain http:// would send the client "
-                            "secret in clear; it is allowed only for a loopback host", host);
+            buf_printf(err,
+                       "secrets.keyvault.authority_host %s: plain http:// would send the client "
+                       "secret in clear; it is allowed only for a loopback host",
+                       host);
             return -1;
         }
     } else if (strncmp(host, "https://", 8) != 0) {
@@ -522,16 +531,18 @@ static int token_fetch(struct keyvault *kv, struct buf *token, int64_t *expires_
             goto done;
         local = strncmp(where, "http://", 7) == 0; /* a loopback mock */
     } else {
-        const char *app = nonempty(c->secrets.kv_identity_endpoint) ? c->secrets.kv_identity_endpoint
-                                                                     : getenv("IDENTITY_ENDPOINT");
+        const char *app = nonempty(c->secrets.kv_identity_endpoint)
+                              ? c->secrets.kv_identity_endpoint
+                              : getenv("IDENTITY_ENDPOINT");
         local = 1;
         if (nonempty(app)) {
             const char *secret = getenv("IDENTITY_HEADER");
             what = "the App Service identity endpoint";
             where = app;
             if (!nonempty(secret)) {
-                buf_printf(err, "managed identity through %s %s needs $IDENTITY_HEADER, which is not set",
-                           what, where);
+                buf_printf(
+                    err, "managed identity through %s %s needs $IDENTITY_HEADER, which is not set",
+                    what, where);
                 goto done;
             }
             identity_query(kv, &url, app, APP_SERVICE_API_VERSION);
@@ -551,7 +562,8 @@ static int token_fetch(struct keyvault *kv, struct buf *token, int64_t *expires_
         }
     }
     kv->token_requests++;
-    if (http_call(kv, buf_cstr(&url), hdr, form.len ? &form : NULL, local, &answer, &status, &why) < 0) {
+    if (http_call(kv, buf_cstr(&url), hdr, form.len ? &form : NULL, local, &answer, &status, &why) <
+        0) {
         buf_printf(err, "cannot get a Key Vault access token from %s at %s: %s", what, where,
                    buf_cstr(&why));
         goto done;
@@ -565,7 +577,8 @@ static int token_fetch(struct keyvault *kv, struct buf *token, int64_t *expires_
         goto done;
     }
     buf_reset(&why);
-    if (keyvault_parse_token(answer.data, answer.len, (int64_t)time(NULL), token, expires_s, &why) < 0) {
+    if (keyvault_parse_token(answer.data, answer.len, (int64_t)time(NULL), token, expires_s, &why) <
+        0) {
         buf_printf(err, "token from %s at %s: %s", what, where, buf_cstr(&why));
         goto done;
     }
@@ -610,7 +623,8 @@ static int parse_secret(const struct buf *answer, struct buf *out, struct buf *e
 {
     struct json_strict_error je = {0};
     json_object *o = json_strict_parse(answer->data ? answer->data : "", answer->len,
-                                       KEYVAULT_JSON_DEPTH, &je), *v;
+                                       KEYVAULT_JSON_DEPTH, &je),
+                *v;
     int rc = -1;
     if (!o || !json_object_is_type(o, json_type_object)) {
         buf_puts(err, "the answer is not a JSON object");
@@ -701,15 +715,12 @@ int keyvault_get(struct keyvault *kv, const struct keyvault_ref *ref, struct buf
         buf_printf(err, "Key Vault %s refused the access token (HTTP 401%s)", ref->vault, code);
         break;
     case 403:
-        buf_printf(err, "access to %s denied (HTTP 403%s): the identity needs permission to get secrets",
+        buf_printf(err,
+                   "access to %s denied (HTTP 403%s): the identity needs permission to get secrets",
                    buf_cstr(&what), code);
         break;
-    case 404:
-        buf_printf(err, "%s not found (HTTP 404%s)", buf_cstr(&what), code);
-        break;
-    case 429:
-        buf_printf(err, "Key Vault %s is throttling requests (HTTP 429)", ref->vault);
-        break;
+    case 404: buf_printf(err, "%s not found (HTTP 404%s)", buf_cstr(&what), code); break;
+    case 429: buf_printf(err, "Key Vault %s is throttling requests (HTTP 429)", ref->vault); break;
     default:
         buf_printf(err, "Key Vault %s answered HTTP %ld%s for %s", ref->vault, status, code,
                    buf_cstr(&what));

@@ -18,7 +18,7 @@ struct cfg;
 
 /* Azure's limits: secret names are 1-127 of [0-9a-zA-Z-]; versions are 32
  * hex digits, accepted as up to 64 alphanumerics. */
-#define KEYVAULT_NAME_MAX 127
+#define KEYVAULT_NAME_MAX    127
 #define KEYVAULT_VERSION_MAX 64
 
 /* A parsed keyvault: reference, from keyvault_ref_parse. */

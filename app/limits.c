@@ -25,7 +25,8 @@ struct gcra_result gcra_check(int64_t now_us, int64_t tat_us, long limit, int64_
      * of `limit` always fits the window exactly however unevenly it divides
      * (rounding up or to nearest would refuse the last request of a burst). */
     int64_t tat = tat_us > now_us ? tat_us : now_us;
-    int64_t step = (int64_t)(((unsigned __int128)(uint64_t)cost * (uint64_t)window_us) / (uint64_t)limit);
+    int64_t step =
+        (int64_t)(((unsigned __int128)(uint64_t)cost * (uint64_t)window_us) / (uint64_t)limit);
     int64_t new_tat = tat + step;
     int64_t allow_at = new_tat - window_us;
     /* Units still available at a given TAT: (now + window - tat) * limit / window. */
@@ -119,9 +120,10 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
     row.error_code = aigw_err_info(err)->code;
     row.error = req->err_message;
     row.completed_ms = now_ms();
-    if (store_audit_insert(req->w->store, &row) < 0 || metrics_record(req, row.http_status, "refused") < 0 ||
-        store_commit(req->w->store) < 0) {
-        log_error("request %s: cannot record refusal: %s", req->request_id, store_errmsg(req->w->store));
+    if (store_audit_insert(req->w->store, &row) < 0 ||
+        metrics_record(req, row.http_status, "refused") < 0 || store_commit(req->w->store) < 0) {
+        log_error("request %s: cannot record refusal: %s", req->request_id,
+                  store_errmsg(req->w->store));
         store_rollback(req->w->store);
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
     }
@@ -136,7 +138,7 @@ enum aigw_err limits_admit(struct request *req)
     int64_t now = now_ms();
     int64_t now_us = now * 1000;
     long estimate = validate_prompt_token_estimate(&req->in) +
-                    (req->in.max_tokens > 0 ? req->in.max_tokens
+                    (req->in.max_tokens > 0           ? req->in.max_tokens
                      : req->in.kind == API_EMBEDDINGS ? 0
                                                       : req->w->cfg->validation.max_tokens);
     const char *subject = req->subject;
@@ -183,10 +185,14 @@ enum aigw_err limits_admit(struct request *req)
             int64_t end = budget_period_end(c->budget_period, now / 1000);
             char why[200];
             if (end == INT64_MAX)
-                snprintf(why, sizeof why, "Token budget exhausted: %lld of %ld tokens used; the budget does not reset.",
-                         (long long)(used + reserved), c->token_budget);
+                snprintf(
+                    why, sizeof why,
+                    "Token budget exhausted: %lld of %ld tokens used; the budget does not reset.",
+                    (long long)(used + reserved), c->token_budget);
             else
-                snprintf(why, sizeof why, "Token budget exhausted: %lld of %ld tokens used this %s; it resets at %lld (Unix time).",
+                snprintf(why, sizeof why,
+                         "Token budget exhausted: %lld of %ld tokens used this %s; it resets at "
+                         "%lld (Unix time).",
                          (long long)(used + reserved), c->token_budget,
                          cfg_period_name(c->budget_period), (long long)end);
             return refuse(req, AIGW_ERR_BUDGET_EXCEEDED, 0, why);
@@ -210,7 +216,8 @@ db_error:
     req->audited = 0;
     req->reserved_tokens = 0;
     req->budget_period_start = -1;
-    return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable; retry.");
+    return request_fail(req, AIGW_ERR_INTERNAL, "",
+                        "The gateway's database is unavailable; retry.");
 }
 
 void limits_audit_refusal(struct request *req)
@@ -247,8 +254,10 @@ void limits_settle(struct request *req)
         if (c->tokens_per_minute > 0 && req->reserved_tokens > req->total_tokens) {
             /* Give back the part of the token-rate charge that was not used. */
             int64_t tat = store_rate_tat(st, req->subject, "tokens");
-            int64_t refund = (int64_t)(((unsigned __int128)(uint64_t)(req->reserved_tokens - req->total_tokens) *
-                                        60000000u) / (uint64_t)c->tokens_per_minute);
+            int64_t refund =
+                (int64_t)(((unsigned __int128)(uint64_t)(req->reserved_tokens - req->total_tokens) *
+                           60000000u) /
+                          (uint64_t)c->tokens_per_minute);
             int64_t floor_us = now_ms() * 1000;
             int64_t nt = tat - refund < floor_us ? floor_us : tat - refund;
             if (tat > 0 && store_rate_set_tat(st, req->subject, "tokens", nt) < 0)
@@ -290,7 +299,8 @@ int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms)
         return -1;
     }
     if (done)
-        log_warn("marked %d stale pending request(s) abandoned and released their reservations", done);
+        log_warn("marked %d stale pending request(s) abandoned and released their reservations",
+                 done);
     return done;
 }
 

@@ -28,8 +28,9 @@
 #include "request.h"
 #include "worker.h"
 
-#define MAX_WORKERS 512
-#define CRASH_WINDOW_S 2.0 /* a worker dying sooner than this after start counts as a crash loop */
+#define MAX_WORKERS    512
+#define CRASH_WINDOW_S 2.0 /* a worker dying sooner than this after start counts as a crash loop   \
+                            */
 
 struct child {
     pid_t pid;
@@ -274,14 +275,17 @@ int master_serve(const char *config_path, int argc, char **argv)
                     if (!current || got_term)
                         break;
                     if (WIFSIGNALED(status))
-                        log_warn("worker %d died (signal %d); starting another", (int)pid, WTERMSIG(status));
+                        log_warn("worker %d died (signal %d); starting another", (int)pid,
+                                 WTERMSIG(status));
                     else
-                        log_warn("worker %d exited (status %d); starting another", (int)pid, WEXITSTATUS(status));
+                        log_warn("worker %d exited (status %d); starting another", (int)pid,
+                                 WEXITSTATUS(status));
                     if (lived < CRASH_WINDOW_S) {
                         crash_delay = crash_delay ? crash_delay * 2 : 0.1;
                         if (crash_delay > 10)
                             crash_delay = 10;
-                        struct timespec ts = {(time_t)crash_delay, (long)((crash_delay - (time_t)crash_delay) * 1e9)};
+                        struct timespec ts = {(time_t)crash_delay,
+                                              (long)((crash_delay - (time_t)crash_delay) * 1e9)};
                         nanosleep(&ts, NULL);
                     } else {
                         crash_delay = 0;
@@ -341,7 +345,8 @@ int master_serve(const char *config_path, int argc, char **argv)
         if (mono_s() > until) {
             for (int k = 0; k < MAX_WORKERS * 2; k++)
                 if (kids[k].pid) {
-                    log_warn("worker %d did not finish within the grace period; killing it", (int)kids[k].pid);
+                    log_warn("worker %d did not finish within the grace period; killing it",
+                             (int)kids[k].pid);
                     kill(kids[k].pid, SIGKILL);
                     waitpid(kids[k].pid, NULL, 0);
                     kids[k].pid = 0;

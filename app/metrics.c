@@ -236,14 +236,19 @@ static void render_histograms(struct render *r)
         for (size_t k = 0; k <= N_BUCKETS; k++) {
             cum += h->buckets[k];
             if (k < N_BUCKETS)
-                buf_printf(r->out, "aigw_backend_latency_seconds_bucket{backend=\"%s\",le=\"%g\"} %.17g\n",
+                buf_printf(r->out,
+                           "aigw_backend_latency_seconds_bucket{backend=\"%s\",le=\"%g\"} %.17g\n",
                            h->backend, latency_buckets[k], cum);
             else
-                buf_printf(r->out, "aigw_backend_latency_seconds_bucket{backend=\"%s\",le=\"+Inf\"} %.17g\n",
-                           h->backend, cum);
+                buf_printf(
+                    r->out,
+                    "aigw_backend_latency_seconds_bucket{backend=\"%s\",le=\"+Inf\"} %.17g\n",
+                    h->backend, cum);
         }
-        buf_printf(r->out, "aigw_backend_latency_seconds_sum{backend=\"%s\"} %.17g\n", h->backend, h->sum);
-        buf_printf(r->out, "aigw_backend_latency_seconds_count{backend=\"%s\"} %.17g\n", h->backend, h->count);
+        buf_printf(r->out, "aigw_backend_latency_seconds_sum{backend=\"%s\"} %.17g\n", h->backend,
+                   h->sum);
+        buf_printf(r->out, "aigw_backend_latency_seconds_count{backend=\"%s\"} %.17g\n", h->backend,
+                   h->count);
     }
 }
 
@@ -267,10 +272,13 @@ int metrics_render(struct worker *w, struct buf *out)
     free(r);
     if (rc < 0)
         return -1;
-    buf_puts(out, "# HELP aigw_backend_breaker_state Circuit breaker per backend: 0 closed, 1 half-open, 2 open.\n"
-                  "# TYPE aigw_backend_breaker_state gauge\n"
-                  "# HELP aigw_backend_consecutive_failures Failures counted toward opening the breaker.\n"
-                  "# TYPE aigw_backend_consecutive_failures gauge\n");
+    buf_puts(
+        out,
+        "# HELP aigw_backend_breaker_state Circuit breaker per backend: 0 closed, 1 half-open, 2 "
+        "open.\n"
+        "# TYPE aigw_backend_breaker_state gauge\n"
+        "# HELP aigw_backend_consecutive_failures Failures counted toward opening the breaker.\n"
+        "# TYPE aigw_backend_consecutive_failures gauge\n");
     /* Every configured backend appears, closed until the database says otherwise. */
     for (size_t i = 0; i < w->cfg->n_backends; i++) {
         struct breaker_row row;

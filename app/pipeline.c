@@ -24,9 +24,9 @@
 #include "telemetry.h"
 
 /* What an api-version may hold: it is copied into backend URLs. */
-#define API_VERSION_CHARS "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
+#define API_VERSION_CHARS    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
 #define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned and expired rows */
-#define PRUNE_BATCH_ROWS 500     /* rows one worker deletes at a time: a short transaction */
+#define PRUNE_BATCH_ROWS     500 /* rows one worker deletes at a time: a short transaction */
 
 static enum aigw_err route_request(struct request *req)
 {
@@ -60,9 +60,10 @@ static enum aigw_err read_api_version(struct request *req)
             const char *v = q + 12;
             size_t n = strcspn(v, "&");
             if (n == 0 || n >= sizeof req->api_version_buf || strspn(v, API_VERSION_CHARS) < n)
-                return request_fail(req, AIGW_ERR_INVALID_VALUE, "api-version",
-                                    "api-version must be a version such as 2024-10-21 (letters, digits, "
-                                    "'-' and '.').");
+                return request_fail(
+                    req, AIGW_ERR_INVALID_VALUE, "api-version",
+                    "api-version must be a version such as 2024-10-21 (letters, digits, "
+                    "'-' and '.').");
             memcpy(req->api_version_buf, v, n);
             req->api_version_buf[n] = '\0';
             req->api_version = req->api_version_buf;
@@ -73,8 +74,9 @@ static enum aigw_err read_api_version(struct request *req)
             q++;
     }
     if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
-        return request_fail(req, AIGW_ERR_MISSING_FIELD, "api-version",
-                            "The api-version query parameter is required (e.g. ?api-version=2024-10-21).");
+        return request_fail(
+            req, AIGW_ERR_MISSING_FIELD, "api-version",
+            "The api-version query parameter is required (e.g. ?api-version=2024-10-21).");
     return AIGW_OK;
 }
 
@@ -86,8 +88,9 @@ static enum aigw_err validate_request(struct request *req)
         return request_fail(req, AIGW_ERR_UNSUPPORTED_MEDIA_TYPE, "Content-Type",
                             "Content-Type must be application/json (got %s).", ct ? ct : "none");
     struct validation_error verr;
-    enum aigw_err e = validate_body(req->w->cfg, route_kind(req->route), req->body.data ? req->body.data : "",
-                                    req->body.len, &req->in, &verr);
+    enum aigw_err e =
+        validate_body(req->w->cfg, route_kind(req->route), req->body.data ? req->body.data : "",
+                      req->body.len, &req->in, &verr);
     if (e != AIGW_OK)
         return request_fail(req, e, verr.param, "%s", verr.message);
     return read_api_version(req);
@@ -140,9 +143,11 @@ static void serve_health(struct request *req)
     int ready = db && open < w->cfg->n_backends;
     struct buf *out = &req->out;
     buf_reset(out);
-    buf_printf(out, "{\"status\":\"%s\",\"database\":\"%s\",\"backends_open\":%zu,\"backends\":%zu,"
-                    "\"auth\":\"%s\"}\n",
-               ready ? "ready" : "not_ready", db ? "writable" : "unavailable", open, w->cfg->n_backends,
+    buf_printf(out,
+               "{\"status\":\"%s\",\"database\":\"%s\",\"backends_open\":%zu,\"backends\":%zu,"
+               "\"auth\":\"%s\"}\n",
+               ready ? "ready" : "not_ready", db ? "writable" : "unavailable", open,
+               w->cfg->n_backends,
                w->cfg->auth.enabled ? "enabled" : "disabled (auth.enabled is false)");
     if (!ready)
         req->retry_after_s = 5;
@@ -153,7 +158,8 @@ static void serve_metrics(struct request *req)
 {
     buf_reset(&req->out);
     if (metrics_render(req->w, &req->out) < 0) {
-        request_fail(req, AIGW_ERR_INTERNAL, "", "The metrics could not be read from the database.");
+        request_fail(req, AIGW_ERR_INTERNAL, "",
+                     "The metrics could not be read from the database.");
         return;
     }
     if (fcgi_send_headers(req, 200, "text/plain; version=0.0.4; charset=utf-8") == 0 &&
@@ -183,8 +189,9 @@ void pipeline_handle(struct request *req)
     int past_auth = 0;
     if (e == AIGW_OK && (e = auth_authenticate(req)) == AIGW_OK) {
         past_auth = 1;
-        if ((e = validate_request(req)) == AIGW_OK && (e = auth_authorize_subject(req)) == AIGW_OK &&
-            (e = resolve_model(req)) == AIGW_OK && (e = limits_admit(req)) == AIGW_OK)
+        if ((e = validate_request(req)) == AIGW_OK &&
+            (e = auth_authorize_subject(req)) == AIGW_OK && (e = resolve_model(req)) == AIGW_OK &&
+            (e = limits_admit(req)) == AIGW_OK)
             e = dispatch_request(req);
     }
     /* respond: an error not yet answered gets its one OpenAI-shaped body. */
@@ -207,6 +214,7 @@ void pipeline_after_response(struct request *req)
         int64_t max_age = (int64_t)(w->cfg->retry.deadline_s * 1000) + 60000;
         limits_sweep_abandoned(w, max_age);
         if (w->cfg->audit.retention_days > 0)
-            limits_prune_audit(w, (int64_t)w->cfg->audit.retention_days * 86400000, PRUNE_BATCH_ROWS);
+            limits_prune_audit(w, (int64_t)w->cfg->audit.retention_days * 86400000,
+                               PRUNE_BATCH_ROWS);
     }
 }

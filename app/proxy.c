@@ -24,7 +24,7 @@ struct stream_ctx {
     struct buf pending[MAX_STREAM_CHOICES]; /* held-back content per choice */
     struct buf event;
     struct buf clean;
-    int done;          /* [DONE] seen */
+    int done;           /* [DONE] seen */
     long relayed_chars; /* content relayed, for a usage estimate if the stream breaks */
 };
 
@@ -82,8 +82,9 @@ static int redact_chunk(struct stream_ctx *s, json_object *chunk)
         s->relayed_chars += (long)s->clean.len;
         /* Text held back until the end rides on the finishing chunk. */
         if (has_content || (s->clean.len && json_object_is_type(delta, json_type_object))) {
-            json_object_object_add(delta, "content",
-                                   json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
+            json_object_object_add(
+                delta, "content",
+                json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
             changed = 1;
         }
     }
@@ -108,9 +109,9 @@ static int on_stream_event(void *arg, const char *data, size_t len)
                     json_object_is_type(usage, json_type_object);
     if (has_usage)
         chat_read_usage(req, usage);
-    int no_choices = !json_object_object_get_ex(chunk, "choices", &choices) ||
-                     (json_object_is_type(choices, json_type_array) &&
-                      json_object_array_length(choices) == 0);
+    int no_choices =
+        !json_object_object_get_ex(chunk, "choices", &choices) ||
+        (json_object_is_type(choices, json_type_array) && json_object_array_length(choices) == 0);
     int rc = 0;
     if (has_usage && no_choices && !req->in.include_usage) {
         /* The usage chunk the gateway asked for on its own behalf. */
@@ -174,7 +175,8 @@ enum aigw_err proxy_handle(struct request *req)
     if (req->stream_started) {
         if (e != AIGW_OK || (!s.done && !req->client_gone)) {
             if (e == AIGW_OK)
-                request_fail(req, AIGW_ERR_BACKEND_ERROR, "", "The backend stream ended without [DONE].");
+                request_fail(req, AIGW_ERR_BACKEND_ERROR, "",
+                             "The backend stream ended without [DONE].");
             /* Text the redactor still holds back is dropped: it may be the
              * start of a secret that never finished arriving. */
             struct buf err = {0};
@@ -195,12 +197,12 @@ enum aigw_err proxy_handle(struct request *req)
     } else if (e == AIGW_OK) {
         /* A whole answer (2xx, or the backend's 4xx verdict on the request). */
         buf_reset(&req->out);
-        redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "", req->upstream.len,
-                    &req->out);
+        redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "",
+                    req->upstream.len, &req->out);
         fcgi_send_json(req, req->upstream_status, req->out.data, req->out.len);
         if (req->upstream_status >= 300)
-            e = request_fail(req, AIGW_ERR_INVALID_VALUE, "", "The backend refused the request (HTTP %d).",
-                             req->upstream_status);
+            e = request_fail(req, AIGW_ERR_INVALID_VALUE, "",
+                             "The backend refused the request (HTTP %d).", req->upstream_status);
         req->http_status = req->upstream_status;
     }
     for (int i = 0; i < MAX_STREAM_CHOICES; i++)

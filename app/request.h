@@ -36,8 +36,8 @@ struct worker {
     struct audit_scratch *audit_scratch;
     struct secrets *secrets;
     struct telemetry *telemetry;
-    uint64_t rng;          /* xorshift state for jitter and weighted choice */
-    unsigned long served;  /* requests handled by this process */
+    uint64_t rng;         /* xorshift state for jitter and weighted choice */
+    unsigned long served; /* requests handled by this process */
 };
 
 #define MAX_ATTEMPTS_RECORDED 32
@@ -82,9 +82,9 @@ struct request {
     char trace_id[33];
     char span_id[17];
     char parent_span_id[17];
-    int64_t start_ms;      /* wall clock */
+    int64_t start_ms; /* wall clock */
     int64_t start_ns;
-    double start_mono;     /* monotonic seconds, for latency */
+    double start_mono; /* monotonic seconds, for latency */
     /* The strings below point into the FastCGI parameters, which live until
      * FCGX_Finish_r: nothing after the response may read them. method and path
      * are copied because the log line needs them afterwards. */
@@ -115,7 +115,7 @@ struct request {
     char api_version_buf[64];
 
     /* admit */
-    int audited;          /* an audit row exists for this request */
+    int audited; /* an audit row exists for this request */
     long reserved_tokens;
     int64_t budget_period_start;
     struct ratelimit_info rl;
@@ -125,10 +125,10 @@ struct request {
     int n_attempts;
     const char *backend_name;
     const char *backend_deployment;
-    int upstream_status;     /* status relayed from the backend (0 if none) */
+    int upstream_status; /* status relayed from the backend (0 if none) */
     char upstream_processing_ms[24];
-    struct buf upstream;     /* the backend's response body */
-    int stream_started;      /* the first byte of a stream reached the client */
+    struct buf upstream; /* the backend's response body */
+    int stream_started;  /* the first byte of a stream reached the client */
     int client_gone;
 
     /* usage */
@@ -138,10 +138,10 @@ struct request {
     enum aigw_err err;
     char err_param[128];
     char err_message[384];
-    int retry_after_s;       /* for 429 and 503 */
+    int retry_after_s; /* for 429 and 503 */
     int http_status;
-    int64_t end_ns;          /* when the response was complete */
-    struct buf out;          /* the response body sent (for the audit) */
+    int64_t end_ns; /* when the response was complete */
+    struct buf out; /* the response body sent (for the audit) */
 };
 
 /* Clears everything a request holds, keeping buffers' memory for reuse. */

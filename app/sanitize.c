@@ -190,7 +190,8 @@ int redact_stream(const struct redactor *r, struct buf *pending, const char *pie
         limit = pending->len > r->hold ? pending->len - r->hold : 0;
     }
     /* Never split a UTF-8 sequence between what is sent and what is held. */
-    while (limit > 0 && limit < pending->len && ((unsigned char)pending->data[limit] & 0xC0) == 0x80)
+    while (limit > 0 && limit < pending->len &&
+           ((unsigned char)pending->data[limit] & 0xC0) == 0x80)
         limit--;
     if (limit == 0)
         return 0;

@@ -30,7 +30,7 @@
 #include "request.h"
 
 #define SECRET_FILE_MAX 65536
-#define ENV_VAR "${env}"
+#define ENV_VAR         "${env}"
 /* After a failed refresh, when to try again: soon enough to notice that the
  * vault is back, seldom enough that requests do not each wait for a dead one. */
 #define STALE_RETRY_MIN_MS 1000
@@ -68,14 +68,17 @@ static int expand_env(const char *ref, const char *environment, struct buf *out,
     while ((hit = strstr(p, "${")) != NULL) {
         if (strncmp(hit, ENV_VAR, strlen(ENV_VAR)) != 0) {
             size_t n = strcspn(hit, "}");
-            buf_printf(err, "secret reference %s: unknown variable %.*s; only " ENV_VAR " is expanded",
+            buf_printf(err,
+                       "secret reference %s: unknown variable %.*s; only " ENV_VAR " is expanded",
                        ref, (int)(hit[n] ? n + 1 : n), hit);
             return -1;
         }
         const char *env = env_name(environment);
         if (!env) {
-            buf_printf(err, "secret reference %s uses " ENV_VAR " but no environment is set "
-                            "(\"environment\" in the configuration or $AIGW_ENV)", ref);
+            buf_printf(err,
+                       "secret reference %s uses " ENV_VAR " but no environment is set "
+                       "(\"environment\" in the configuration or $AIGW_ENV)",
+                       ref);
             return -1;
         }
         buf_append(out, p, (size_t)(hit - p));
@@ -121,7 +124,8 @@ int secret_ref_parse(const char *ref, const char *environment, struct secret_ref
     switch (out->kind) {
     case SECRET_ENV:
         if (!is_env_name(t)) {
-            buf_printf(err, "secret reference %s: env: needs a variable name (letters, digits, _)", ref);
+            buf_printf(err, "secret reference %s: env: needs a variable name (letters, digits, _)",
+                       ref);
             return -1;
         }
         break;
@@ -139,8 +143,7 @@ int secret_ref_parse(const char *ref, const char *environment, struct secret_ref
         buf_free(&why);
         return rc;
     }
-    case SECRET_LITERAL:
-        break;
+    case SECRET_LITERAL: break;
     }
     return 0;
 }
@@ -203,20 +206,21 @@ static int resolve_local(const struct secret_ref *r, const char *ref, struct buf
     case SECRET_ENV: {
         const char *v = getenv(t);
         if (!v || !*v) {
-            buf_printf(err, "environment variable %s (from secret reference %s) is not set", t, ref);
+            buf_printf(err, "environment variable %s (from secret reference %s) is not set", t,
+                       ref);
             return -1;
         }
         return buf_puts(out, v);
     }
-    case SECRET_FILE:
-        return read_secret_file(t, out, err);
+    case SECRET_FILE: return read_secret_file(t, out, err);
     case SECRET_LITERAL:
         return buf_append(out, r->text.data, r->text.len); /* check-config warns about it */
-    case SECRET_KEYVAULT:
-        break;
+    case SECRET_KEYVAULT: break;
     }
-    buf_printf(err, "secret reference %s: Key Vault references are not resolved here (only env: "
-                    "and file:)", ref);
+    buf_printf(err,
+               "secret reference %s: Key Vault references are not resolved here (only env: "
+               "and file:)",
+               ref);
     return -1;
 }
 
@@ -321,7 +325,9 @@ static struct secret_entry *entry_add(struct secrets *s, const char *ref)
 static int64_t stale_retry_ms(int ttl_s)
 {
     int64_t t = (int64_t)ttl_s * 1000;
-    return t < STALE_RETRY_MIN_MS ? STALE_RETRY_MIN_MS : t > STALE_RETRY_MAX_MS ? STALE_RETRY_MAX_MS : t;
+    return t < STALE_RETRY_MIN_MS   ? STALE_RETRY_MIN_MS
+           : t > STALE_RETRY_MAX_MS ? STALE_RETRY_MAX_MS
+                                    : t;
 }
 
 static int copy_out(const struct secret_entry *e, struct buf *out, struct buf *err)
@@ -378,16 +384,19 @@ static int check_one(struct secrets *s, const char *path, const char *ref, FILE 
 {
     struct secret_ref r;
     struct buf err = {0}, value = {0};
-    int bad = secret_ref_parse(ref, s->cfg->environment, &r, &err) < 0 ||
-              fetch(s, ref, &value, &err) < 0;
+    int bad =
+        secret_ref_parse(ref, s->cfg->environment, &r, &err) < 0 || fetch(s, ref, &value, &err) < 0;
     /* Expanded when ${env} could be expanded, else as written: either way a
      * name, since only a literal (which always parses) is a value. */
-    const char *shown = r.kind == SECRET_LITERAL ? "(literal)" : r.text.len ? buf_cstr(&r.text) : ref;
+    const char *shown = r.kind == SECRET_LITERAL ? "(literal)"
+                        : r.text.len             ? buf_cstr(&r.text)
+                                                 : ref;
     if (bad)
         fprintf(out, "%s\t%s\t%s\n", path, shown, buf_cstr(&err));
     else
         fprintf(out, "%s\t%s\tok%s\n", path, shown,
-                r.kind == SECRET_LITERAL ? " (a literal in the configuration: prefer a reference)" : "");
+                r.kind == SECRET_LITERAL ? " (a literal in the configuration: prefer a reference)"
+                                         : "");
     secret_ref_free(&r);
     wipe(&value);
     buf_free(&err);
@@ -412,7 +421,8 @@ int secrets_check_all(const struct cfg *cfg, FILE *out)
     if (cfg->auth.jwt_hs256_secret_ref)
         failures += check_one(s, "auth.jwt.hs256_secret", cfg->auth.jwt_hs256_secret_ref, out);
     if (cfg->secrets.kv_client_secret_ref)
-        failures += check_one(s, "secrets.keyvault.client_secret", cfg->secrets.kv_client_secret_ref, out);
+        failures +=
+            check_one(s, "secrets.keyvault.client_secret", cfg->secrets.kv_client_secret_ref, out);
     secrets_free(s);
     return failures;
 }

@@ -67,14 +67,16 @@ static const char *const stmt_sql[ST__COUNT] = {
                       " VALUES (?1, ?2, ?3, ?4, ?5)",
     [ST_KEY_BY_HASH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                        " WHERE key_hash = ?1",
-    [ST_KEY_REVOKE] = "UPDATE api_keys SET revoked_ms = ?2 WHERE key_id = ?1 AND revoked_ms IS NULL",
+    [ST_KEY_REVOKE] =
+        "UPDATE api_keys SET revoked_ms = ?2 WHERE key_id = ?1 AND revoked_ms IS NULL",
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1 IS NULL OR user_id = ?1 ORDER BY created_ms",
     [ST_RATE_GET] = "SELECT tat_us FROM rate_state WHERE user_id = ?1 AND kind = ?2",
     [ST_RATE_SET] = "INSERT INTO rate_state(user_id, kind, tat_us) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us",
     [ST_RATE_RESET] = "DELETE FROM rate_state WHERE user_id = ?1",
-    [ST_BUDGET_GET] = "SELECT used, reserved FROM budget_usage WHERE user_id = ?1 AND period_start = ?2",
+    [ST_BUDGET_GET] =
+        "SELECT used, reserved FROM budget_usage WHERE user_id = ?1 AND period_start = ?2",
     [ST_BUDGET_ADD] = "INSERT INTO budget_usage(user_id, period_start, used, reserved)"
                       " VALUES (?1, ?2, max(?3, 0), max(?4, 0))"
                       " ON CONFLICT(user_id, period_start) DO UPDATE SET"
@@ -92,7 +94,8 @@ static const char *const stmt_sql[ST__COUNT] = {
         " completion_tokens = ?15, total_tokens = ?16, latency_ms = ?17, status = ?18,"
         " http_status = ?19, error_code = ?20, error = ?21, response_body = ?25,"
         " completed_ms = ?26 WHERE request_id = ?1 AND status = 'pending'",
-    [ST_AUDIT_STALE] = "SELECT request_id, coalesce(end_user, user_id), reserved_tokens, budget_period_start FROM audit_log"
+    [ST_AUDIT_STALE] = "SELECT request_id, coalesce(end_user, user_id), reserved_tokens, "
+                       "budget_period_start FROM audit_log"
                        " WHERE status = 'pending' AND ts_ms < ?1 ORDER BY ts_ms LIMIT ?2",
     [ST_AUDIT_ABANDON] = "UPDATE audit_log SET status = 'abandoned', error_code = 'internal_error',"
                          " error = 'the worker handling this request stopped before it completed',"
@@ -101,30 +104,36 @@ static const char *const stmt_sql[ST__COUNT] = {
                        " WHERE ts_ms < ?1 AND status <> 'pending' ORDER BY ts_ms LIMIT ?2)",
     [ST_BREAKER_GET] = "SELECT state, failures, open_until_ms, half_open_inflight, last_error,"
                        " updated_ms FROM backend_state WHERE name = ?1",
-    [ST_BREAKER_PUT] = "INSERT INTO backend_state(name, state, failures, open_until_ms,"
-                       " half_open_inflight, last_error, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
-                       " ON CONFLICT(name) DO UPDATE SET state = excluded.state,"
-                       " failures = excluded.failures, open_until_ms = excluded.open_until_ms,"
-                       " half_open_inflight = excluded.half_open_inflight,"
-                       " last_error = excluded.last_error, updated_ms = excluded.updated_ms",
+    [ST_BREAKER_PUT] =
+        "INSERT INTO backend_state(name, state, failures, open_until_ms,"
+        " half_open_inflight, last_error, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"
+        " ON CONFLICT(name) DO UPDATE SET state = excluded.state,"
+        " failures = excluded.failures, open_until_ms = excluded.open_until_ms,"
+        " half_open_inflight = excluded.half_open_inflight,"
+        " last_error = excluded.last_error, updated_ms = excluded.updated_ms",
     [ST_JWKS_GET] = "SELECT body, fetched_ms FROM jwks_cache WHERE url = ?1",
-    [ST_JWKS_PUT] = "INSERT INTO jwks_cache(url, body, fetched_ms) VALUES (?1, ?2, ?3)"
-                    " ON CONFLICT(url) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
+    [ST_JWKS_PUT] =
+        "INSERT INTO jwks_cache(url, body, fetched_ms) VALUES (?1, ?2, ?3)"
+        " ON CONFLICT(url) DO UPDATE SET body = excluded.body, fetched_ms = excluded.fetched_ms",
     [ST_METRIC_ADD] = "INSERT INTO metrics(name, labels, value) VALUES (?1, ?2, ?3)"
                       " ON CONFLICT(name, labels) DO UPDATE SET value = value + excluded.value",
     [ST_METRIC_EACH] = "SELECT name, labels, value FROM metrics ORDER BY name, labels",
-    [ST_USAGE_ADD] = "INSERT INTO usage_daily(day_ms, user_id, requests, succeeded, failed, refused,"
-                     " prompt_tokens, completion_tokens, total_tokens) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, ?8)"
-                     " ON CONFLICT(day_ms, user_id) DO UPDATE SET requests = requests + 1,"
-                     " succeeded = succeeded + ?3, failed = failed + ?4, refused = refused + ?5,"
-                     " prompt_tokens = prompt_tokens + ?6, completion_tokens = completion_tokens + ?7,"
-                     " total_tokens = total_tokens + ?8",
-    [ST_BACKEND_HOUR_ADD] = "INSERT INTO backend_hourly(hour_ms, backend, attempts, failures, answered, failed_over)"
-                            " VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
-                            " attempts = attempts + 1, failures = failures + ?3, answered = answered + ?4,"
-                            " failed_over = failed_over + ?5",
-    [ST_LATENCY_ADD] = "INSERT INTO latency_hourly(hour_ms, backend, bucket_ms, calls) VALUES (?1, ?2, ?3, 1)"
-                       " ON CONFLICT(hour_ms, backend, bucket_ms) DO UPDATE SET calls = calls + 1",
+    [ST_USAGE_ADD] =
+        "INSERT INTO usage_daily(day_ms, user_id, requests, succeeded, failed, refused,"
+        " prompt_tokens, completion_tokens, total_tokens) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, "
+        "?8)"
+        " ON CONFLICT(day_ms, user_id) DO UPDATE SET requests = requests + 1,"
+        " succeeded = succeeded + ?3, failed = failed + ?4, refused = refused + ?5,"
+        " prompt_tokens = prompt_tokens + ?6, completion_tokens = completion_tokens + ?7,"
+        " total_tokens = total_tokens + ?8",
+    [ST_BACKEND_HOUR_ADD] =
+        "INSERT INTO backend_hourly(hour_ms, backend, attempts, failures, answered, failed_over)"
+        " VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
+        " attempts = attempts + 1, failures = failures + ?3, answered = answered + ?4,"
+        " failed_over = failed_over + ?5",
+    [ST_LATENCY_ADD] =
+        "INSERT INTO latency_hourly(hour_ms, backend, bucket_ms, calls) VALUES (?1, ?2, ?3, 1)"
+        " ON CONFLICT(hour_ms, backend, bucket_ms) DO UPDATE SET calls = calls + 1",
 };
 
 /* The report views of sql/reports.sql, by report name. */
@@ -133,19 +142,23 @@ static const struct {
     const char *sql;
 } report_sql[] = {
     {"usage", "SELECT day, user_id, requests, succeeded, failed, refused, prompt_tokens,"
-              " completion_tokens, total_tokens FROM report_usage WHERE first_ms >= ?1 ORDER BY day, user_id"},
-    {"budget", "SELECT user_id, period, period_start, used, reserved, budget, used_pct FROM report_budget"
-               " WHERE first_ms >= ?1 OR period_start = 'total' ORDER BY user_id, period_start"},
-    {"errors", "SELECT backend, hour, calls, failures, error_rate, answered, failed_over FROM report_errors"
-               " WHERE first_ms >= ?1 ORDER BY hour, backend"},
+              " completion_tokens, total_tokens FROM report_usage WHERE first_ms >= ?1 ORDER BY "
+              "day, user_id"},
+    {"budget",
+     "SELECT user_id, period, period_start, used, reserved, budget, used_pct FROM report_budget"
+     " WHERE first_ms >= ?1 OR period_start = 'total' ORDER BY user_id, period_start"},
+    {"errors",
+     "SELECT backend, hour, calls, failures, error_rate, answered, failed_over FROM report_errors"
+     " WHERE first_ms >= ?1 ORDER BY hour, backend"},
     {"latency", "SELECT backend, hour, calls, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
                 " WHERE first_ms >= ?1 ORDER BY hour, backend"},
     {"failovers", "SELECT time, request_id, from_backend, from_status, to_backend, attempts, status"
                   " FROM report_failovers WHERE first_ms >= ?1 ORDER BY first_ms"},
-    {"refusals", "SELECT reason, refused, strftime('%Y-%m-%dT%H:%M:%SZ', last_ms / 1000, 'unixepoch')"
-                 " AS last_seen FROM (SELECT error_code AS reason, count(*) AS refused, max(ts_ms) AS last_ms"
-                 " FROM audit_log WHERE status = 'refused' AND ts_ms >= ?1 GROUP BY error_code)"
-                 " ORDER BY refused DESC"},
+    {"refusals",
+     "SELECT reason, refused, strftime('%Y-%m-%dT%H:%M:%SZ', last_ms / 1000, 'unixepoch')"
+     " AS last_seen FROM (SELECT error_code AS reason, count(*) AS refused, max(ts_ms) AS last_ms"
+     " FROM audit_log WHERE status = 'refused' AND ts_ms >= ?1 GROUP BY error_code)"
+     " ORDER BY refused DESC"},
 };
 
 struct store {
@@ -212,8 +225,10 @@ static int exec_sql(struct store *s, const char *sql, struct buf *err)
 
 int store_migrate(struct store *s, struct buf *err)
 {
-    if (exec_sql(s, "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
-                    " name TEXT NOT NULL, applied_ms INTEGER NOT NULL)", err) < 0)
+    if (exec_sql(s,
+                 "CREATE TABLE IF NOT EXISTS schema_migrations (version INTEGER PRIMARY KEY,"
+                 " name TEXT NOT NULL, applied_ms INTEGER NOT NULL)",
+                 err) < 0)
         return -1;
     int applied = 0;
     for (int i = 0; i < n_migrations; i++) {
@@ -223,7 +238,8 @@ int store_migrate(struct store *s, struct buf *err)
         if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
             return -1;
         sqlite3_stmt *q;
-        sqlite3_prepare_v2(s->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &q, NULL);
+        sqlite3_prepare_v2(s->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &q,
+                           NULL);
         sqlite3_bind_int(q, 1, m->version);
         int done = sqlite3_step(q) == SQLITE_ROW;
         sqlite3_finalize(q);
@@ -236,9 +252,11 @@ int store_migrate(struct store *s, struct buf *err)
             exec_sql(s, "ROLLBACK", NULL);
             return -1;
         }
-        sqlite3_prepare_v2(s->db, "INSERT INTO schema_migrations(version, name, applied_ms)"
-                                  " VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
-                           -1, &q, NULL);
+        sqlite3_prepare_v2(
+            s->db,
+            "INSERT INTO schema_migrations(version, name, applied_ms)"
+            " VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
+            -1, &q, NULL);
         sqlite3_bind_int(q, 1, m->version);
         sqlite3_bind_text(q, 2, m->name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(q);
@@ -280,8 +298,8 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
     struct store *s = calloc(1, sizeof *s);
     if (!s)
         return NULL;
-    int rc = sqlite3_open_v2(path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE |
-                                               SQLITE_OPEN_NOMUTEX, NULL);
+    int rc = sqlite3_open_v2(
+        path, &s->db, SQLITE_OPEN_READWRITE | SQLITE_OPEN_CREATE | SQLITE_OPEN_NOMUTEX, NULL);
     if (rc != SQLITE_OK) {
         buf_printf(err, "cannot open database %s: %s", path,
                    s->db ? sqlite3_errmsg(s->db) : sqlite3_errstr(rc));
@@ -292,7 +310,7 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
     char pragmas[160];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;",
-             synchronous && strcmp(synchronous, "full") == 0   ? "FULL"
+             synchronous && strcmp(synchronous, "full") == 0  ? "FULL"
              : synchronous && strcmp(synchronous, "off") == 0 ? "OFF"
                                                               : "NORMAL");
     if (exec_sql(s, pragmas, err) < 0 || store_migrate(s, err) < 0) {
@@ -301,8 +319,8 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
         return NULL;
     }
     for (int i = 0; i < ST__COUNT; i++) {
-        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i], NULL) !=
-            SQLITE_OK) {
+        if (sqlite3_prepare_v3(s->db, stmt_sql[i], -1, SQLITE_PREPARE_PERSISTENT, &s->st[i],
+                               NULL) != SQLITE_OK) {
             buf_printf(err, "cannot prepare statement %d: %s", i, sqlite3_errmsg(s->db));
             store_close(s);
             return NULL;
@@ -461,8 +479,8 @@ int store_key_revoke(struct store *s, const char *key_id, int64_t now_ms)
     return sqlite3_changes(s->db) > 0;
 }
 
-int store_key_each(struct store *s, const char *user_id,
-                   void (*fn)(const struct key_row *, void *), void *arg)
+int store_key_each(struct store *s, const char *user_id, void (*fn)(const struct key_row *, void *),
+                   void *arg)
 {
     sqlite3_stmt *st = stmt(s, ST_KEY_EACH);
     bind_text(st, 1, user_id);
@@ -518,8 +536,8 @@ int store_budget_get(struct store *s, const char *user_id, int64_t period_start,
     return rc == SQLITE_ROW || rc == SQLITE_DONE ? 0 : -1;
 }
 
-int store_budget_add(struct store *s, const char *user_id, int64_t period_start,
-                     int64_t used_delta, int64_t reserved_delta)
+int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
+                     int64_t reserved_delta)
 {
     sqlite3_stmt *st = stmt(s, ST_BUDGET_ADD);
     bind_text(st, 1, user_id);
@@ -687,8 +705,8 @@ int store_metric_add(struct store *s, const char *name, const char *labels, doub
     return run(s, st);
 }
 
-int store_metric_each(struct store *s, void (*fn)(const char *name, const char *labels, double value,
-                                                  void *arg),
+int store_metric_each(struct store *s,
+                      void (*fn)(const char *name, const char *labels, double value, void *arg),
                       void *arg)
 {
     sqlite3_stmt *st = stmt(s, ST_METRIC_EACH);
@@ -738,7 +756,8 @@ int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend
 /* --- reports ------------------------------------------------------------------ */
 
 int store_report(struct store *s, const char *report, int64_t since_ms,
-                 void (*row)(int ncol, const char *const *names, const char *const *values, void *arg),
+                 void (*row)(int ncol, const char *const *names, const char *const *values,
+                             void *arg),
                  void *arg)
 {
     const char *sql = NULL;

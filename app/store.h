@@ -65,8 +65,8 @@ int store_key_insert(struct store *s, const char *key_id, const unsigned char ha
 int store_key_by_hash(struct store *s, const unsigned char hash[32], struct key_row *out);
 /* 1 revoked, 0 no such key, -1 error. */
 int store_key_revoke(struct store *s, const char *key_id, int64_t now_ms);
-int store_key_each(struct store *s, const char *user_id,
-                   void (*fn)(const struct key_row *, void *), void *arg);
+int store_key_each(struct store *s, const char *user_id, void (*fn)(const struct key_row *, void *),
+                   void *arg);
 
 /* --- limits and budgets (inside a transaction) ---------------------------- */
 /* The GCRA theoretical arrival time in microseconds, 0 when none is stored, -1 on error. */
@@ -78,8 +78,8 @@ int store_rate_reset(struct store *s, const char *user_id);
 int store_budget_get(struct store *s, const char *user_id, int64_t period_start, int64_t *used,
                      int64_t *reserved);
 /* Adds the deltas (may be negative) to the period's row, creating it. */
-int store_budget_add(struct store *s, const char *user_id, int64_t period_start,
-                     int64_t used_delta, int64_t reserved_delta);
+int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
+                     int64_t reserved_delta);
 
 /* --- audit ---------------------------------------------------------------- */
 struct audit_row {
@@ -146,8 +146,8 @@ int store_jwks_put(struct store *s, const char *url, const char *body, int64_t n
 
 /* --- metrics (inside the settling transaction) ---------------------------- */
 int store_metric_add(struct store *s, const char *name, const char *labels, double delta);
-int store_metric_each(struct store *s, void (*fn)(const char *name, const char *labels, double value,
-                                                  void *arg),
+int store_metric_each(struct store *s,
+                      void (*fn)(const char *name, const char *labels, double value, void *arg),
                       void *arg);
 
 /* --- rollups the reports read (inside the settling transaction) -------------- */
@@ -164,7 +164,8 @@ int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend
 /* Runs the named report (usage, budget, errors, latency, failovers, refusals)
  * for rows since since_ms, calling row for each. 0, -1 on error, -2 unknown name. */
 int store_report(struct store *s, const char *report, int64_t since_ms,
-                 void (*row)(int ncol, const char *const *names, const char *const *values, void *arg),
+                 void (*row)(int ncol, const char *const *names, const char *const *values,
+                             void *arg),
                  void *arg);
 
 #endif

@@ -20,12 +20,12 @@
 
 #include "log.h"
 
-#define EXPORT_TIMEOUT_MS 2000 /* a collector slower than this is treated as down */
+#define EXPORT_TIMEOUT_MS 2000  /* a collector slower than this is treated as down */
 #define EXPORT_BACKOFF_MS 30000 /* after a failed export, skip exports this long */
-#define QUEUE_MAX 256           /* documents waiting for export; more are dropped */
+#define QUEUE_MAX         256   /* documents waiting for export; more are dropped */
 
 struct telemetry {
-    CURL *curl;              /* used only by the export thread */
+    CURL *curl; /* used only by the export thread */
     struct buf url;
     pthread_t thread;
     int thread_started;
@@ -104,7 +104,8 @@ static void attr_str(struct buf *b, int *first, const char *key, const char *val
 
 static void attr_int(struct buf *b, int *first, const char *key, long long value)
 {
-    buf_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%lld\"}}", *first ? "" : ",", key, value);
+    buf_printf(b, "%s{\"key\":\"%s\",\"value\":{\"intValue\":\"%lld\"}}", *first ? "" : ",", key,
+               value);
     *first = 0;
 }
 
@@ -130,23 +131,28 @@ static const struct cfg_backend *backend_named(const struct cfg *cfg, const char
 
 void telemetry_otlp_json(const struct cfg *cfg, struct request *req, struct buf *b)
 {
-    const char *op = req->route == ROUTE_AZURE_EMBED || req->route == ROUTE_OAI_EMBED ? "embeddings" : "chat";
+    const char *op =
+        req->route == ROUTE_AZURE_EMBED || req->route == ROUTE_OAI_EMBED ? "embeddings" : "chat";
     const struct cfg_backend *answered = backend_named(cfg, req->backend_name);
     buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     int first = 1;
     attr_str(b, &first, "service.name", cfg->telemetry.service_name);
     attr_str(b, &first, "service.version", PACKAGE_VERSION);
-    buf_puts(b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"aigw\",\"version\":\"" PACKAGE_VERSION "\"},\"spans\":[");
+    buf_puts(b, "]},\"scopeSpans\":[{\"scope\":{\"name\":\"aigw\",\"version\":\"" PACKAGE_VERSION
+                "\"},\"spans\":[");
 
     /* The request's span (SERVER). */
     buf_printf(b, "{\"traceId\":\"%s\",\"spanId\":\"%s\",", req->trace_id, req->span_id);
     if (req->parent_span_id[0])
         buf_printf(b, "\"parentSpanId\":\"%s\",", req->parent_span_id);
-    buf_printf(b, "\"name\":\"%s %s\",\"kind\":2,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\","
-                  "\"attributes\":[",
-               op, req->model, (long long)req->start_ns, (long long)req->end_ns);
+    buf_printf(
+        b,
+        "\"name\":\"%s %s\",\"kind\":2,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\","
+        "\"attributes\":[",
+        op, req->model, (long long)req->start_ns, (long long)req->end_ns);
     first = 1;
-    attr_str(b, &first, "gen_ai.system", answered && answered->type == BACKEND_OPENAI ? "openai" : "az.ai.openai");
+    attr_str(b, &first, "gen_ai.system",
+             answered && answered->type == BACKEND_OPENAI ? "openai" : "az.ai.openai");
     attr_str(b, &first, "gen_ai.operation.name", op);
     attr_str(b, &first, "gen_ai.request.model", req->model[0] ? req->model : NULL);
     attr_str(b, &first, "gen_ai.response.model", req->backend_deployment);
@@ -180,10 +186,14 @@ void telemetry_otlp_json(const struct cfg *cfg, struct request *req, struct buf 
         const struct attempt *a = &req->attempts[i];
         const struct cfg_backend *bk = backend_named(cfg, a->backend);
         int failed = a->error[0] && !(a->http_status >= 400 && a->http_status < 429);
-        buf_printf(b, ",{\"traceId\":\"%s\",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"%s %s\","
-                      "\"kind\":3,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\",\"attributes\":[",
-                   req->trace_id, a->span_id, req->span_id, op, bk ? cfg_backend_deployment(bk, req->model) : "",
-                   (long long)a->start_ns, (long long)(a->start_ns + (int64_t)(a->latency_ms * 1e6)));
+        buf_printf(
+            b,
+            ",{\"traceId\":\"%s\",\"spanId\":\"%s\",\"parentSpanId\":\"%s\",\"name\":\"%s %s\","
+            "\"kind\":3,\"startTimeUnixNano\":\"%lld\",\"endTimeUnixNano\":\"%lld\",\"attributes\":"
+            "[",
+            req->trace_id, a->span_id, req->span_id, op,
+            bk ? cfg_backend_deployment(bk, req->model) : "", (long long)a->start_ns,
+            (long long)(a->start_ns + (int64_t)(a->latency_ms * 1e6)));
         first = 1;
         attr_str(b, &first, "aigw.backend", a->backend);
         if (bk) {
@@ -298,8 +308,9 @@ static void log_line(struct request *req)
     struct tm tm;
     gmtime_r(&secs, &tm);
     strftime(ts, sizeof ts, "%Y-%m-%dT%H:%M:%S", &tm);
-    buf_printf(&b, "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"event\":\"request\",\"request_id\":\"%s\","
-                   "\"trace_id\":\"%s\",\"user\":",
+    buf_printf(&b,
+               "{\"ts\":\"%s.%03dZ\",\"level\":\"%s\",\"event\":\"request\",\"request_id\":\"%s\","
+               "\"trace_id\":\"%s\",\"user\":",
                ts, (int)(req->start_ms % 1000), req->http_status >= 500 ? "error" : "info",
                req->request_id, req->trace_id);
     const char *user = req->caller.user_id[0] ? req->caller.user_id : req->subject;

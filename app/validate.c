@@ -102,8 +102,8 @@ static enum aigw_err check_text(const struct cfg *cfg, const char *s, size_t len
     return AIGW_OK;
 }
 
-static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *content, const char *param,
-                                        struct validation_error *e)
+static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *content,
+                                        const char *param, struct validation_error *e)
 {
     struct buf joined = {0};
     size_t np = json_object_array_length(content);
@@ -114,14 +114,16 @@ static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *cont
             json_object_object_get_ex(part, "text", &text)) {
             if (joined.len)
                 buf_putc(&joined, ' ');
-            buf_append(&joined, json_object_get_string(text), (size_t)json_object_get_string_len(text));
+            buf_append(&joined, json_object_get_string(text),
+                       (size_t)json_object_get_string_len(text));
         }
     }
     enum aigw_err r = AIGW_OK;
     size_t cps = utf8_codepoints(buf_cstr(&joined), joined.len);
     if (cps > (size_t)cfg->validation.max_content_chars)
-        r = verr(e, AIGW_ERR_CONTENT_TOO_LONG, param, "%s has %zu characters in its text parts; at most %d are allowed.",
-                 param, cps, cfg->validation.max_content_chars);
+        r = verr(e, AIGW_ERR_CONTENT_TOO_LONG, param,
+                 "%s has %zu characters in its text parts; at most %d are allowed.", param, cps,
+                 cfg->validation.max_content_chars);
     else if (validate_deny_match(cfg, buf_cstr(&joined), joined.len))
         r = verr(e, AIGW_ERR_PROMPT_INJECTION, param,
                  "%s contains content that is not allowed (possible prompt injection).", param);
@@ -132,7 +134,8 @@ static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *cont
 static int role_allowed(const char *role, enum api_kind kind)
 {
     static const char *const seed[] = {"system", "user", "assistant", NULL};
-    static const char *const compat[] = {"system", "user", "assistant", "tool", "developer", "function", NULL};
+    static const char *const compat[] = {"system",    "user",     "assistant", "tool",
+                                         "developer", "function", NULL};
     for (const char *const *r = kind == API_SEED_CHAT ? seed : compat; *r; r++)
         if (strcmp(role, *r) == 0)
             return 1;
@@ -146,20 +149,23 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
     if (!json_object_object_get_ex(root, "messages", &msgs))
         return verr(e, AIGW_ERR_MISSING_FIELD, "messages", "messages is required.");
     if (!json_object_is_type(msgs, json_type_array))
-        return verr(e, AIGW_ERR_INVALID_VALUE, "messages", "messages must be an array of messages.");
+        return verr(e, AIGW_ERR_INVALID_VALUE, "messages",
+                    "messages must be an array of messages.");
     size_t n = json_object_array_length(msgs);
     if (n == 0)
         return verr(e, AIGW_ERR_INVALID_VALUE, "messages", "At least one message is required.");
     if (n > (size_t)cfg->validation.max_messages)
         return verr(e, AIGW_ERR_TOO_MANY_MESSAGES, "messages",
-                    "Too many messages: %zu; at most %d are allowed.", n, cfg->validation.max_messages);
+                    "Too many messages: %zu; at most %d are allowed.", n,
+                    cfg->validation.max_messages);
     in->n_messages = n;
     for (size_t i = 0; i < n; i++) {
         json_object *m = json_object_array_get_idx(msgs, i), *role, *content;
         char param[96];
         snprintf(param, sizeof param, "messages[%zu]", i);
         if (!json_object_is_type(m, json_type_object))
-            return verr(e, AIGW_ERR_INVALID_VALUE, param, "%s must be an object with role and content.", param);
+            return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                        "%s must be an object with role and content.", param);
         snprintf(param, sizeof param, "messages[%zu].role", i);
         if (!json_object_object_get_ex(m, "role", &role))
             return verr(e, AIGW_ERR_MISSING_FIELD, param, "%s is required.", param);
@@ -170,17 +176,17 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
                                                   : "system, user, assistant, tool, developer");
         const char *role_s = json_object_get_string(role);
         snprintf(param, sizeof param, "messages[%zu].content", i);
-        if (!json_object_object_get_ex(m, "content", &content) || json_object_is_type(content, json_type_null)) {
+        if (!json_object_object_get_ex(m, "content", &content) ||
+            json_object_is_type(content, json_type_null)) {
             /* An assistant turn that only calls tools has no content. */
             if (in->kind != API_SEED_CHAT && strcmp(role_s, "assistant") == 0)
                 continue;
             return verr(e, AIGW_ERR_MISSING_FIELD, param, "%s is required.", param);
         }
         if (json_object_is_type(content, json_type_string)) {
-            enum aigw_err r = check_text(cfg, json_object_get_string(content),
-                                         (size_t)json_object_get_string_len(content), param,
-                                         in->kind != API_SEED_CHAT && strcmp(role_s, "assistant") == 0,
-                                         in, e);
+            enum aigw_err r = check_text(
+                cfg, json_object_get_string(content), (size_t)json_object_get_string_len(content),
+                param, in->kind != API_SEED_CHAT && strcmp(role_s, "assistant") == 0, in, e);
             if (r != AIGW_OK)
                 return r;
             continue;
@@ -202,7 +208,8 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
             if (strcmp(json_object_get_string(type), "text") != 0)
                 continue; /* images, audio, files: forwarded as they are */
             snprintf(pp, sizeof pp, "messages[%zu].content[%zu].text", i, j);
-            if (!json_object_object_get_ex(part, "text", &text) || !json_object_is_type(text, json_type_string))
+            if (!json_object_object_get_ex(part, "text", &text) ||
+                !json_object_is_type(text, json_type_string))
                 return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
             enum aigw_err r = check_text(cfg, json_object_get_string(text),
                                          (size_t)json_object_get_string_len(text), pp, 0, in, e);
@@ -266,7 +273,8 @@ static int printable_id(const char *s, size_t len)
         unsigned char c = (unsigned char)s[i];
         if (c < 0x20 || c == 0x7f)
             return 0;
-        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 && (unsigned char)s[i + 1] <= 0x9F)
+        if (c == 0xC2 && i + 1 < len && (unsigned char)s[i + 1] >= 0x80 &&
+            (unsigned char)s[i + 1] <= 0x9F)
             return 0;
     }
     return 1;
@@ -286,8 +294,8 @@ static enum aigw_err check_user(json_object *root, const char *key, int required
     size_t len = (size_t)json_object_get_string_len(v);
     size_t cps = utf8_codepoints(json_object_get_string(v), len);
     if (cps < 1 || cps > USER_ID_MAX || !printable_id(json_object_get_string(v), len))
-        return verr(e, AIGW_ERR_INVALID_VALUE, key,
-                    "%s must be 1 to %d printable characters.", key, USER_ID_MAX);
+        return verr(e, AIGW_ERR_INVALID_VALUE, key, "%s must be 1 to %d printable characters.", key,
+                    USER_ID_MAX);
     in->user_id = json_object_get_string(v);
     return AIGW_OK;
 }
@@ -314,7 +322,8 @@ static enum aigw_err check_sampling(const struct cfg *cfg, json_object *root, st
     double t;
     int r = get_number(root, "temperature", 0, 2, &t);
     if (r < 0)
-        return verr(e, AIGW_ERR_INVALID_VALUE, "temperature", "temperature must be a number from 0 to 2.");
+        return verr(e, AIGW_ERR_INVALID_VALUE, "temperature",
+                    "temperature must be a number from 0 to 2.");
     if (r > 0)
         in->temperature = t;
     long mt;
@@ -330,7 +339,8 @@ static enum aigw_err check_sampling(const struct cfg *cfg, json_object *root, st
     return AIGW_OK;
 }
 
-static enum aigw_err check_stream(json_object *root, struct chat_input *in, struct validation_error *e)
+static enum aigw_err check_stream(json_object *root, struct chat_input *in,
+                                  struct validation_error *e)
 {
     json_object *v, *opts, *iu;
     if (json_object_object_get_ex(root, "stream", &v) && !json_object_is_type(v, json_type_null)) {
@@ -341,7 +351,8 @@ static enum aigw_err check_stream(json_object *root, struct chat_input *in, stru
     if (json_object_object_get_ex(root, "stream_options", &opts) &&
         !json_object_is_type(opts, json_type_null)) {
         if (!json_object_is_type(opts, json_type_object))
-            return verr(e, AIGW_ERR_INVALID_VALUE, "stream_options", "stream_options must be an object.");
+            return verr(e, AIGW_ERR_INVALID_VALUE, "stream_options",
+                        "stream_options must be an object.");
         if (json_object_object_get_ex(opts, "include_usage", &iu)) {
             if (!json_object_is_type(iu, json_type_boolean))
                 return verr(e, AIGW_ERR_INVALID_VALUE, "stream_options.include_usage",
@@ -352,8 +363,8 @@ static enum aigw_err check_stream(json_object *root, struct chat_input *in, stru
     return AIGW_OK;
 }
 
-static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root, struct chat_input *in,
-                                      struct validation_error *e)
+static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root,
+                                      struct chat_input *in, struct validation_error *e)
 {
     json_object *v;
     if (!json_object_object_get_ex(root, "input", &v) || json_object_is_type(v, json_type_null))
@@ -381,24 +392,26 @@ static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root, 
         } else if (json_object_is_type(item, json_type_array)) {
             in->prompt_bytes += 4 * json_object_array_length(item);
         } else
-            return verr(e, AIGW_ERR_INVALID_VALUE, param, "%s must be a string or an array of token ids.", param);
+            return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                        "%s must be a string or an array of token ids.", param);
     }
     return AIGW_OK;
 }
 
-enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const char *body,
-                            size_t len, struct chat_input *in, struct validation_error *err)
+enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const char *body, size_t len,
+                            struct chat_input *in, struct validation_error *err)
 {
     memset(in, 0, sizeof *in);
     memset(err, 0, sizeof *err);
     in->kind = kind;
     if (len == 0)
-        return verr(err, AIGW_ERR_INVALID_JSON, "", "The request body is empty; send a JSON object.");
+        return verr(err, AIGW_ERR_INVALID_JSON, "",
+                    "The request body is empty; send a JSON object.");
     struct json_strict_error jerr = {0};
     json_object *root = json_strict_parse(body, len, cfg->validation.max_depth, &jerr);
     if (!root)
-        return verr(err, AIGW_ERR_INVALID_JSON, "", "The request body is not valid JSON: %s at byte %zu.",
-                    jerr.what, jerr.offset);
+        return verr(err, AIGW_ERR_INVALID_JSON, "",
+                    "The request body is not valid JSON: %s at byte %zu.", jerr.what, jerr.offset);
     in->root = root;
     enum aigw_err r = AIGW_OK;
     if (!json_object_is_type(root, json_type_object)) {

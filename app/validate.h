@@ -15,22 +15,22 @@
 #include "err.h"
 
 enum api_kind {
-    API_SEED_CHAT,       /* POST /api/chat, the seed's own shape */
+    API_SEED_CHAT,        /* POST /api/chat, the seed's own shape */
     API_CHAT_COMPLETIONS, /* Azure/OpenAI chat completions */
-    API_EMBEDDINGS,      /* Azure/OpenAI embeddings */
+    API_EMBEDDINGS,       /* Azure/OpenAI embeddings */
 };
 
 struct chat_input {
-    json_object *root;      /* the parsed body; owned, released by chat_input_clear */
+    json_object *root; /* the parsed body; owned, released by chat_input_clear */
     enum api_kind kind;
-    const char *model;      /* from the body (or NULL); the route may supply it instead */
-    const char *user_id;    /* /api/chat: user_id; compatible paths: "user" (or NULL) */
-    double temperature;     /* /api/chat default 0.7 */
-    int max_tokens;         /* /api/chat default 1000; 0 = not given */
-    int stream;             /* stream: true */
-    int include_usage;      /* the client itself asked for stream_options.include_usage */
+    const char *model;   /* from the body (or NULL); the route may supply it instead */
+    const char *user_id; /* /api/chat: user_id; compatible paths: "user" (or NULL) */
+    double temperature;  /* /api/chat default 0.7 */
+    int max_tokens;      /* /api/chat default 1000; 0 = not given */
+    int stream;          /* stream: true */
+    int include_usage;   /* the client itself asked for stream_options.include_usage */
     size_t n_messages;
-    size_t prompt_bytes;    /* UTF-8 bytes of all checked text, for the token estimate */
+    size_t prompt_bytes; /* UTF-8 bytes of all checked text, for the token estimate */
 };
 
 /* Why validation failed: the JSON path of the field and a sentence for the caller. */
@@ -44,8 +44,8 @@ struct validation_error {
  * request (release with chat_input_clear). Otherwise in is cleared and err
  * names the field and the fix.
  */
-enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const char *body,
-                            size_t len, struct chat_input *in, struct validation_error *err);
+enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const char *body, size_t len,
+                            struct chat_input *in, struct validation_error *err);
 
 /* Checks text against the deny patterns (case-insensitive, white space
  * collapsed); returns the pattern matched or NULL. */

@@ -40,7 +40,8 @@ int worker_init(struct worker *w, struct cfg *cfg, struct buf *err)
 {
     memset(w, 0, sizeof *w);
     w->cfg = cfg;
-    w->store = store_open(cfg->database.path, cfg->database.synchronous, cfg->database.busy_timeout_ms, err);
+    w->store = store_open(cfg->database.path, cfg->database.synchronous,
+                          cfg->database.busy_timeout_ms, err);
     if (!w->store)
         return -1;
     w->pool = backend_pool_new(cfg);
