@@ -66,6 +66,11 @@ def default_config(name):
         "stream_chunks": None,
         "expect_key": None,
         "latency_s": 0,
+        # Some providers send usage on the last chunk that still has choices
+        # (the finish_reason chunk) instead of a separate chunk with none.
+        "usage_on_finish_chunk": False,
+        # The id field of answers; some providers send null.
+        "null_id": False,
     }
 
 
@@ -100,6 +105,9 @@ def validate_config_update(upd):
         elif k in ("retry_after", "hang_s", "stream_delay_s", "latency_s"):
             if not (_is_num(v) and v >= 0):
                 return "%s must be a non-negative number" % k
+        elif k in ("usage_on_finish_chunk", "null_id"):
+            if not isinstance(v, bool):
+                return "%s must be true or false" % k
         elif k == "expect_key":
             if v is not None and not isinstance(v, str):
                 return "expect_key must be a string or null"
@@ -642,7 +650,7 @@ class Handler(BaseHTTPRequestHandler):
             model = AZURE_CHAT_MODEL
         else:
             model = body.get("model") if isinstance(body.get("model"), str) else OPENAI_CHAT_MODEL
-        cid = rand_id("chatcmpl-")
+        cid = None if cfg["null_id"] else rand_id("chatcmpl-")
         created = int(time.time())
         azure = flavor == "azure"
 
@@ -708,8 +716,13 @@ class Handler(BaseHTTPRequestHandler):
         if break_stream:
             self.drop()
             return
-        event(chunk({}, "stop"))
-        if include_usage:
+        if include_usage and cfg["usage_on_finish_chunk"]:
+            last = chunk({}, "stop")
+            last["usage"] = usage
+            event(last)
+        else:
+            event(chunk({}, "stop"))
+        if include_usage and not cfg["usage_on_finish_chunk"]:
             event({"id": cid, "object": "chat.completion.chunk", "created": created,
                    "model": model, "system_fingerprint": "fp_mock", "choices": [],
                    "usage": usage})
