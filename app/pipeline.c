@@ -25,7 +25,10 @@
 
 /* What an api-version may hold: it is copied into backend URLs. */
 #define API_VERSION_CHARS    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
-#define SWEEP_EVERY_REQUESTS 256 /* how often a worker looks for abandoned and expired rows */
+/* How often a worker looks for abandoned and expired rows: on its first model
+ * request, then every this many requests or this many milliseconds. */
+#define SWEEP_EVERY_REQUESTS 256
+#define SWEEP_EVERY_MS 60000
 #define PRUNE_BATCH_ROWS     500 /* rows one worker deletes at a time: a short transaction */
 
 static enum aigw_err route_request(struct request *req)
@@ -209,7 +212,11 @@ void pipeline_after_response(struct request *req)
     struct worker *w = req->w;
     w->served++;
     telemetry_export(w, req);
-    if (w->served % SWEEP_EVERY_REQUESTS == 1) {
+    if (!is_model_route(req->route))
+        return; /* health probes and scrapes do not drive the housekeeping */
+    int64_t now = now_ms();
+    if (++w->model_requests % SWEEP_EVERY_REQUESTS == 1 || now - w->last_sweep_ms > SWEEP_EVERY_MS) {
+        w->last_sweep_ms = now;
         /* Rows pending for longer than any request may run belong to dead workers. */
         int64_t max_age = (int64_t)(w->cfg->retry.deadline_s * 1000) + 60000;
         limits_sweep_abandoned(w, max_age);

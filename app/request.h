@@ -37,7 +37,9 @@ struct worker {
     struct secrets *secrets;
     struct telemetry *telemetry;
     uint64_t rng;         /* xorshift state for jitter and weighted choice */
-    unsigned long served; /* requests handled by this process */
+    unsigned long served;         /* requests handled by this process */
+    unsigned long model_requests; /* of those, model calls (what drives the sweep) */
+    int64_t last_sweep_ms;
 };
 
 #define MAX_ATTEMPTS_RECORDED 32

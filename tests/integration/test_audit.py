@@ -242,3 +242,37 @@ def test_collector_down_costs_the_request_nothing(make_gateway, mocks, collector
     assert max(latencies) < 0.5, latencies
     assert len(gw.audit_rows()) == 20
     assert all(r["status"] == "success" for r in gw.audit_rows())
+
+
+def test_audit_prune_deletes_old_rows_in_batches_and_keeps_the_rest(make_gateway, mocks):
+    gw = make_gateway()
+    for _ in range(3):
+        assert gw.post("/api/chat", chat_body()).status == 200
+    con = gw.db()
+    old = int((time.time() - 100 * 86400) * 1000)
+    con.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
+                   INSERT INTO audit_log(request_id, ts_ms, operation, status)
+                   SELECT 'old-' || i, ? + i, 'chat', 'success' FROM n""", (old,))
+    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('old-pending', ?, 'chat', 'pending')",
+                (old,))
+    con.commit()
+    con.close()
+    out = gw.cli("audit", "prune", "--older-than", "90d").stdout
+    assert "deleted 2500 audit row(s)" in out
+    ids = [r["request_id"] for r in gw.audit_rows()]
+    assert len(ids) == 4 and "old-pending" in ids  # a pending row is the sweep's to close, not prune's
+    assert gw.post("/api/chat", chat_body()).status == 200
+    r = gw.cli("audit", "prune", check=False)
+    assert r.returncode != 0 and "--older-than" in r.stderr
+
+
+def test_workers_apply_retention_days_themselves(make_gateway, mocks):
+    gw = make_gateway(workers=1, audit={"retention_days": 30})
+    con = gw.db()
+    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('ancient', ?, 'chat', 'success')",
+                (int((time.time() - 40 * 86400) * 1000),))
+    con.commit()
+    con.close()
+    assert gw.post("/api/chat", chat_body()).status == 200  # a worker's first request runs the sweep
+    time.sleep(0.3)
+    assert "ancient" not in [r["request_id"] for r in gw.audit_rows()]
