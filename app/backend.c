@@ -47,9 +47,7 @@ void backend_pool_free(struct backend_pool *pool)
         if (pool->conns[i].curl)
             curl_easy_cleanup(pool->conns[i].curl);
         /* Wipe the key before the memory goes back to the allocator. */
-        if (pool->conns[i].key.data)
-            memset(pool->conns[i].key.data, 0, pool->conns[i].key.cap);
-        buf_free(&pool->conns[i].key);
+        buf_wipe(&pool->conns[i].key);
     }
     free(pool->conns);
     free(pool);
@@ -265,8 +263,7 @@ int backend_perform(struct backend_conn *c, struct upstream_call *call)
             buf_puts(&h, "Authorization: Bearer ");
         buf_append(&h, c->key.data, c->key.len);
         hdrs = curl_slist_append(hdrs, buf_cstr(&h));
-        memset(h.data, 0, h.cap);
-        buf_free(&h);
+        buf_wipe(&h);
     }
     if (call->traceparent) {
         snprintf(line, sizeof line, "traceparent: %s", call->traceparent);

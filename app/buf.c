@@ -128,6 +128,20 @@ void buf_free(struct buf *b)
     b->len = b->cap = 0;
 }
 
+void buf_scrub(struct buf *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->cap); /* not optimised away like memset */
+    buf_reset(b);
+}
+
+void buf_wipe(struct buf *b)
+{
+    if (b->data)
+        explicit_bzero(b->data, b->cap);
+    buf_free(b);
+}
+
 const char *buf_cstr(struct buf *b)
 {
     return b->data ? b->data : "";

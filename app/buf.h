@@ -28,6 +28,10 @@ int buf_put_json_string(struct buf *b, const char *s, size_t n);
 void buf_consume(struct buf *b, size_t n);
 void buf_reset(struct buf *b);
 void buf_free(struct buf *b);
+/* Like buf_reset and buf_free, but first overwrite every byte the buffer ever
+ * held: for keys, tokens and secrets. */
+void buf_scrub(struct buf *b);
+void buf_wipe(struct buf *b);
 /* A NUL-terminated view of the contents ("" when empty); owned by b. */
 const char *buf_cstr(struct buf *b);
 

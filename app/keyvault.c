@@ -59,20 +59,6 @@ struct keyvault {
 
 /* --- small helpers ------------------------------------------------------------ */
 
-static void scrub(struct buf *b)
-{
-    if (b->data)
-        OPENSSL_cleanse(b->data, b->cap);
-    buf_reset(b);
-}
-
-static void wipe(struct buf *b)
-{
-    if (b->data)
-        OPENSSL_cleanse(b->data, b->cap);
-    buf_free(b);
-}
-
 /* Frees a header list one of whose lines holds a token or a shared secret. */
 static void headers_free(struct curl_slist *list)
 {
@@ -267,7 +253,7 @@ void keyvault_free(struct keyvault *kv)
         return;
     if (kv->curl)
         curl_easy_cleanup(kv->curl);
-    wipe(&kv->token);
+    buf_wipe(&kv->token);
     free(kv);
 }
 
@@ -298,7 +284,7 @@ static int http_call(struct keyvault *kv, const char *url, struct curl_slist *he
     CURL *c = kv->curl;
     char cerr[CURL_ERROR_SIZE] = "";
     long timeout_ms = (long)(kv->cfg->secrets.kv_timeout_s * 1000);
-    scrub(answer);
+    buf_scrub(answer);
     *status = 0;
     curl_easy_reset(c);
     curl_easy_setopt(c, CURLOPT_URL, url);
@@ -428,7 +414,7 @@ int keyvault_parse_token(const char *body, size_t len, int64_t now_s, struct buf
         buf_puts(err, "the answer has neither expires_on nor expires_in as a number of seconds");
         goto done;
     }
-    scrub(token);
+    buf_scrub(token);
     if (buf_puts(token, t) < 0) {
         buf_puts(err, "out of memory");
         goto done;
@@ -477,7 +463,7 @@ static int client_credentials_request(struct keyvault *kv, struct buf *url, stru
     }
     if (secret_resolve(c->secrets.kv_client_secret_ref, c->environment, &secret, &why) < 0) {
         buf_printf(err, "secrets.keyvault.client_secret: %s", buf_cstr(&why));
-        wipe(&secret);
+        buf_wipe(&secret);
         buf_free(&why);
         return -1;
     }
@@ -488,7 +474,7 @@ static int client_credentials_request(struct keyvault *kv, struct buf *url, stru
     buf_puts(form, "&scope=");
     put_escaped(form, KEYVAULT_SCOPE);
     buf_puts(form, "&grant_type=client_credentials");
-    wipe(&secret);
+    buf_wipe(&secret);
     buf_free(&why);
     if (rc < 0) {
         buf_puts(err, "out of memory");
@@ -549,7 +535,7 @@ static int token_fetch(struct keyvault *kv, struct buf *token, int64_t *expires_
             struct buf h = {0};
             buf_printf(&h, "X-IDENTITY-HEADER: %s", secret);
             hdr = curl_slist_append(hdr, buf_cstr(&h));
-            wipe(&h);
+            buf_wipe(&h);
         } else {
             what = "the instance metadata service (IMDS)";
             where = c->secrets.kv_imds_endpoint;
@@ -586,8 +572,8 @@ static int token_fetch(struct keyvault *kv, struct buf *token, int64_t *expires_
 done:
     headers_free(hdr);
     buf_free(&url);
-    wipe(&form);
-    wipe(&answer);
+    buf_wipe(&form);
+    buf_wipe(&answer);
     buf_free(&why);
     return rc;
 }
@@ -601,7 +587,7 @@ static int token_get(struct keyvault *kv, struct buf *err)
     struct buf fresh = {0};
     int64_t expires = 0;
     if (token_fetch(kv, &fresh, &expires, err) < 0) {
-        wipe(&fresh);
+        buf_wipe(&fresh);
         if (kv->token.len && now < kv->token_expires_s - TOKEN_SKEW_S) {
             /* The endpoint is down but the old token has a while to go. */
             buf_reset(err);
@@ -609,7 +595,7 @@ static int token_get(struct keyvault *kv, struct buf *err)
         }
         return -1;
     }
-    wipe(&kv->token);
+    buf_wipe(&kv->token);
     kv->token = fresh;
     kv->token_expires_s = expires;
     kv->token_refresh_s = keyvault_token_refresh_at(now, expires);
@@ -651,7 +637,7 @@ static int parse_secret(const struct buf *answer, struct buf *out, struct buf *e
             buf_puts(err, "the secret's value holds control characters");
             goto done;
         }
-    scrub(out);
+    buf_scrub(out);
     if (buf_append(out, s, n) < 0) {
         buf_puts(err, "out of memory");
         goto done;
@@ -681,7 +667,7 @@ int keyvault_get(struct keyvault *kv, const struct keyvault_ref *ref, struct buf
         struct buf h = {0};
         buf_printf(&h, "Authorization: Bearer %s", buf_cstr(&kv->token));
         struct curl_slist *hdr = curl_slist_append(NULL, buf_cstr(&h));
-        wipe(&h);
+        buf_wipe(&h);
         if (!hdr) {
             buf_puts(err, "out of memory");
             goto done;
@@ -697,7 +683,7 @@ int keyvault_get(struct keyvault *kv, const struct keyvault_ref *ref, struct buf
         if (status != 401 || attempt > 0)
             break;
         /* Revoked, or issued for another tenant: one more try with a new token. */
-        scrub(&kv->token);
+        buf_scrub(&kv->token);
         kv->token_refresh_s = 0;
     }
     if (status != 200)
@@ -728,7 +714,7 @@ int keyvault_get(struct keyvault *kv, const struct keyvault_ref *ref, struct buf
     }
 done:
     buf_free(&url);
-    wipe(&answer);
+    buf_wipe(&answer);
     buf_free(&why);
     buf_free(&what);
     return rc;

@@ -36,20 +36,6 @@
 #define STALE_RETRY_MIN_MS 1000
 #define STALE_RETRY_MAX_MS 30000
 
-static void scrub(struct buf *b)
-{
-    if (b->data)
-        OPENSSL_cleanse(b->data, b->cap);
-    buf_reset(b);
-}
-
-static void wipe(struct buf *b)
-{
-    if (b->data)
-        OPENSSL_cleanse(b->data, b->cap);
-    buf_free(b);
-}
-
 /* --- references ------------------------------------------------------------- */
 
 /* The environment ${env} stands for: the configured one, else $AIGW_ENV. */
@@ -150,7 +136,7 @@ int secret_ref_parse(const char *ref, const char *environment, struct secret_ref
 
 void secret_ref_free(struct secret_ref *r)
 {
-    wipe(&r->text); /* a literal's text is its value */
+    buf_wipe(&r->text); /* a literal's text is its value */
 }
 
 static void trim_newline(struct buf *b)
@@ -201,7 +187,7 @@ static int resolve_local(const struct secret_ref *r, const char *ref, struct buf
                          struct buf *err)
 {
     const char *t = (r->text.data ? r->text.data : "") + r->target;
-    scrub(out);
+    buf_scrub(out);
     switch (r->kind) {
     case SECRET_ENV: {
         const char *v = getenv(t);
@@ -264,7 +250,7 @@ void secrets_free(struct secrets *s)
         return;
     for (size_t i = 0; i < s->n; i++) {
         free(s->entries[i].ref);
-        wipe(&s->entries[i].value);
+        buf_wipe(&s->entries[i].value);
     }
     free(s->entries);
     keyvault_free(s->kv);
@@ -332,7 +318,7 @@ static int64_t stale_retry_ms(int ttl_s)
 
 static int copy_out(const struct secret_entry *e, struct buf *out, struct buf *err)
 {
-    scrub(out);
+    buf_scrub(out);
     if (buf_append(out, e->value.data, e->value.len) < 0) {
         buf_puts(err, "out of memory");
         return -1;
@@ -349,7 +335,7 @@ int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, 
 
     struct buf fresh = {0}, why = {0};
     if (fetch(s, ref, &fresh, &why) < 0) {
-        wipe(&fresh);
+        buf_wipe(&fresh);
         if (e && !force) {
             if (!e->stale)
                 log_warn("%s; serving the cached value until a refresh succeeds", buf_cstr(&why));
@@ -364,13 +350,13 @@ int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, 
     }
     buf_free(&why);
     if (!e && !(e = entry_add(s, ref))) {
-        wipe(&fresh);
+        buf_wipe(&fresh);
         buf_puts(err, "out of memory");
         return -1;
     }
     if (e->stale)
         log_info("secret reference %s refreshed again", ref);
-    wipe(&e->value);
+    buf_wipe(&e->value);
     e->value = fresh;
     e->stale = 0;
     e->next_fetch_ms = now + (int64_t)s->cfg->secrets.cache_ttl_s * 1000;
@@ -398,7 +384,7 @@ static int check_one(struct secrets *s, const char *path, const char *ref, FILE 
                 r.kind == SECRET_LITERAL ? " (a literal in the configuration: prefer a reference)"
                                          : "");
     secret_ref_free(&r);
-    wipe(&value);
+    buf_wipe(&value);
     buf_free(&err);
     return bad;
 }
