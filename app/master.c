@@ -52,7 +52,8 @@ static void on_signal(int sig)
         got_term = 1;
 }
 
-static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int generation)
+static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int generation,
+                        unsigned long max_requests)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -74,7 +75,7 @@ static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int 
             log_error("worker cannot start: %s", buf_cstr(&err));
             _exit(1);
         }
-        int rc = worker_run(&w, listen_fd, 0);
+        int rc = worker_run(&w, listen_fd, max_requests);
         worker_cleanup(&w);
         _exit(rc);
     }
@@ -123,11 +124,13 @@ static int write_pid_file(const char *path)
 static void usage(FILE *to)
 {
     fputs("usage: aigw [--config PATH] serve --listen ADDR [--workers N] [--pid-file PATH]\n"
-          "                                  [--grace SECONDS]\n\n"
+          "                                  [--grace SECONDS] [--max-requests N]\n\n"
           "  --listen ADDR     HOST:PORT (e.g. 127.0.0.1:9000) or unix:/run/aigw/aigw.sock\n"
           "  --workers N       worker processes (default: 2 per CPU)\n"
           "  --pid-file PATH   write the master's pid here\n"
-          "  --grace SECONDS   how long SIGTERM waits for in-flight requests (default 30)\n\n"
+          "  --grace SECONDS   how long SIGTERM waits for in-flight requests (default 30)\n"
+          "  --max-requests N  replace a worker after N requests (default 0: never;\n"
+          "                    also $AIGW_MAX_REQUESTS)\n\n"
           "Signals: SIGHUP reloads the configuration gracefully; SIGTERM finishes\n"
           "in-flight requests and exits.\n",
           to);
@@ -136,6 +139,8 @@ static void usage(FILE *to)
 int master_serve(const char *config_path, int argc, char **argv)
 {
     const char *listen = NULL, *pid_file = NULL;
+    const char *max_env = getenv("AIGW_MAX_REQUESTS");
+    unsigned long max_requests = max_env ? strtoul(max_env, NULL, 10) : 0;
     long workers = sysconf(_SC_NPROCESSORS_ONLN) * 2;
     double grace = 30;
     for (int i = 1; i < argc; i++) {
@@ -156,6 +161,14 @@ int master_serve(const char *config_path, int argc, char **argv)
                 fprintf(stderr, "aigw: --workers must be between 1 and %d\n", MAX_WORKERS);
                 return 2;
             }
+        } else if (strcmp(argv[i], "--max-requests") == 0) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 0) {
+                fprintf(stderr, "aigw: --max-requests must be a whole number >= 0\n");
+                return 2;
+            }
+            max_requests = (unsigned long)n;
         } else if (strcmp(argv[i], "--pid-file") == 0)
             pid_file = argv[++i];
         else if (strcmp(argv[i], "--grace") == 0) {
@@ -242,7 +255,7 @@ int master_serve(const char *config_path, int argc, char **argv)
     double crash_delay = 0;
     log_info("listening on %s with %ld workers", listen, workers);
     for (long k = 0; k < workers; k++)
-        spawn_worker(cfg, fd, &kids[k], generation);
+        spawn_worker(cfg, fd, &kids[k], generation, max_requests);
 
     pid_t prober = 0;
     unsigned probe_every = probe_interval(cfg);
@@ -274,13 +287,17 @@ int master_serve(const char *config_path, int argc, char **argv)
                     kids[k].pid = 0;
                     if (!current || got_term)
                         break;
-                    if (WIFSIGNALED(status))
+                    if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && max_requests)
+                        log_info("worker %d exited (status 0) after its %lu requests; starting another",
+                                 (int)pid, max_requests);
+                    else if (WIFSIGNALED(status))
                         log_warn("worker %d died (signal %d); starting another", (int)pid,
                                  WTERMSIG(status));
                     else
                         log_warn("worker %d exited (status %d); starting another", (int)pid,
                                  WEXITSTATUS(status));
-                    if (lived < CRASH_WINDOW_S) {
+                    int clean = WIFEXITED(status) && WEXITSTATUS(status) == 0;
+                    if (lived < CRASH_WINDOW_S && !clean) {
                         crash_delay = crash_delay ? crash_delay * 2 : 0.1;
                         if (crash_delay > 10)
                             crash_delay = 10;
@@ -290,7 +307,7 @@ int master_serve(const char *config_path, int argc, char **argv)
                     } else {
                         crash_delay = 0;
                     }
-                    spawn_worker(cfg, fd, &kids[k], generation);
+                    spawn_worker(cfg, fd, &kids[k], generation, max_requests);
                     break;
                 }
             }
@@ -313,7 +330,7 @@ int master_serve(const char *config_path, int argc, char **argv)
             long started = 0;
             for (int k = 0; k < MAX_WORKERS * 2 && started < workers; k++)
                 if (kids[k].pid == 0) {
-                    spawn_worker(cfg, fd, &kids[k], generation);
+                    spawn_worker(cfg, fd, &kids[k], generation, max_requests);
                     started++;
                 }
             for (int k = 0; k < MAX_WORKERS * 2; k++)
