@@ -161,7 +161,9 @@ static int sse_feed(struct upstream_call *call, const char *data, size_t n)
             }
         }
         if (!end) {
-            call->sse_pos = b->len > 0 ? b->len - 1 : 0;
+            /* Resume two bytes back: a "\n\r\n" separator may end this read
+             * with "\n\r" and finish in the next one. */
+            call->sse_pos = b->len > 2 ? b->len - 2 : 0;
             if (b->len > 4 * 1024 * 1024)
                 return -1; /* one event larger than 4 MiB is not a model answer */
             return 0;

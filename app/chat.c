@@ -90,12 +90,18 @@ enum aigw_err chat_handle(struct request *req)
     json_object_object_get_ex(c0, "message", &msg);
     if (json_object_object_get_ex(ctx.answer, "usage", &usage))
         chat_read_usage(req, usage);
-    const char *content = string_field(msg, "content", "");
+    json_object *cv;
+    const char *content = "";
+    size_t content_len = 0;
+    if (json_object_object_get_ex(msg, "content", &cv) && json_object_is_type(cv, json_type_string)) {
+        content = json_object_get_string(cv);
+        content_len = (size_t)json_object_get_string_len(cv); /* may hold NUL bytes */
+    }
     struct buf *out = &req->out;
     buf_reset(out);
     buf_puts(out, "{\"content\":");
     struct buf clean = {0};
-    redact_text(req->w->redactor, content, strlen(content), &clean);
+    redact_text(req->w->redactor, content, content_len, &clean);
     buf_put_json_string(out, buf_cstr(&clean), clean.len);
     buf_free(&clean);
     buf_printf(out, ",\"tokens_used\":%lld,\"finish_reason\":", (long long)req->total_tokens);

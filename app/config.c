@@ -318,8 +318,43 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
         problem(L, p, "must name at least one model");
 }
 
+#define REGEX_MAX_LEN 256 /* a redaction pattern describes one secret's shape, not a program */
+
+/* 1 when a quantifier directly follows another ("a++", "x*{2}"): glibc's
+ * regcomp takes exponential time and memory on such stacks. */
+static int stacked_quantifiers(const char *p)
+{
+    int prev_quant = 0;
+    for (; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            prev_quant = 0;
+            continue;
+        }
+        int quant = *p == '*' || *p == '+' || *p == '?' || *p == '{';
+        if (quant && prev_quant)
+            return 1;
+        if (*p == '{') {
+            while (*p && *p != '}')
+                p++;
+            if (!*p)
+                return 0;
+        }
+        prev_quant = quant;
+    }
+    return 0;
+}
+
 static int regex_ok(struct loader *L, const char *path, const char *pattern, int flags)
 {
+    if (strlen(pattern) > REGEX_MAX_LEN) {
+        problem(L, path, "is longer than %d characters", REGEX_MAX_LEN);
+        return 0;
+    }
+    if (stacked_quantifiers(pattern)) {
+        problem(L, path, "has a quantifier right after another (such as \"a++\"); write one quantifier");
+        return 0;
+    }
     regex_t re;
     int rc = regcomp(&re, pattern, REG_EXTENDED | flags);
     if (rc != 0) {

@@ -333,6 +333,14 @@ json_object *json_strict_parse(const char *text, size_t n, int max_depth,
     json_object *root = json_tokener_parse_ex(tok, text, (int)n);
     if (!root && json_tokener_get_error(tok) == json_tokener_continue)
         root = json_tokener_parse_ex(tok, "", -1);
+    if (!root && json_tokener_get_error(tok) == json_tokener_success) {
+        /* The text is a valid "null": json-c has no object for it. */
+        err->offset = 0;
+        snprintf(err->what, sizeof err->what, "null where a JSON value was expected");
+        json_tokener_free(tok);
+        free(s.counts);
+        return NULL;
+    }
     if (!root || json_tokener_get_error(tok) != json_tokener_success) {
         err->offset = json_tokener_get_parse_end(tok);
         snprintf(err->what, sizeof err->what, "%s",

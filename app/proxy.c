@@ -17,7 +17,7 @@
 #include "fcgi_io.h"
 #include "sanitize.h"
 
-#define MAX_STREAM_CHOICES 16
+#define MAX_STREAM_CHOICES 128 /* OpenAI's limit on n; validate.c enforces it */
 
 struct stream_ctx {
     struct request *req;
@@ -25,6 +25,7 @@ struct stream_ctx {
     struct buf event;
     struct buf clean;
     int done;           /* [DONE] seen */
+    int dropped; /* events that were not JSON chunks, not relayed */
     long relayed_chars; /* content relayed, for a usage estimate if the stream breaks */
 };
 
@@ -37,8 +38,17 @@ static int send_event(struct stream_ctx *s, const char *data, size_t len)
         req->stream_started = 1;
     }
     buf_reset(&s->event);
+    /* An event whose data spans lines gets one "data: " per line, so a line
+     * break from the backend can never end the event early or start another. */
     buf_puts(&s->event, "data: ");
-    buf_append(&s->event, data, len);
+    for (size_t i = 0; i < len; i++) {
+        if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
+            continue;
+        if (data[i] == '\n' || data[i] == '\r')
+            buf_puts(&s->event, "\ndata: ");
+        else
+            buf_putc(&s->event, data[i]);
+    }
     buf_puts(&s->event, "\n\n");
     if (req->w->cfg->audit.log_bodies != LOG_BODIES_NONE && req->out.len < (1u << 20))
         buf_append(&req->out, s->event.data, s->event.len);
@@ -80,8 +90,14 @@ static int redact_chunk(struct stream_ctx *s, json_object *chunk)
         buf_reset(&s->clean);
         redact_stream(s->req->w->redactor, &s->pending[index], piece, plen, final, &s->clean);
         s->relayed_chars += (long)s->clean.len;
-        /* Text held back until the end rides on the finishing chunk. */
-        if (has_content || (s->clean.len && json_object_is_type(delta, json_type_object))) {
+        /* Text held back until the end rides on the finishing chunk, in a
+         * delta made for it if the chunk has none. */
+        if (!has_content && s->clean.len &&
+            (!json_object_object_get_ex(c, "delta", &delta) || !json_object_is_type(delta, json_type_object))) {
+            delta = json_object_new_object();
+            json_object_object_add(c, "delta", delta);
+        }
+        if (has_content || s->clean.len) {
             json_object_object_add(
                 delta, "content",
                 json_object_new_string_len(buf_cstr(&s->clean), (int)s->clean.len));
@@ -101,8 +117,11 @@ static int on_stream_event(void *arg, const char *data, size_t len)
     }
     json_object *chunk = json_tokener_parse(data);
     if (!chunk || !json_object_is_type(chunk, json_type_object)) {
+        /* Not a chunk: it cannot be redacted in step with the content around
+         * it (a secret could straddle it), so it is not relayed. */
         json_object_put(chunk);
-        return send_event(s, data, len); /* not ours to judge: relay as is */
+        s->dropped++;
+        return 0;
     }
     json_object *usage, *choices;
     int has_usage = json_object_object_get_ex(chunk, "usage", &usage) &&

@@ -74,14 +74,17 @@ void redactor_free(struct redactor *r)
     free(r);
 }
 
-/* The earliest match of any pattern in s (NUL-terminated) from offset 0, as
- * [*so, *eo); 0 when none. */
-static int first_match(const struct redactor *r, const char *s, int notbol, size_t *so, size_t *eo)
+/* The earliest match of any pattern in s[0, len), as [*so, *eo); 0 when none.
+ * REG_STARTEND bounds the search by length, so a NUL byte inside the text
+ * neither ends the search (hiding a secret behind it) nor is needed after it. */
+static int first_match(const struct redactor *r, const char *s, size_t len, int notbol, size_t *so,
+                       size_t *eo)
 {
     int found = 0;
     for (size_t i = 0; i < r->n; i++) {
-        regmatch_t m;
-        if (regexec(&r->res[i], s, 1, &m, notbol ? REG_NOTBOL : 0) != 0 || m.rm_eo <= m.rm_so)
+        regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)len};
+        if (regexec(&r->res[i], s, 1, &m, REG_STARTEND | (notbol ? REG_NOTBOL : 0)) != 0 ||
+            m.rm_eo <= m.rm_so)
             continue;
         if (!found || (size_t)m.rm_so < *so || ((size_t)m.rm_so == *so && (size_t)m.rm_eo > *eo)) {
             *so = (size_t)m.rm_so;
@@ -92,7 +95,7 @@ static int first_match(const struct redactor *r, const char *s, int notbol, size
     return found;
 }
 
-/* Redacts text[0, len) (NUL-terminated at len) into out. When limit is not
+/* Redacts text[0, len) into out. When limit is not
  * NULL, stops before the first match that extends past *limit and sets *limit
  * to where the unprocessed tail starts. */
 static int redact_range(const struct redactor *r, const char *text, size_t len, size_t *limit,
@@ -102,7 +105,7 @@ static int redact_range(const struct redactor *r, const char *text, size_t len, 
     int count = 0;
     while (pos < len) {
         size_t so, eo;
-        if (!first_match(r, text + pos, pos > 0, &so, &eo))
+        if (!first_match(r, text + pos, len - pos, pos > 0, &so, &eo))
             break;
         so += pos;
         eo += pos;
@@ -129,34 +132,7 @@ static int redact_range(const struct redactor *r, const char *text, size_t len, 
 
 int redact_text(const struct redactor *r, const char *text, size_t len, struct buf *out)
 {
-    if (memchr(text, '\0', len)) {
-        /* regexec stops at NUL: redact each NUL-separated piece. */
-        int total = 0;
-        size_t start = 0;
-        for (size_t i = 0; i <= len; i++) {
-            if (i < len && text[i] != '\0')
-                continue;
-            struct buf piece = {0};
-            buf_append(&piece, text + start, i - start);
-            int n = redact_range(r, buf_cstr(&piece), piece.len, NULL, out);
-            buf_free(&piece);
-            if (n < 0)
-                return -1;
-            total += n;
-            if (i < len && buf_putc(out, '\0') < 0)
-                return -1;
-            start = i + 1;
-        }
-        return total;
-    }
-    if (text[len] == '\0')
-        return redact_range(r, text, len, NULL, out);
-    struct buf copy = {0};
-    if (buf_append(&copy, text, len) < 0)
-        return -1;
-    int n = redact_range(r, buf_cstr(&copy), len, NULL, out);
-    buf_free(&copy);
-    return n;
+    return redact_range(r, text, len, NULL, out);
 }
 
 static int is_space_byte(char c)
@@ -172,7 +148,7 @@ int redact_stream(const struct redactor *r, struct buf *pending, const char *pie
     if (pending->len == 0)
         return 0;
     if (final) {
-        int n = redact_range(r, buf_cstr(pending), pending->len, NULL, out);
+        int n = redact_range(r, pending->data, pending->len, NULL, out);
         buf_reset(pending);
         return n;
     }
@@ -189,13 +165,16 @@ int redact_stream(const struct redactor *r, struct buf *pending, const char *pie
         /* A pattern may span words: hold back the longest match there can be. */
         limit = pending->len > r->hold ? pending->len - r->hold : 0;
     }
-    /* Never split a UTF-8 sequence between what is sent and what is held. */
-    while (limit > 0 && limit < pending->len &&
-           ((unsigned char)pending->data[limit] & 0xC0) == 0x80)
+    /* Never split a UTF-8 sequence between what is sent and what is held; a
+     * sequence has at most three continuation bytes, so invalid input cannot
+     * make the whole stream wait. */
+    for (int back = 0; back < 3 && limit > 0 && limit < pending->len &&
+                       ((unsigned char)pending->data[limit] & 0xC0) == 0x80;
+         back++)
         limit--;
     if (limit == 0)
         return 0;
-    int n = redact_range(r, buf_cstr(pending), pending->len, &limit, out);
+    int n = redact_range(r, pending->data, pending->len, &limit, out);
     if (n < 0)
         return -1;
     buf_consume(pending, limit);

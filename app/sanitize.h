@@ -24,7 +24,8 @@ struct redactor *redactor_new(const struct cfg *cfg);
 void redactor_free(struct redactor *r);
 
 /* Appends text with every match replaced to out; returns the number of matches
- * or -1 when out of memory. */
+ * or -1 when out of memory. text[len] must be a NUL byte (buf and json-c
+ * strings always have one); NUL bytes inside the text are redacted across. */
 int redact_text(const struct redactor *r, const char *text, size_t len, struct buf *out);
 
 /* Stream redaction: feed pieces in order; what is safe to emit is appended to

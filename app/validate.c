@@ -339,6 +339,16 @@ static enum aigw_err check_sampling(const struct cfg *cfg, json_object *root, st
     return AIGW_OK;
 }
 
+/* n, the number of choices: OpenAI allows 1..128 (the stream relay keeps
+ * one redaction buffer per choice). */
+static enum aigw_err check_choices(json_object *root, struct validation_error *e)
+{
+    long n;
+    if (get_integer(root, "n", 1, 128, &n) < 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, "n", "n must be an integer from 1 to 128.");
+    return AIGW_OK;
+}
+
 static enum aigw_err check_stream(json_object *root, struct chat_input *in,
                                   struct validation_error *e)
 {
@@ -432,7 +442,7 @@ enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const cha
         in->temperature = -1;
         if ((r = check_messages(cfg, root, in, err)) != AIGW_OK ||
             (r = check_sampling(cfg, root, in, err)) != AIGW_OK ||
-            (r = check_stream(root, in, err)) != AIGW_OK ||
+            (r = check_stream(root, in, err)) != AIGW_OK || (r = check_choices(root, err)) != AIGW_OK ||
             (r = check_user(root, "user", 0, in, err)) != AIGW_OK ||
             (r = check_model(root, 0, in, err)) != AIGW_OK)
             goto out;

@@ -20,15 +20,15 @@
 #include "config.h"
 
 /* Aborts with a message when an invariant does not hold. */
-#define FUZZ_CHECK(cond, ...)                                                                     \
-    do {                                                                                          \
-        if (!(cond)) {                                                                            \
-            fprintf(stderr, "\nFUZZ INVARIANT BROKEN at %s:%d: %s\n  ", __FILE__, __LINE__,       \
-                    #cond);                                                                       \
-            fprintf(stderr, __VA_ARGS__);                                                         \
-            fputc('\n', stderr);                                                                  \
-            abort();                                                                              \
-        }                                                                                         \
+#define FUZZ_CHECK(cond, ...)                                                                      \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "\nFUZZ INVARIANT BROKEN at %s:%d: %s\n  ", __FILE__, __LINE__,        \
+                    #cond);                                                                        \
+            fprintf(stderr, __VA_ARGS__);                                                          \
+            fputc('\n', stderr);                                                                   \
+            abort();                                                                               \
+        }                                                                                          \
     } while (0)
 
 /*
@@ -52,8 +52,8 @@ static inline int fuzz_known(const char *id)
 }
 
 /* One backend: the least a configuration must have to load. */
-#define FUZZ_BACKENDS                                                                             \
-    "\"backends\": [{\"name\": \"east\", \"url\": \"https://east.example.com\", "                \
+#define FUZZ_BACKENDS                                                                              \
+    "\"backends\": [{\"name\": \"east\", \"url\": \"https://east.example.com\", "                  \
     "\"deployments\": {\"gpt-4o\": \"gpt-4o-prod\", \"text-embedding-3-small\": \"emb\"}}]"
 
 /* Loads a configuration the target depends on; a harness bug if it fails. */

@@ -26,7 +26,8 @@ static void check_loaded(const struct cfg *c)
     for (size_t i = 0; i < c->n_backends; i++) {
         const struct cfg_backend *b = &c->backends[i];
         FUZZ_CHECK(b->name && b->name[0], "backends[%zu] without a name", i);
-        FUZZ_CHECK(b->url && (strncmp(b->url, "https://", 8) == 0 || strncmp(b->url, "http://", 7) == 0),
+        FUZZ_CHECK(b->url &&
+                       (strncmp(b->url, "https://", 8) == 0 || strncmp(b->url, "http://", 7) == 0),
                    "backends[%zu].url %s", i, b->url ? b->url : "(null)");
         FUZZ_CHECK(b->n_deployments >= 1, "backends[%zu] serves no model", i);
         for (size_t j = 0; j < b->n_deployments; j++)
@@ -58,7 +59,8 @@ static void check_loaded(const struct cfg *c)
     FUZZ_CHECK(c->auth.user_claim && c->auth.on_behalf_of_role, "auth defaults missing");
     if (c->auth.jwt_issuer || c->auth.jwt_audience || c->auth.jwt_hs256_secret_ref ||
         c->auth.jwt_jwks_file || c->auth.jwt_openid_config_url)
-        FUZZ_CHECK(c->auth.jwt_issuer && c->auth.jwt_audience, "auth.jwt without issuer and audience");
+        FUZZ_CHECK(c->auth.jwt_issuer && c->auth.jwt_audience,
+                   "auth.jwt without issuer and audience");
 
     /* config.c promised that the patterns compile: the worker must agree. */
     struct redactor *r = redactor_new(c);
@@ -66,6 +68,8 @@ static void check_loaded(const struct cfg *c)
     redactor_free(r);
 }
 
+/* Many quantifiers: glibc's regcomp copies the tree for each stacked one
+ * ("a+++..."), so such patterns take exponential time and memory. */
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *text = fuzz_strndup(data, size);

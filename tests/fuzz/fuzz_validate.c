@@ -26,8 +26,8 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
     (void)argv;
     cfg = fuzz_cfg("{\"validation\": {\"max_depth\": 16, \"max_messages\": 8, "
                    "\"max_content_chars\": 300, \"max_tokens\": 4096, "
-                   "\"deny_patterns\": [\"ignore previous\", \"you  are now\", \"\\u00e9vite\"]}, " FUZZ_BACKENDS
-                   "}");
+                   "\"deny_patterns\": [\"ignore previous\", \"you  are now\", "
+                   "\"\\u00e9vite\"]}, " FUZZ_BACKENDS "}");
     return 0;
 }
 
@@ -45,11 +45,13 @@ static void check_kind(enum api_kind kind, const char *body, size_t len)
     struct chat_input in;
     struct validation_error err;
     enum aigw_err r = validate_body(cfg, kind, body, len, &in, &err);
-    FUZZ_CHECK(memchr(err.param, '\0', sizeof err.param) && memchr(err.message, '\0', sizeof err.message),
+    FUZZ_CHECK(memchr(err.param, '\0', sizeof err.param) &&
+                   memchr(err.message, '\0', sizeof err.message),
                "unterminated error text");
     if (r != AIGW_OK) {
         FUZZ_CHECK(in.root == NULL, "a refused body left its tree allocated (kind %d)", (int)kind);
-        FUZZ_CHECK(err.message[0] != '\0', "refusal %d without a message (kind %d)", (int)r, (int)kind);
+        FUZZ_CHECK(err.message[0] != '\0', "refusal %d without a message (kind %d)", (int)r,
+                   (int)kind);
         /* The reason is for the client: it must be text, never raw body bytes. */
         FUZZ_CHECK(printable(err.message) || fuzz_known("error-echo"),
                    "control characters in the error message: %s", err.message);

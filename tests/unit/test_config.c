@@ -611,6 +611,27 @@ static void test_default_path(void **state)
     unsetenv("AIGW_CONFIG");
 }
 
+/* glibc's regcomp is exponential on stacked quantifiers: such patterns, and
+ * very long ones, are refused before they reach it. */
+static void test_redaction_patterns_that_would_blow_up_are_refused(void **state)
+{
+    (void)state;
+    expect_problem(load_with("\"redaction\": {\"patterns\": [\"sk-++++++++++++++++++++++++\"]},", ""),
+                   "redaction.patterns[0]", "quantifier");
+    expect_problem(load_with("\"redaction\": {\"patterns\": [\"a*{2}\"]},", ""), "redaction.patterns[0]",
+                   "quantifier");
+    struct buf t = {0};
+    buf_puts(&t, "\"redaction\": {\"patterns\": [\"");
+    for (int i = 0; i < 300; i++)
+        buf_putc(&t, 'x');
+    buf_puts(&t, "\"]},");
+    expect_problem(load_with(buf_cstr(&t), ""), "redaction.patterns[0]", "longer than");
+    buf_free(&t);
+    struct cfg *c = load_with("\"redaction\": {\"patterns\": [\"sk-[a-z]{48}\", \"a\\\\++\"]},", "");
+    assert_non_null(c); /* an escaped "+" followed by a quantifier is fine */
+    cfg_free(c);
+}
+
 static void test_load_from_file(void **state)
 {
     (void)state;
@@ -677,6 +698,7 @@ int main(void)
         T(test_default_model_must_be_served),
         T(test_default_path),
         T(test_load_from_file),
+        T(test_redaction_patterns_that_would_blow_up_are_refused),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

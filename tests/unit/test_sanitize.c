@@ -482,6 +482,44 @@ static void test_stream_plain_text_matches_whole(void **state)
     }
 }
 
+/* A NUL byte inside streamed content hides nothing: the text after it is
+ * searched too (regexec is bounded by length, not by the NUL). */
+static void test_stream_secret_after_nul_is_redacted(void **state)
+{
+    (void)state;
+    static const char text[] = "before\0 and " KEY " after";
+    size_t len = sizeof text - 1;
+    struct buf pending = {0}, out = {0};
+    for (size_t at = 0; at < len; at += 5) {
+        size_t n = len - at < 5 ? len - at : 5;
+        assert_true(redact_stream(rd, &pending, text + at, n, 0, &out) >= 0);
+    }
+    assert_true(redact_stream(rd, &pending, "", 0, 1, &out) >= 0);
+    assert_null(memmem(out.data, out.len, KEY48, strlen(KEY48)));
+    assert_non_null(memmem(out.data, out.len, "[REDACTED_KEY] after", 20));
+    struct buf whole = {0};
+    assert_int_equal(redact_text(rd, text, len, &whole), 1);
+    assert_int_equal(whole.len, out.len);
+    assert_memory_equal(whole.data, out.data, out.len);
+    buf_free(&pending);
+    buf_free(&out);
+    buf_free(&whole);
+}
+
+/* Invalid UTF-8 (a long run of continuation bytes) cannot make the stream
+ * hold everything back: at most three bytes are kept for a sequence. */
+static void test_stream_hold_back_is_bounded_on_invalid_utf8(void **state)
+{
+    (void)state;
+    struct buf pending = {0}, out = {0};
+    char junk[600];
+    memset(junk, 0x80, sizeof junk);
+    assert_true(redact_stream(rd, &pending, junk, sizeof junk, 0, &out) >= 0);
+    assert_true(pending.len <= 128 + 3);
+    buf_free(&pending);
+    buf_free(&out);
+}
+
 /* A configured secret pattern may contain white space (a PEM header, a
  * "Bearer xyz" credential, a card number in groups). sanitize.h promises the
  * stream redactor holds back max_match_chars bytes "until it knows they are
@@ -559,6 +597,8 @@ int main(void)
         cmocka_unit_test(test_stream_never_splits_utf8),
         cmocka_unit_test(test_stream_plain_text_matches_whole),
         cmocka_unit_test(test_stream_pattern_with_white_space),
+        cmocka_unit_test(test_stream_secret_after_nul_is_redacted),
+        cmocka_unit_test(test_stream_hold_back_is_bounded_on_invalid_utf8),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
