@@ -56,9 +56,9 @@ DURATION = int(os.environ.get("BENCH_DURATION", "4"))       # seconds per measur
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))           # rounds per point, order reversed every round
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
 SSE_CONCURRENCY = [int(x) for x in os.environ.get("BENCH_SSE_CONCURRENCY", "32").replace(",", " ").split()]
-AUDIT_ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "2000000"))
+AUDIT_ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "3000000"))
 AUDIT_CONCURRENCY = int(os.environ.get("BENCH_AUDIT_CONCURRENCY", "32"))
-CALLGRIND_N = [int(x) for x in os.environ.get("BENCH_CALLGRIND_N", "30 330").split()]
+CALLGRIND_N = [int(x) for x in os.environ.get("BENCH_CALLGRIND_N", "100 1100").split()]
 STREAM_REPEAT = int(os.environ.get("BENCH_STREAM_REPEAT", "3"))
 STREAM_EVENTS = 8            # content events per slow stream
 STREAM_DELAY_S = 0.1         # between events
@@ -638,7 +638,17 @@ def alternate(systems, conc, sse=False, mock=None):
 
 # --- sections -------------------------------------------------------------------
 
+WARMUP_S = int(os.environ.get("BENCH_WARMUP", "3"))
+WARMUP_PORTKEY_S = int(os.environ.get("BENCH_WARMUP_PORTKEY", "12"))
+
+
 def section_matrix(systems, mock, res):
+    # Warm every system up once at 32 connections; Portkey longer: V8's JIT
+    # takes a few thousand requests to reach its steady speed (measured:
+    # about 100 req/s in the first seconds, 600-800 after 20 s).
+    log("warm-up: %d s per system, %d s for Portkey" % (WARMUP_S, WARMUP_PORTKEY_S))
+    for s in systems:
+        run_wrk(s, 32, WARMUP_PORTKEY_S if s.name == "portkey" else WARMUP_S)
     res["matrix"] = {"chat": {}, "sse": {}}
     for c in CONCURRENCY:
         log("chat, %d connections" % c)
@@ -661,6 +671,13 @@ def section_matrix(systems, mock, res):
                 for other in ("portkey", "nginx-proxy"):
                     if other in m and c in m[other] and m[other][c]["rps"]:
                         a["rps_ratio_vs_" + other] = a["rps"] / m[other][c]["rps"]
+
+
+def file_size(path):
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return None
 
 
 def worker_memory(system):
@@ -686,7 +703,8 @@ def section_memory_after(aigws, portkey, mock, res, idle):
                 run_wrk(s, 32, max(1, min(10, (MEMORY_REQUESTS - served) // 500 + 1)))
                 served = s.gw.audit_count()
         after = worker_memory(s)
-        out[s.name] = {"idle": idle.get(s.name), "after": after, "requests_served": served}
+        out[s.name] = {"idle": idle.get(s.name), "after": after, "requests_served": served,
+                       "db_bytes": file_size(s.gw.db_path), "wal_bytes": file_size(s.gw.db_path + "-wal")}
         if s.worker_parent != s.proc.pid:   # aigw serve: the master too
             out[s.name]["master_after"] = smaps(s.worker_parent)
     if portkey is not None and portkey.ok:
@@ -694,18 +712,24 @@ def section_memory_after(aigws, portkey, mock, res, idle):
     res["memory"] = out
 
 
-STRACE_LINE = re.compile(r"^\s*([\d.]+)\s+([\d.]+)\s+(\d+)\s+(\d+)\s+(\d+)?\s*(\w+)\s*$")
-
-
-def section_syscalls(system, res):
+def syscall_profile(system, seconds=3, conc=32):
+    """strace -c -f on every aigw worker of system during a short wrk run;
+    system calls per request answered."""
     pids = children(system.worker_parent)
-    out_file = os.path.join(WORK, "strace.txt")
+    out_file = os.path.join(WORK, "strace-%s.txt" % system.name)
     cmd = ["strace", "-c", "-f", "-o", out_file] + sum((["-p", str(p)] for p in pids), [])
     st = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     track("strace", st)
     time.sleep(1.0)
-    r = run_wrk(system, 32, 3)
+    io0 = {p: proc_io(p) for p in pids}
+    r = run_wrk(system, conc, seconds)
+    io1 = {p: proc_io(p) for p in pids}
     stop(st, timeout=10, sig=signal.SIGINT)
+    io = {}
+    for p in pids:
+        if io0.get(p) and io1.get(p):
+            for k in io1[p]:
+                io[k] = io.get(k, 0) + io1[p][k] - io0[p].get(k, 0)
     calls = {}
     if os.path.exists(out_file):
         for line in open(out_file):
@@ -714,9 +738,25 @@ def section_syscalls(system, res):
                 calls[m.group(3)] = int(m.group(1))
     n = r["requests"] or 1
     per = {k: round(v / n, 2) for k, v in sorted(calls.items(), key=lambda kv: -kv[1])}
-    res["syscalls"] = {"system": system.name, "workers": len(pids), "requests": r["requests"],
-                       "rps_under_strace": round(r["rps"], 1), "non_2xx": r["errors"]["status"],
-                       "per_request": per, "total_per_request": round(sum(calls.values()) / n, 1)}
+    return {"system": system.name, "workers": len(pids), "requests": r["requests"],
+            "rps_under_strace": round(r["rps"], 1), "non_2xx": r["errors"]["status"],
+            "per_request": per, "total_per_request": round(sum(calls.values()) / n, 1),
+            # /proc/PID/io: wchar = bytes handed to write-like calls (sockets too),
+            # write_bytes = bytes the workers made the kernel send to storage
+            "io_bytes_per_request": {k: round(v / n) for k, v in io.items()
+                                     if k in ("rchar", "wchar", "read_bytes", "write_bytes")}}
+
+
+def proc_io(pid):
+    try:
+        with open("/proc/%d/io" % pid) as f:
+            return {k: int(v) for k, v in (line.split(":") for line in f)}
+    except OSError:
+        return None
+
+
+def section_syscalls(system, res):
+    res["syscalls"] = syscall_profile(system)
 
 
 def stream_once(port, path, headers, body):
@@ -759,8 +799,12 @@ def stream_once(port, path, headers, body):
 
 
 def section_stream(systems, res):
-    """Streams with events every STREAM_DELAY_S through each system."""
-    body = dict(CHAT_BODY, stream=True)
+    """Streams with events every STREAM_DELAY_S through each system. The
+    client asks for the usage event itself (as SDK clients usually do): aigw
+    asks the backend for it anyway, and the mock spaces every event, so
+    without it aigw's stream would have one spaced event more than the
+    direct call's."""
+    body = dict(CHAT_BODY, stream=True, stream_options={"include_usage": True})
     runs = {s.name: [] for s in systems}
     for rep in range(STREAM_REPEAT):
         for s in (systems if rep % 2 == 0 else systems[::-1]):
@@ -793,6 +837,11 @@ def section_stream(systems, res):
                     delays += [(a - b) * 1000 for a, b in zip(ev, bs)]
                 o["relay_delay_ms_mean"] = statistics.mean(delays)
                 o["relay_delay_ms_max"] = max(delays)
+                # per event (aligned from the end), median over the runs
+                m = min(min(len(r["events"]) for r in good), len(base))
+                o["relay_delay_ms_per_event"] = [
+                    round(statistics.median((r["events"][len(r["events"]) - m + i] - base[len(base) - m + i]) * 1000
+                                            for r in good), 1) for i in range(m)]
         else:
             o["error"] = "status %s" % [r["status"] for r in rs]
         out[s.name] = o
@@ -870,8 +919,9 @@ def checkpoint(db_path):
 
 def section_audit(mock, res):
     rows = AUDIT_ROWS
-    # At about 30 s per million rows (and as much again to be safe), fit what the budget allows.
-    fit = int(max(0.0, left() - 90) / 60.0 * 1e6)
+    # At about 35 s per million rows (45 to be safe), fit what the budget allows
+    # after the measurement itself (about 40 s).
+    fit = int(max(0.0, left() - 45) / 45.0 * 1e6)
     if fit < rows:
         log("audit: only time for %d rows of the %d asked" % (fit, rows))
         rows = fit
@@ -887,21 +937,30 @@ def section_audit(mock, res):
     t = time.time()
     fill_audit(full.db_path, rows)
     fill_s = time.time() - t
+    # Write the filled file back before measuring: its dirty pages would
+    # otherwise be flushed during the measurement and stall every fsync.
+    t = time.time()
+    os.sync()
+    sync_s = time.time() - t
+    log("audit: filled in %.0f s, written back in %.0f s" % (fill_s, sync_s))
     size = os.path.getsize(full.db_path)
-    log("audit: filled in %.0f s, %.2f GB" % (fill_s, size / 1e9))
+    log("audit: %.2f GB" % (size / 1e9))
     systems = []
     for name, gw in (("audit-empty", empty), ("audit-%s" % human_rows(rows), full)):
         s = aigw_system(name, gw, "lighttpd")
         verify(s, mock)
         systems.append(s)
     agg = alternate(systems, AUDIT_CONCURRENCY, mock=mock)
-    out = {"rows": rows, "fill_seconds": round(fill_s, 1), "db_bytes": size,
+    out = {"rows": rows, "fill_seconds": round(fill_s, 1), "sync_seconds": round(sync_s, 1), "db_bytes": size,
            "concurrency": AUDIT_CONCURRENCY, "server": "lighttpd"}
     out["empty"] = agg[systems[0].name]
     out["filled"] = agg[systems[1].name]
     out["filled"]["rows_after"] = full.audit_count()
     out["empty"]["rows_after"] = empty.audit_count()
     out["rps_ratio_filled_vs_empty"] = out["filled"]["rps"] / out["empty"]["rps"] if out["empty"]["rps"] else None
+    if left() > 25:
+        for k, s in (("empty", systems[0]), ("filled", systems[1])):
+            out[k]["syscalls"] = syscall_profile(s)
     out["added_p50_ms_filled_vs_empty"] = out["filled"]["p50_ms"] - out["empty"]["p50_ms"]
     res["audit"] = out
     for s in systems:
@@ -924,21 +983,26 @@ def callgrind_totals(path):
 
 
 def callgrind_by_object(path):
-    """Self cost (Ir) per ELF object, from callgrind's output format."""
+    """Self cost (Ir) per ELF object, from callgrind's output format
+    (names are given once, at the first ob=/cob= of an id)."""
     names = {}
     costs = {}
     ob = None
     skip_next = False
+    obj = re.compile(r"^(c?ob)=(?:\((\d+)\))?\s*(.*)$")
     with open(path) as f:
         for line in f:
-            if line.startswith("ob="):
-                m = re.match(r"ob=(\((\d+)\))?\s*(.*)", line.rstrip("\n"))
+            c = line[:1]
+            if c in "oc" and (line.startswith("ob=") or line.startswith("cob=")):
+                m = obj.match(line.rstrip("\n"))
+                name = m.group(3) or names.get(m.group(2), "?")
                 if m.group(2) and m.group(3):
                     names[m.group(2)] = m.group(3)
-                ob = names.get(m.group(2), m.group(3)) if m.group(2) else m.group(3)
+                if m.group(1) == "ob":
+                    ob = name
             elif line.startswith("calls="):
-                skip_next = True
-            elif line[:1].isdigit() or line[:1] in "+-*":
+                skip_next = True    # the next cost line is the callee's inclusive cost
+            elif c.isdigit() or c in "+-*":
                 if skip_next:
                     skip_next = False
                     continue
@@ -1020,6 +1084,19 @@ def section_callgrind(mock, res):
         if len(top) == 15:
             break
     n_total = warm + n2
+    inc = subprocess.run(["callgrind_annotate", "--inclusive=yes", outs[n2]], capture_output=True, text=True,
+                         timeout=120).stdout
+    with open(os.path.join(os.path.dirname(RESULTS), "callgrind-annotate-inclusive.txt"), "w") as f:
+        f.write(inc)
+    # aigw's own functions, inclusive, per request (the request path only; main/worker_init include start-up)
+    own = []
+    for line in inc.splitlines():
+        m = re.match(r"^\s*([\d,]+)\s+(?:\([\s\d.]+%\)\s+)?(\S*/app/[^:]+\.c):(\w+)", line)
+        if m and m.group(3) not in ("main", "worker_run"):
+            own.append({"function": m.group(3), "file": os.path.basename(m.group(2)),
+                        "ir_per_request": round(int(m.group(1).replace(",", "")) / (n_total + 1))})
+        if len(own) == 15:
+            break
     objs = callgrind_by_object(outs[n2])
     res["callgrind"] = {
         "instructions_per_request": round(per),
@@ -1027,7 +1104,9 @@ def section_callgrind(mock, res):
                   "warm-up requests; the worker behind nginx (shipped config), fd 0 a listening TCP socket"
                   % (n2, n1, n2 - n1, warm),
         "totals": {str(k): v for k, v in totals.items()},
+        "totals_requests": n_total,
         "top15_self": top,
+        "top15_aigw_inclusive_per_request": own,
         "by_object_share_of_run_%d" % n_total: [{"object": o, "share": round(s, 4)} for o, _, s in objs[:10]],
     }
 
@@ -1084,6 +1163,10 @@ def print_report(res):
             print("%-14s %8s %10s %10s %10s %10s %10d" % (
                 name, a.get("workers", "-"), fmt(i.get("private_kb_avg"), "%.0f"), fmt(a.get("private_kb_avg"), "%.0f"),
                 fmt(i.get("pss_kb_avg"), "%.0f"), fmt(a.get("pss_kb_avg"), "%.0f"), mm["requests_served"]))
+        for name, mm in res["memory"].items():
+            if mm.get("wal_bytes") is not None:
+                print("%-14s database %.1f MB, its WAL file %.1f MB after %d requests" % (
+                    name, (mm.get("db_bytes") or 0) / 1e6, mm["wal_bytes"] / 1e6, mm["requests_served"]))
         pk = res["memory"].get("portkey")
         if pk and pk.get("after"):
             print("%-14s %8s %10s %10s %10s %10s   (one node process)" % (
@@ -1095,6 +1178,10 @@ def print_report(res):
         print("system calls per request in the aigw workers (strace -c -f, %s, %d requests): %.1f in all" % (
             sc["system"], sc["requests"], sc["total_per_request"]))
         print("  " + ", ".join("%s %.2f" % kv for kv in list(sc["per_request"].items())[:12]))
+        io = sc.get("io_bytes_per_request", {})
+        if io:
+            print("  bytes per request (/proc/PID/io): written by write calls %s, to storage %s; read %s" % (
+                io.get("wchar"), io.get("write_bytes"), io.get("rchar")))
     if "stream" in res:
         st = res["stream"]
         print()
@@ -1126,6 +1213,12 @@ def print_report(res):
                     k, a["rps"], a["p50_ms"], a["p99_ms"], a["non_2xx"] + a["socket_errors"]))
             print("  filled/empty throughput %.2f, added p50 %+.2f ms" % (
                 au["rps_ratio_filled_vs_empty"], au["added_p50_ms_filled_vs_empty"]))
+            for k in ("empty", "filled"):
+                sc = au[k].get("syscalls")
+                if sc:
+                    print("  %-8s system calls per request (strace -c): %.1f; %s" % (
+                        k, sc["total_per_request"],
+                        ", ".join("%s %.2f" % kv for kv in list(sc["per_request"].items())[:6])))
     if "callgrind" in res:
         cg = res["callgrind"]
         print()
@@ -1133,9 +1226,12 @@ def print_report(res):
             print("instructions per request in one worker (callgrind): %d" % cg["instructions_per_request"])
             k = [k for k in cg if k.startswith("by_object")][0]
             print("  by object: " + ", ".join("%s %.0f%%" % (o["object"], o["share"] * 100) for o in cg[k][:6]))
-            print("  top functions (self):")
+            print("  top functions, self cost over the %s-request run:" % cg["totals_requests"])
             for t in cg["top15_self"][:15]:
-                print("    %12d  %s" % (t["ir"], t["function"][:100]))
+                print("    %12d  %s" % (t["ir"], t["function"][:110]))
+            print("  aigw's functions, inclusive, per request:")
+            for t in cg["top15_aigw_inclusive_per_request"]:
+                print("    %12d  %s (%s)" % (t["ir_per_request"], t["function"], t["file"]))
         else:
             print("callgrind: %s" % (cg.get("skipped") or cg.get("error")))
     for s, why in res.get("skipped_sections", {}).items():
@@ -1254,7 +1350,6 @@ def main():
             idle["portkey"] = smaps(portkey.proc.pid)
 
         if "matrix" in SECTIONS:
-            # wrk sends one set of headers; Portkey's SSE run needs its own deployment header.
             section_matrix(systems, mock, res)
         if "memory" in SECTIONS and aigws:
             section_memory_after(aigws, portkey, mock, res, idle)
@@ -1275,14 +1370,14 @@ def main():
         for s in systems:
             for p in s.procs or ([s.proc] if s.proc else []):
                 stop(p)
-        if "audit" in SECTIONS:
-            section_audit(mock, res)
         if "callgrind" in SECTIONS:
             if left() > 60:
                 log("callgrind: one worker under valgrind")
                 section_callgrind(mock, res)
             else:
                 res["skipped_sections"]["callgrind"] = "no time left"
+        if "audit" in SECTIONS:
+            section_audit(mock, res)
     except Exception as e:  # noqa: BLE001
         import traceback
         traceback.print_exc()

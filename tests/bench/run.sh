@@ -52,21 +52,30 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --- Portkey (the peer gateway), from npm, only if missing ------------------
-export PORTKEY_JS="$BENCH_DIR/.portkey/node_modules/@portkey-ai/gateway/build/start-server.js"
+# @hono/node-server is pinned below 1.14: with 1.14 and later (what npm picks
+# for Portkey's "^1.3.3"), every streamed answer through Portkey on Node fails
+# with "TypeError: immutable" in updateHeaders (Portkey issues #1389, #1550).
+HONO_NODE_SERVER_VERSION="${HONO_NODE_SERVER_VERSION:-1.13.8}"
+PK_DIR="$BENCH_DIR/.portkey"
+export PORTKEY_JS="$PK_DIR/node_modules/@portkey-ai/gateway/build/start-server.js"
 export PORTKEY_UNAVAILABLE=""
+pk_installed() {
+    [ -f "$PORTKEY_JS" ] &&
+    grep -q "\"version\": \"$PORTKEY_VERSION\"" "$PK_DIR/node_modules/@portkey-ai/gateway/package.json" 2>/dev/null &&
+    grep -q "\"version\": \"$HONO_NODE_SERVER_VERSION\"" "$PK_DIR/node_modules/@hono/node-server/package.json" 2>/dev/null
+}
 if [ "${BENCH_PORTKEY:-1}" != 1 ]; then
     PORTKEY_UNAVAILABLE="skipped (BENCH_PORTKEY=0)"
 elif ! has_section matrix && ! has_section stream; then
     PORTKEY_UNAVAILABLE="not needed by BENCH_SECTIONS"
-elif [ ! -f "$PORTKEY_JS" ]; then
-    echo "bench: installing @portkey-ai/gateway@$PORTKEY_VERSION from npm into tests/bench/.portkey (missing)"
-    mkdir -p "$BENCH_DIR/.portkey"
-    [ -f "$BENCH_DIR/.portkey/package.json" ] || echo '{"private": true}' > "$BENCH_DIR/.portkey/package.json"
-    if ! (cd "$BENCH_DIR/.portkey" &&
-          timeout 240 npm install --no-audit --no-fund --loglevel=error \
-              "@portkey-ai/gateway@$PORTKEY_VERSION" >"$BENCH_DIR/.portkey/npm-install.log" 2>&1) ||
-       [ ! -f "$PORTKEY_JS" ]; then
-        PORTKEY_UNAVAILABLE="npm install @portkey-ai/gateway@$PORTKEY_VERSION failed: $(grep -m1 -i 'err' "$BENCH_DIR/.portkey/npm-install.log" || tail -n1 "$BENCH_DIR/.portkey/npm-install.log")"
+elif ! pk_installed; then
+    echo "bench: installing @portkey-ai/gateway@$PORTKEY_VERSION (with @hono/node-server@$HONO_NODE_SERVER_VERSION) from npm into tests/bench/.portkey (missing)"
+    mkdir -p "$PK_DIR"
+    printf '{"private": true,\n "dependencies": {"@portkey-ai/gateway": "%s"},\n "overrides": {"@hono/node-server": "%s"}}\n' \
+        "$PORTKEY_VERSION" "$HONO_NODE_SERVER_VERSION" >"$PK_DIR/package.json"
+    if ! (cd "$PK_DIR" && timeout 240 npm install --no-audit --no-fund --loglevel=error >npm-install.log 2>&1) ||
+       ! pk_installed; then
+        PORTKEY_UNAVAILABLE="npm install @portkey-ai/gateway@$PORTKEY_VERSION failed: $(grep -m1 -i 'err' "$PK_DIR/npm-install.log" || tail -n1 "$PK_DIR/npm-install.log")"
         echo "bench: $PORTKEY_UNAVAILABLE" >&2
     fi
 fi
@@ -74,9 +83,15 @@ fi
 # --- run, and stop everything on the way out --------------------------------
 export BENCH_WORK
 BENCH_WORK="$(mktemp -d /tmp/aigw-bench.XXXXXX)"
+BENCH_PID=""
 cleanup() {
-    # bench.py stops what it started; this catches whatever survives it being
-    # killed: the process groups it recorded (one per server it started).
+    # Stop bench.py (it stops what it started, within seconds), then whatever
+    # survived it: the process groups it recorded (one per server it started).
+    if [ -n "$BENCH_PID" ] && kill -0 "$BENCH_PID" 2>/dev/null; then
+        kill -TERM "$BENCH_PID" 2>/dev/null || true
+        for _ in $(seq 1 40); do kill -0 "$BENCH_PID" 2>/dev/null || break; sleep 0.5; done
+        kill -KILL "$BENCH_PID" 2>/dev/null || true
+    fi
     if [ -f "$BENCH_WORK/pgids" ]; then
         while read -r pgid; do
             [ -n "$pgid" ] && kill -TERM -- "-$pgid" 2>/dev/null || true
@@ -100,6 +115,9 @@ trap 'exit 130' INT TERM
 SPENT=$(( $(date +%s) - T_START ))
 export BENCH_BUDGET="${BENCH_BUDGET:-$(( 540 - SPENT ))}"
 status=0
-timeout -s TERM -k 15 $(( BENCH_BUDGET + 60 )) python3 "$BENCH_DIR/bench.py" || status=$?
+timeout -s TERM -k 15 $(( BENCH_BUDGET + 60 )) python3 "$BENCH_DIR/bench.py" &
+BENCH_PID=$!
+wait "$BENCH_PID" || status=$?
+BENCH_PID=""
 echo "bench: wall time $(( $(date +%s) - T_START )) s"
 exit $status
