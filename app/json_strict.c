@@ -306,6 +306,22 @@ static int dup_walk(json_object *o, const int *counts, size_t n, size_t *next)
     return 0;
 }
 
+int json_strict_valid(const char *text, size_t n, int max_depth, struct json_strict_error *err)
+{
+    if (max_depth > JSON_MAX_DEPTH)
+        max_depth = JSON_MAX_DEPTH;
+    struct scanner s = {(const unsigned char *)text,
+                        (const unsigned char *)text,
+                        (const unsigned char *)text + n,
+                        err,
+                        NULL,
+                        0,
+                        0};
+    int rc = scan(&s, max_depth);
+    free(s.counts);
+    return rc;
+}
+
 json_object *json_strict_parse(const char *text, size_t n, int max_depth,
                                struct json_strict_error *err)
 {

@@ -19,6 +19,10 @@ struct json_strict_error {
     char what[128]; /* what is wrong, for the error message */
 };
 
+/* Checks text (n bytes) without building a tree (duplicate keys are not
+ * looked for): 0 when it is one valid JSON value, else -1 with err set. */
+int json_strict_valid(const char *text, size_t n, int max_depth, struct json_strict_error *err);
+
 /* Parses text (n bytes) strictly. Returns a new json-c tree the caller releases
  * with json_object_put, or NULL with err filled in. */
 json_object *json_strict_parse(const char *text, size_t n, int max_depth,

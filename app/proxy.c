@@ -15,6 +15,7 @@
 #include "chat.h"
 #include "dispatch.h"
 #include "fcgi_io.h"
+#include "json_strict.h"
 #include "sanitize.h"
 
 #define MAX_STREAM_CHOICES 128 /* OpenAI's limit on n; validate.c enforces it */
@@ -153,15 +154,49 @@ static int on_stream_event(void *arg, const char *data, size_t len)
     return rc;
 }
 
+/* A 2xx answer must be one JSON object (a truncated or garbled one fails
+ * over). It is relayed as it came, so it is only checked, not parsed into a
+ * tree; the usage object is the one part the gateway reads. */
+/* The last "usage": before end in body, or NULL. */
+static const char *memrchr_usage(const char *body, const char *end)
+{
+    static const char key[] = "\"usage\":";
+    for (const char *p = end - (sizeof key - 1); p >= body; p--)
+        if (*p == '"' && memcmp(p, key, sizeof key - 1) == 0)
+            return p;
+    return NULL;
+}
+
 static int proxy_accept(struct request *req, void *arg)
 {
     (void)arg;
-    json_object *answer = json_tokener_parse(buf_cstr(&req->upstream)), *usage;
-    if (!answer || !json_object_is_type(answer, json_type_object)) {
-        json_object_put(answer);
+    const char *body = buf_cstr(&req->upstream);
+    size_t n = req->upstream.len, i = 0;
+    struct json_strict_error err = {0};
+    while (i < n && (body[i] == ' ' || body[i] == '\n' || body[i] == '\r' || body[i] == '\t'))
+        i++;
+    if (i == n || body[i] != '{' || json_strict_valid(body, n, 64, &err) < 0)
         return -1;
+    /* "usage" comes last in OpenAI's and Azure's answers: search from the end.
+     * In valid JSON the text "usage": can only be a key or inside a string, and
+     * a string would be followed by more of the string, not by an object. */
+    for (const char *p = body + n; (p = memrchr_usage(body, p)) != NULL;) {
+        json_tokener *tok = json_tokener_new();
+        const char *v = p + 8; /* past "usage": */
+        while (*v == ' ' || *v == '\n' || *v == '\r' || *v == '\t')
+            v++;
+        json_object *usage = *v == '{' ? json_tokener_parse_ex(tok, v, (int)(body + n - v)) : NULL;
+        json_tokener_free(tok);
+        if (usage && json_object_is_type(usage, json_type_object)) {
+            chat_read_usage(req, usage);
+            json_object_put(usage);
+            return 0;
+        }
+        json_object_put(usage);
     }
-    if (json_object_object_get_ex(answer, "usage", &usage))
+    /* Not in the usual form ("usage" : {...} with a space, say): read it the long way. */
+    json_object *answer = json_tokener_parse(body), *usage;
+    if (answer && json_object_object_get_ex(answer, "usage", &usage))
         chat_read_usage(req, usage);
     json_object_put(answer);
     return 0;

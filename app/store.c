@@ -335,11 +335,14 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
     sqlite3_busy_handler(s->db, busy_wait, s);
     /* mmap: pages are read from the shared mapping instead of one pread each.
      * journal_size_limit: the WAL file is truncated back after checkpoints
-     * instead of keeping its high-water size forever. */
+     * instead of keeping its high-water size forever. wal_autocheckpoint 0:
+     * no commit on the request path copies the WAL back; workers call
+     * store_checkpoint after their responses instead. */
     char pragmas[320];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;"
-             " PRAGMA mmap_size = 268435456; PRAGMA journal_size_limit = 67108864;",
+             " PRAGMA mmap_size = 268435456; PRAGMA journal_size_limit = 67108864;"
+             " PRAGMA wal_autocheckpoint = 0;",
              synchronous && strcmp(synchronous, "full") == 0  ? "FULL"
              : synchronous && strcmp(synchronous, "off") == 0 ? "OFF"
                                                               : "NORMAL");
@@ -367,6 +370,13 @@ void store_close(struct store *s)
         sqlite3_finalize(s->st[i]);
     sqlite3_close(s->db);
     free(s);
+}
+
+int store_checkpoint(struct store *s)
+{
+    int log = 0, done = 0;
+    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    return rc == SQLITE_OK || rc == SQLITE_BUSY ? log - done : -1;
 }
 
 int store_writable(struct store *s)

@@ -25,6 +25,9 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
 void store_close(struct store *s);
 /* Applies migrations not yet applied; returns how many, or -1 (reason in err). */
 int store_migrate(struct store *s, struct buf *err);
+/* Copies what it can of the WAL back into the database without waiting for
+ * anyone (a passive checkpoint); returns the frames left, or -1. */
+int store_checkpoint(struct store *s);
 /* 1 when a write transaction can be started and committed (for /readyz). */
 int store_writable(struct store *s);
 
