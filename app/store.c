@@ -372,10 +372,19 @@ void store_close(struct store *s)
     free(s);
 }
 
+/* Past this many frames (64 MiB of pages) the WAL is reset, not just copied:
+ * under constant load a passive checkpoint never finds a moment when no
+ * worker is using the WAL, so without a reset it would only ever grow. */
+#define WAL_RESET_FRAMES 16384
+
 int store_checkpoint(struct store *s)
 {
     int log = 0, done = 0;
     int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if ((rc == SQLITE_OK || rc == SQLITE_BUSY) && log > WAL_RESET_FRAMES)
+        /* Waits (through the busy handler) for readers of old frames, then
+         * truncates the file; other workers' commits wait meanwhile. */
+        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
     return rc == SQLITE_OK || rc == SQLITE_BUSY ? log - done : -1;
 }
 
