@@ -306,10 +306,8 @@ static int dup_walk(json_object *o, const int *counts, size_t n, size_t *next)
     return 0;
 }
 
-int json_strict_valid(const char *text, size_t n, int max_depth, struct json_strict_error *err)
+static struct scanner scanner_for(const char *text, size_t n, struct json_strict_error *err)
 {
-    if (max_depth > JSON_MAX_DEPTH)
-        max_depth = JSON_MAX_DEPTH;
     struct scanner s = {(const unsigned char *)text,
                         (const unsigned char *)text,
                         (const unsigned char *)text + n,
@@ -317,6 +315,14 @@ int json_strict_valid(const char *text, size_t n, int max_depth, struct json_str
                         NULL,
                         0,
                         0};
+    return s;
+}
+
+int json_strict_valid(const char *text, size_t n, int max_depth, struct json_strict_error *err)
+{
+    if (max_depth > JSON_MAX_DEPTH)
+        max_depth = JSON_MAX_DEPTH;
+    struct scanner s = scanner_for(text, n, err);
     int rc = scan(&s, max_depth);
     free(s.counts);
     return rc;
@@ -327,13 +333,7 @@ json_object *json_strict_parse(const char *text, size_t n, int max_depth,
 {
     if (max_depth > JSON_MAX_DEPTH)
         max_depth = JSON_MAX_DEPTH;
-    struct scanner s = {(const unsigned char *)text,
-                        (const unsigned char *)text,
-                        (const unsigned char *)text + n,
-                        err,
-                        NULL,
-                        0,
-                        0};
+    struct scanner s = scanner_for(text, n, err);
     if (scan(&s, max_depth) < 0) {
         free(s.counts);
         return NULL;
