@@ -69,8 +69,20 @@ def start_serve(tmp_path, mocks, prefix=(), env_extra=None, workers=1):
     return proc, ("127.0.0.1", port), key, log
 
 
+def built_with_asan():
+    out = subprocess.run(["ldd", AIGW_BIN], capture_output=True, text=True).stdout
+    return "libasan" in out
+
+
 def test_worker_memory_is_flat_over_1000_requests_once_warm(tmp_path, mocks):
-    proc, addr, key, _ = start_serve(tmp_path, mocks)
+    # Under AddressSanitizer freed memory sits in a quarantine and the heap
+    # has red zones: with the quarantine off, growth is still a few hundred
+    # KiB of allocator caches, so the bound is wider there. LeakSanitizer
+    # (test_no_leak_in_the_request_loop) is the exact check in that build.
+    asan = built_with_asan()
+    env = {"ASAN_OPTIONS": "quarantine_size_mb=0:detect_leaks=1"} if asan else None
+    bound_kib = 2048 if asan else 512
+    proc, addr, key, _ = start_serve(tmp_path, mocks, env_extra=env)
     try:
         worker = int(subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True).stdout.split()[0])
         # Warm up until SQLite's page cache (2 MiB by default) has filled: it
@@ -79,15 +91,11 @@ def test_worker_memory_is_flat_over_1000_requests_once_warm(tmp_path, mocks):
         before = private_kb(worker)
         mixed_requests(addr, 1000, key)
         after = private_kb(worker)
-        assert after - before < 512, f"worker private memory grew from {before} to {after} KiB over 1000 requests"
+        assert after - before < bound_kib, \
+            f"worker private memory grew from {before} to {after} KiB over 1000 requests"
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(15)
-
-
-def built_with_asan():
-    out = subprocess.run(["ldd", AIGW_BIN], capture_output=True, text=True).stdout
-    return "libasan" in out
 
 
 def test_no_leak_in_the_request_loop(tmp_path, mocks):
