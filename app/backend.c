@@ -67,6 +67,15 @@ int backend_load_key(struct backend_conn *c, struct secrets *secrets, int force,
     return 0;
 }
 
+size_t backend_collect_small_answer(char *data, size_t size, size_t nmemb, void *arg)
+{
+    struct buf *out = arg;
+    size_t n = size * nmemb;
+    if (out->len + n > SMALL_ANSWER_MAX || buf_append(out, data, n) < 0)
+        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
+    return n;
+}
+
 int64_t backend_parse_retry_after(const char *v, int64_t now)
 {
     while (*v == ' ')

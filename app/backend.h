@@ -70,6 +70,12 @@ struct upstream_call {
  * arrived completely, -1 otherwise (see the out fields). */
 int backend_perform(struct backend_conn *c, struct upstream_call *call);
 
+/* A libcurl write callback that appends to the struct buf passed as its data,
+ * refusing answers over SMALL_ANSWER_MAX (1 MiB): for the small documents the
+ * gateway fetches for itself (signing keys, tokens, secrets). */
+#define SMALL_ANSWER_MAX ((size_t)1 << 20)
+size_t backend_collect_small_answer(char *data, size_t size, size_t nmemb, void *buf);
+
 /* Parses a Retry-After value (seconds or an HTTP date) into milliseconds; -1 if invalid. */
 int64_t backend_parse_retry_after(const char *value, int64_t now_ms);
 

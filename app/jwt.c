@@ -37,14 +37,15 @@
 
 #include "config.h"
 #include "json_strict.h"
+#include "backend.h"
 #include "log.h"
 #include "request.h"
 #include "secrets.h"
 #include "store.h"
 
-#define TOKEN_MAX_BYTES     ((size_t)16 * 1024)   /* longer bearer tokens are refused unread */
-#define JWKS_DOC_MAX_BYTES  ((size_t)1024 * 1024) /* a JWKS file or HTTP response */
-#define JWKS_MAX_KEYS       64                    /* bounds the key-import work per document */
+#define TOKEN_MAX_BYTES     ((size_t)16 * 1024) /* longer bearer tokens are refused unread */
+#define JWKS_DOC_MAX_BYTES  SMALL_ANSWER_MAX    /* a JWKS file or HTTP response */
+#define JWKS_MAX_KEYS       64                  /* bounds the key-import work per document */
 #define JSON_HEADER_DEPTH   8
 #define JSON_PAYLOAD_DEPTH  32
 #define JSON_JWKS_DEPTH     16
@@ -588,15 +589,6 @@ void jwks_free(struct jwks *k)
 
 /* --- OpenID discovery --------------------------------------------------------- */
 
-static size_t http_write(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct buf *out = arg;
-    size_t n = size * nmemb;
-    if (out->len + n > JWKS_DOC_MAX_BYTES || buf_append(out, data, n) < 0)
-        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
-    return n;
-}
-
 /* GETs url into out; returns 0 on a 200 response within the limits, else -1
  * with the reason in err. */
 static int http_get(struct jwks *k, const char *url, struct buf *out, struct buf *err)
@@ -619,7 +611,7 @@ static int http_get(struct jwks *k, const char *url, struct buf *out, struct buf
     curl_easy_setopt(c, CURLOPT_NOSIGNAL, 1L);
     curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)JWKS_DOC_MAX_BYTES);
     curl_easy_setopt(c, CURLOPT_USERAGENT, "aigw");
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, http_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, backend_collect_small_answer);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, out);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
     CURLcode rc = curl_easy_perform(c);

@@ -21,6 +21,8 @@
  */
 #include "keyvault.h"
 
+#include "backend.h"
+
 #include <curl/curl.h>
 #include <json-c/json.h>
 #include <openssl/crypto.h>
@@ -40,7 +42,7 @@
 #define APP_SERVICE_API_VERSION "2019-08-01"
 /* A Key Vault secret is at most 25 KiB and a token answer a few KiB; more
  * than this is not an answer we asked for. */
-#define KEYVAULT_MAX_ANSWER (1 << 20)
+#define KEYVAULT_MAX_ANSWER ((int)SMALL_ANSWER_MAX) /* what backend_collect_small_answer keeps */
 #define KEYVAULT_JSON_DEPTH 16
 /* Azure's vault names: 3-24 letters, digits and hyphens, starting with a letter. */
 #define VAULT_NAME_MIN 3
@@ -262,15 +264,6 @@ unsigned long keyvault_token_requests(const struct keyvault *kv)
     return kv ? kv->token_requests : 0;
 }
 
-static size_t on_write(char *data, size_t size, size_t nmemb, void *arg)
-{
-    struct buf *out = arg;
-    size_t n = size * nmemb;
-    if (out->len + n > KEYVAULT_MAX_ANSWER || buf_append(out, data, n) < 0)
-        return 0; /* makes curl fail with CURLE_WRITE_ERROR */
-    return n;
-}
-
 /*
  * One HTTP exchange: a GET, or a form POST when form is not NULL. Returns 0
  * with *status set whenever an answer came (whatever its status), or -1 with
@@ -296,7 +289,7 @@ static int http_call(struct keyvault *kv, const char *url, struct curl_slist *he
     curl_easy_setopt(c, CURLOPT_USERAGENT, "aigw");
     curl_easy_setopt(c, CURLOPT_HTTPHEADER, headers);
     curl_easy_setopt(c, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)KEYVAULT_MAX_ANSWER);
-    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, on_write);
+    curl_easy_setopt(c, CURLOPT_WRITEFUNCTION, backend_collect_small_answer);
     curl_easy_setopt(c, CURLOPT_WRITEDATA, answer);
     curl_easy_setopt(c, CURLOPT_ERRORBUFFER, cerr);
     if (local)
