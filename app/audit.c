@@ -63,7 +63,10 @@ void audit_fill(struct request *req, const char *status, struct audit_row *row,
     row->status = status;
     row->client_ip = req->client_ip;
     row->trace_id = req->trace_id;
-    row->request_body = body_for_audit(req, &req->body, &scratch->request_body);
+    /* The request body is written with the row (pending or refused); the
+     * completion leaves it as it is, so it is not redacted a second time. */
+    if (pending || strcmp(status, "refused") == 0)
+        row->request_body = body_for_audit(req, &req->body, &scratch->request_body);
     row->latency_ms = -1;
     if (pending)
         return;
