@@ -73,6 +73,16 @@ def http(method, url, body=None, headers=None, timeout=30):
         return Response(e.code, dict(e.headers), e.read())
 
 
+def stop_process(proc, timeout=5):
+    """SIGTERM, then SIGKILL if it has not gone after timeout seconds."""
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
 class MockRegion:
     """A mock Azure OpenAI region in its own process."""
 
@@ -109,12 +119,7 @@ class MockRegion:
         return self.control("/_mock/down", {"seconds": seconds})
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 def backend_config(region, priority, model="gpt-4o", **extra):

@@ -19,7 +19,7 @@ import uuid
 
 import pytest
 
-from conftest import SRCDIR, backend_config, chat_body, http
+from conftest import SRCDIR, backend_config, chat_body, http, stop_process
 
 MOCK_KEYVAULT = os.path.join(SRCDIR, "tests", "mock_keyvault.py")
 KEY_NAME = "openai-key-staging"
@@ -64,12 +64,7 @@ class MockKeyVault:
         return self.control("stats")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(5)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
+        stop_process(self.proc)
 
 
 @pytest.fixture(scope="session")
