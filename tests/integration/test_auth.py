@@ -1,6 +1,10 @@
 """Authentication through lighttpd: JWT bearer tokens (HS256, RS256), gateway API keys, roles."""
+import concurrent.futures
+import http.server
 import json
 import os
+import threading
+import time
 
 import pytest
 
@@ -169,3 +173,104 @@ def test_cli_errors_are_one_clear_line(make_gateway):
     for cmd in (["user", "--help"], ["key", "--help"], ["backend", "--help"], ["audit", "--help"],
                 ["serve", "--help"], ["check-config", "--help"], ["db", "--help"]):
         assert gw.cli(*cmd).stdout.startswith("usage:")
+
+
+# --- keys from an OpenID provider (openid_config_url) ----------------------------
+
+
+class OpenIdProvider:
+    """A stand-in for the tenant's OpenID endpoints: the discovery document and
+    the JWKS it points to, counting what it serves and able to fail like an
+    outage (HTTP 503)."""
+
+    def __init__(self, keys):
+        self.keys = list(keys)
+        self.down = False
+        self.hits = {"discovery": 0, "jwks": 0}
+        provider = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self):  # noqa: N802 - the http.server interface
+                if provider.down:
+                    return self.answer(503, {"error": "temporarily_unavailable"})
+                if self.path == "/tenant/v2.0/.well-known/openid-configuration":
+                    provider.hits["discovery"] += 1
+                    return self.answer(200, {"issuer": ISS, "jwks_uri": f"{provider.base}/tenant/discovery/v2.0/keys"})
+                if self.path == "/tenant/discovery/v2.0/keys":
+                    provider.hits["jwks"] += 1
+                    return self.answer(200, {"keys": [k.jwk() for k in provider.keys]})
+                return self.answer(404, {"error": "not_found"})
+
+            def answer(self, status, doc):
+                body = json.dumps(doc).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, *args):
+                pass
+
+        self.server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.base = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self.config_url = f"{self.base}/tenant/v2.0/.well-known/openid-configuration"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def provider(rsa):
+    p = OpenIdProvider([rsa[0]])
+    yield p
+    p.close()
+
+
+def openid_gateway(make_gateway, provider):
+    return make_gateway(auth={"enabled": True, "jwt": {"issuer": ISS, "audience": AUD,
+                                                       "openid_config_url": provider.config_url}})
+
+
+def test_openid_keys_are_fetched_once_and_shared_by_all_workers(make_gateway, provider, rsa, mocks):
+    gw = openid_gateway(make_gateway, provider)
+    token = rsa[0].sign(tokens.claims())
+    assert gw.post("/api/chat", chat_body(), headers=bearer(token)).status == 200
+    # 24 concurrent requests reach every worker; the others take the keys
+    # from the shared database instead of asking the provider again.
+    with concurrent.futures.ThreadPoolExecutor(8) as pool:
+        statuses = list(pool.map(lambda _: gw.post("/api/chat", chat_body(), headers=bearer(token)).status,
+                                 range(24)))
+    assert statuses == [200] * 24
+    assert provider.hits == {"discovery": 1, "jwks": 1}
+    cached = gw.query("SELECT url FROM jwks_cache")
+    assert [c["url"] for c in cached] == [provider.config_url]
+    # A token from a key the provider does not publish is refused, and a
+    # stream of them does not turn aigw into a load on the provider: the
+    # keys were fetched less than a minute ago.
+    for _ in range(10):
+        r = gw.post("/api/chat", chat_body(), headers=bearer(rsa[1].sign(tokens.claims())))
+        assert r.status == 401 and "kid" in r.json()["error"]["message"], r
+    assert provider.hits == {"discovery": 1, "jwks": 1}
+    assert mocks["east"].stats()["requests"] == 25
+
+
+def test_openid_provider_down_refuses_then_recovers(make_gateway, provider, rsa, mocks):
+    provider.down = True
+    gw = openid_gateway(make_gateway, provider)
+    token = rsa[0].sign(tokens.claims())
+    r = gw.post("/api/chat", chat_body(), headers=bearer(token))
+    assert r.status == 401 and "signing keys unavailable" in r.json()["error"]["message"], r
+    assert "cannot fetch the OpenID configuration" in gw.error_log()
+    assert mocks["east"].stats()["requests"] == 0
+    provider.down = False
+    # Each worker asks a failing provider again after at most 10 s.
+    deadline = time.time() + 25
+    while time.time() < deadline:
+        r = gw.post("/api/chat", chat_body(), headers=bearer(token))
+        if r.status == 200:
+            break
+        time.sleep(0.5)
+    assert r.status == 200, r
