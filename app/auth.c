@@ -133,7 +133,12 @@ static enum aigw_err auth_jwt(struct request *req, const char *token)
 {
     char why[160] = "";
     struct caller *c = &req->caller;
-    if (jwt_verify(req->w, token, now_ms() / 1000, c, why, sizeof why) != AIGW_OK)
+    enum aigw_err e = jwt_verify(req->w, token, now_ms() / 1000, c, why, sizeof why);
+    if (e == AIGW_ERR_AUTH_UNAVAILABLE) {
+        req->retry_after_s = JWT_KEYS_RETRY_S;
+        return request_fail(req, e, "", "Cannot check the bearer token now: %s; retry later.", why);
+    }
+    if (e != AIGW_OK)
         return request_fail(req, AIGW_ERR_INVALID_TOKEN, "", "Invalid bearer token: %s.",
                             why[0] ? why : "verification failed");
     struct user_row u;

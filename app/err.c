@@ -48,6 +48,9 @@ static const struct aigw_err_info err_table[AIGW_ERR__COUNT] = {
                                 "The model backend failed after retries."},
     [AIGW_ERR_DEADLINE] = {504, "server_error", "deadline_exceeded",
                            "The request deadline was exceeded."},
+    [AIGW_ERR_AUTH_UNAVAILABLE] = {503, "server_error", "auth_unavailable",
+                                   "The identity provider's signing keys cannot be fetched; "
+                                   "retry later."},
     [AIGW_ERR_INTERNAL] = {500, "server_error", "internal_error", "Internal gateway error."},
 };
 

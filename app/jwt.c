@@ -55,7 +55,7 @@
 #define HTTP_TIMEOUT_S      5L
 #define JWKS_MAX_AGE_MS     (24LL * 3600 * 1000) /* refetch a cached document older than this */
 #define JWKS_REFETCH_MIN_MS (60LL * 1000)        /* unknown kid: at most one fetch a minute */
-#define JWKS_RETRY_EMPTY_MS (10LL * 1000)        /* no keys at all: retry a failed fetch sooner */
+#define JWKS_RETRY_EMPTY_MS (JWT_KEYS_RETRY_S * 1000LL) /* no keys at all: retry a failed fetch sooner */
 
 enum kty { KTY_RSA, KTY_EC };
 
@@ -118,11 +118,15 @@ struct token {
     const char *kid; /* NULL when absent */
 };
 
+/* The one refusal that is not the token's fault: no OpenID keys could be
+ * fetched, so no RS/ES token can be checked until the provider answers. */
+static const char KEYS_UNAVAILABLE[] = "the identity provider's signing keys are unavailable";
+
 static enum aigw_err refuse(char *why, size_t why_len, const char *msg)
 {
     if (why && why_len)
         snprintf(why, why_len, "%s", msg);
-    return AIGW_ERR_INVALID_TOKEN;
+    return msg == KEYS_UNAVAILABLE ? AIGW_ERR_AUTH_UNAVAILABLE : AIGW_ERR_INVALID_TOKEN;
 }
 
 static int nonempty(const char *s)
@@ -917,7 +921,7 @@ static const char *choose_key(struct worker *w, struct jwks *k, const struct tok
         return "algorithm not allowed";
     if (r == KEY_UNKNOWN) {
         if (k->config_url && !k->remote_loaded && !k->have_file)
-            return "signing keys unavailable";
+            return KEYS_UNAVAILABLE;
         return "unknown signing key (kid)";
     }
     *key = (const unsigned char *)found->pem;
@@ -934,7 +938,7 @@ static const char *check_signature(const struct token *t, const unsigned char *k
     const char *why = NULL;
     /* libjwt skips the signature check when given no key: never let it. */
     if (!key || key_len == 0 || key_len > INT32_MAX) /* libjwt takes an int */
-        return "signing keys unavailable";
+        return "no signing key";
     if (jwt_decode(&jwt, t->text, key, (int)key_len) != 0 || !jwt)
         why = "signature verification failed";
     else if (jwt_get_alg(jwt) != alg)

@@ -30,9 +30,15 @@ void jwks_free(struct jwks *k);
 /*
  * Verifies token (the text after "Bearer ") and fills caller->user_id (from
  * the configured user claim) and caller->roles (the "roles" claim, joined by
- * commas). Returns AIGW_OK or AIGW_ERR_INVALID_TOKEN with a short reason in
- * why (safe to send to the client: it never echoes the token).
+ * commas). Returns AIGW_OK, or AIGW_ERR_INVALID_TOKEN with a short reason in
+ * why (safe to send to the client: it never echoes the token), or
+ * AIGW_ERR_AUTH_UNAVAILABLE when the token needs OpenID keys and none could
+ * be fetched (the provider is down: the caller should retry, not re-login).
  */
+/* How long a worker without OpenID keys waits before asking the provider again;
+ * the Retry-After of an auth_unavailable answer. */
+#define JWT_KEYS_RETRY_S 10
+
 enum aigw_err jwt_verify(struct worker *w, const char *token, int64_t now_s, struct caller *caller,
                          char *why, size_t why_len);
 

@@ -257,12 +257,16 @@ def test_openid_keys_are_fetched_once_and_shared_by_all_workers(make_gateway, pr
     assert mocks["east"].stats()["requests"] == 25
 
 
-def test_openid_provider_down_refuses_then_recovers(make_gateway, provider, rsa, mocks):
+def test_openid_provider_down_is_503_then_recovers(make_gateway, provider, rsa, mocks):
     provider.down = True
     gw = openid_gateway(make_gateway, provider)
     token = rsa[0].sign(tokens.claims())
+    # Not the caller's fault: a 503 the SDKs retry, not a 401 that sends the
+    # user back to log in.
     r = gw.post("/api/chat", chat_body(), headers=bearer(token))
-    assert r.status == 401 and "signing keys unavailable" in r.json()["error"]["message"], r
+    assert r.status == 503 and r.json()["error"]["code"] == "auth_unavailable", r
+    assert "signing keys are unavailable" in r.json()["error"]["message"]
+    assert r.headers["retry-after"] == "10"
     assert "cannot fetch the OpenID configuration" in gw.error_log()
     assert mocks["east"].stats()["requests"] == 0
     provider.down = False

@@ -25,7 +25,8 @@ struct expected {
 
 /* DESIGN.md 5: 400 invalid request, 401 unauthenticated, 403 forbidden role or
  * budget exhausted, 404, 405, 413, 415, 429 rate limited, 502 backend failed,
- * 503 every breaker open, 504 deadline. Types are OpenAI's. */
+ * 503 every breaker open or no OpenID keys to check a token with, 504
+ * deadline. Types are OpenAI's. */
 static const struct expected table[] = {
     {AIGW_ERR_INVALID_JSON, 400, "invalid_json", "invalid_request_error"},
     {AIGW_ERR_MISSING_FIELD, 400, "missing_field", "invalid_request_error"},
@@ -48,6 +49,7 @@ static const struct expected table[] = {
     {AIGW_ERR_BACKEND_UNAVAILABLE, 503, "backend_unavailable", "server_error"},
     {AIGW_ERR_BACKEND_ERROR, 502, "backend_error", "server_error"},
     {AIGW_ERR_DEADLINE, 504, "deadline_exceeded", "server_error"},
+    {AIGW_ERR_AUTH_UNAVAILABLE, 503, "auth_unavailable", "server_error"},
     {AIGW_ERR_INTERNAL, 500, "internal_error", "server_error"},
 };
 
