@@ -55,7 +55,8 @@
 #define HTTP_TIMEOUT_S      5L
 #define JWKS_MAX_AGE_MS     (24LL * 3600 * 1000) /* refetch a cached document older than this */
 #define JWKS_REFETCH_MIN_MS (60LL * 1000)        /* unknown kid: at most one fetch a minute */
-#define JWKS_RETRY_EMPTY_MS (JWT_KEYS_RETRY_S * 1000LL) /* no keys at all: retry a failed fetch sooner */
+#define JWKS_RETRY_EMPTY_MS                                                                        \
+    (JWT_KEYS_RETRY_S * 1000LL) /* no keys at all: retry a failed fetch sooner */
 
 enum kty { KTY_RSA, KTY_EC };
 
