@@ -193,3 +193,26 @@ def test_backend_reset_closes_a_breaker(regional, mocks):
     assert "reset" in gw.cli("backend", "reset", "east").stdout
     assert "east\t1\tclosed\t0" in gw.cli("backend", "status").stdout
     assert gw.cli("backend", "reset", "nowhere", check=False).returncode != 0
+
+
+def test_a_success_resets_the_failure_count_for_every_worker(regional, mocks):
+    """The seed's rule: failures count only while consecutive. Four failures,
+    a success, four failures again must leave the breaker closed; without the
+    reset the fifth failure would open it."""
+    gw = regional()
+
+    def east_row():
+        rows = gw.query("SELECT state, failures FROM backend_state WHERE name = 'east'")
+        return rows[0] if rows else {"state": "closed", "failures": 0}
+
+    for _ in range(2):
+        mocks["east"].set(mode="500", fail_count=4)
+        for _ in range(4):
+            r = gw.post("/api/chat", chat_body())
+            assert r.status == 200 and gw.audit_rows()[-1]["backend"] == "west", r
+        assert east_row() == {"state": "closed", "failures": 4}
+        r = gw.post("/api/chat", chat_body())
+        assert r.status == 200 and gw.audit_rows()[-1]["backend"] == "east"
+        assert east_row() == {"state": "closed", "failures": 0}
+    assert mocks["east"].stats()["requests"] == 10
+    assert [r["status"] for r in gw.audit_rows()] == ["success"] * 10
