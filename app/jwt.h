@@ -27,6 +27,10 @@ struct jwks;
 struct jwks *jwks_new(struct worker *w, struct buf *err);
 void jwks_free(struct jwks *k);
 
+/* How long a worker without OpenID keys waits before asking the provider again;
+ * the Retry-After of an auth_unavailable answer. */
+#define JWT_KEYS_RETRY_S 10
+
 /*
  * Verifies token (the text after "Bearer ") and fills caller->user_id (from
  * the configured user claim) and caller->roles (the "roles" claim, joined by
@@ -35,10 +39,6 @@ void jwks_free(struct jwks *k);
  * AIGW_ERR_AUTH_UNAVAILABLE when the token needs OpenID keys and none could
  * be fetched (the provider is down: the caller should retry, not re-login).
  */
-/* How long a worker without OpenID keys waits before asking the provider again;
- * the Retry-After of an auth_unavailable answer. */
-#define JWT_KEYS_RETRY_S 10
-
 enum aigw_err jwt_verify(struct worker *w, const char *token, int64_t now_s, struct caller *caller,
                          char *why, size_t why_len);
 
