@@ -469,7 +469,7 @@ int admin_backend(const char *config_path, int argc, char **argv)
         struct worker w;
         struct buf err = {0};
         int rc = 1;
-        if (worker_init(&w, cfg, &err) < 0) {
+        if (worker_init(&w, cfg, 1, &err) < 0) {
             fprintf(stderr, "aigw: %s\n", buf_cstr(&err));
         } else {
             int all = argc > 2 && strcmp(argv[2], "--all") == 0;
@@ -562,21 +562,18 @@ int admin_audit(const char *config_path, int argc, char **argv)
     struct cfg *cfg = load_config(config_path);
     if (!cfg)
         return 1;
-    struct worker w;
-    memset(&w, 0, sizeof w);
-    w.cfg = cfg;
-    w.store = open_store(cfg);
+    struct store *st = open_store(cfg);
     int rc = 1;
-    if (!w.store)
+    if (!st)
         goto out;
     if (prune) {
         long total = 0;
         int n;
         do {
             /* Small batches, each its own transaction, so workers never wait long. */
-            n = limits_prune_audit(&w, older * 1000, 1000);
+            n = limits_prune_audit(st, older * 1000, 1000);
             if (n < 0) {
-                fprintf(stderr, "aigw: database error: %s\n", store_errmsg(w.store));
+                fprintf(stderr, "aigw: database error: %s\n", store_errmsg(st));
                 goto out;
             }
             total += n;
@@ -587,17 +584,17 @@ int admin_audit(const char *config_path, int argc, char **argv)
         int64_t age = older >= 0 ? older * 1000 : (int64_t)(cfg->retry.deadline_s * 1000) + 60000;
         long total = 0;
         int n;
-        while ((n = limits_sweep_abandoned(&w, age)) > 0)
+        while ((n = limits_sweep_abandoned(st, age)) > 0)
             total += n;
         if (n < 0) {
-            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(w.store));
+            fprintf(stderr, "aigw: database error: %s\n", store_errmsg(st));
             goto out;
         }
         printf("marked %ld request(s) abandoned\n", total);
         rc = 0;
     }
 out:
-    store_close(w.store);
+    store_close(st);
     cfg_free(cfg);
     return rc;
 }

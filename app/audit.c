@@ -9,6 +9,7 @@
 #include <string.h>
 
 #include "sanitize.h"
+#include "worker.h"
 
 static const char *body_for_audit(struct request *req, const struct buf *body, struct buf *scratch)
 {

@@ -11,8 +11,10 @@
 #include <string.h>
 #include <sys/random.h>
 
+#include "db.h"
 #include "jwt.h"
 #include "store.h"
+#include "worker.h"
 
 #define KEY_PREFIX "aigw_"
 
@@ -75,6 +77,15 @@ int auth_key_generate(char *out, size_t out_len, char *key_id, size_t key_id_len
     return 0;
 }
 
+/* The user row of id on a pooled connection: 1 found, 0 not, -1 error. */
+static int user_lookup(struct request *req, const char *id, struct user_row *u)
+{
+    struct store *st = db_reader(req->w->db);
+    int rc = st ? store_user_get(st, id, u) : -1;
+    db_reader_done(req->w->db, st);
+    return rc;
+}
+
 /* Fills the caller's limits from the user row (or the config's defaults). */
 static void apply_limits(struct request *req, const struct user_row *u)
 {
@@ -105,7 +116,9 @@ static enum aigw_err auth_api_key(struct request *req, const char *key)
     unsigned char hash[32];
     auth_key_hash(key, len, hash);
     struct key_row k;
-    int found = store_key_by_hash(req->w->store, hash, &k);
+    struct store *st = db_reader(req->w->db);
+    int found = st ? store_key_by_hash(st, hash, &k) : -1;
+    db_reader_done(req->w->db, st);
     if (found < 0)
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
     if (!found)
@@ -115,7 +128,7 @@ static enum aigw_err auth_api_key(struct request *req, const char *key)
     if (k.expires_ms && k.expires_ms <= now_ms())
         return request_fail(req, AIGW_ERR_INVALID_API_KEY, "", "The API key has expired.");
     struct user_row u;
-    int ufound = store_user_get(req->w->store, k.user_id, &u);
+    int ufound = user_lookup(req, k.user_id, &u);
     if (ufound < 0)
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
     if (!ufound || u.disabled)
@@ -142,7 +155,7 @@ static enum aigw_err auth_jwt(struct request *req, const char *token)
         return request_fail(req, AIGW_ERR_INVALID_TOKEN, "", "Invalid bearer token: %s.",
                             why[0] ? why : "verification failed");
     struct user_row u;
-    int found = store_user_get(req->w->store, c->user_id, &u);
+    int found = user_lookup(req, c->user_id, &u);
     if (found < 0)
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
     if (found && u.disabled)
@@ -227,7 +240,7 @@ enum aigw_err auth_authorize_subject(struct request *req)
                 c->user_id);
         /* A trusted application calling for its user: the user's limits apply. */
         struct user_row u;
-        int found = store_user_get(req->w->store, body_user, &u);
+        int found = user_lookup(req, body_user, &u);
         if (found < 0)
             return request_fail(req, AIGW_ERR_INTERNAL, "",
                                 "The gateway's database is unavailable.");

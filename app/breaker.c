@@ -9,8 +9,10 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "db.h"
 #include "log.h"
 #include "request.h"
+#include "worker.h"
 
 static void set_state(struct breaker_row *row, const char *state, int64_t now)
 {
@@ -107,65 +109,108 @@ void breaker_policy_from_config(struct worker *w, double backend_timeout_s,
     p->stale_trial_ms = (int64_t)(backend_timeout_s * 1000) + 5000;
 }
 
+int breaker_read(struct worker *w, const char *name, struct breaker_row *row)
+{
+    struct store *st = db_reader(w->db);
+    int rc = st ? store_breaker_get(st, name, row) : -1;
+    db_reader_done(w->db, st);
+    return rc;
+}
+
+/* A breaker change, made inside a group-committed batch: the row is read
+ * again there, where no other thread or process can change it meanwhile. */
+struct breaker_change {
+    const char *name;
+    struct breaker_policy policy;
+    enum { CHANGE_ACQUIRE, CHANGE_RECORD, CHANGE_CLOSE } what;
+    /* record */
+    int was_trial;
+    enum breaker_outcome outcome;
+    int64_t retry_after_ms;
+    const char *error;
+    /* out */
+    enum breaker_decision decision;
+    struct breaker_row row;
+    int changed;
+};
+
+static int change_in_batch(struct store *st, struct counters *c, void *arg)
+{
+    (void)c;
+    struct breaker_change *ch = arg;
+    if (store_breaker_get(st, ch->name, &ch->row) < 0)
+        return -1;
+    int64_t now = now_ms();
+    switch (ch->what) {
+    case CHANGE_ACQUIRE:
+        ch->changed = breaker_decide(&ch->row, &ch->policy, now, &ch->decision);
+        break;
+    case CHANGE_RECORD:
+        ch->changed = breaker_apply(&ch->row, &ch->policy, now, ch->was_trial, ch->outcome,
+                                    ch->retry_after_ms, ch->error);
+        break;
+    case CHANGE_CLOSE:
+        ch->changed = strcmp(ch->row.state, "closed") != 0;
+        if (ch->changed) {
+            memset(&ch->row, 0, sizeof ch->row);
+            strcpy(ch->row.state, "closed");
+            ch->row.updated_ms = now;
+        }
+        break;
+    }
+    return ch->changed ? store_breaker_put(st, ch->name, &ch->row) : 0;
+}
+
 enum breaker_decision breaker_acquire(struct worker *w, const char *name, double timeout_s,
                                       int64_t *retry_at_ms)
 {
-    struct breaker_policy p;
-    breaker_policy_from_config(w, timeout_s, &p);
+    struct breaker_change ch = {.name = name, .what = CHANGE_ACQUIRE};
+    breaker_policy_from_config(w, timeout_s, &ch.policy);
     struct breaker_row row;
     enum breaker_decision d;
     int64_t now = now_ms();
     *retry_at_ms = 0;
-    if (store_breaker_get(w->store, name, &row) < 0)
+    if (breaker_read(w, name, &row) < 0)
         return BREAKER_ALLOW; /* the database is down: do not also lose the backends */
     struct breaker_row probe = row;
-    if (!breaker_decide(&probe, &p, now, &d)) {
+    if (!breaker_decide(&probe, &ch.policy, now, &d)) {
         if (d == BREAKER_SKIP)
             *retry_at_ms = row.open_until_ms > now ? row.open_until_ms : now + 1000;
         return d;
     }
-    /* A transition: decide again under the write lock, where no other worker
+    /* A transition: decide again in the write batch, where no other worker
      * can take the same trial slot. */
-    if (store_begin(w->store) < 0)
+    if (db_write(w->db, change_in_batch, &ch) < 0)
         return BREAKER_SKIP;
-    if (store_breaker_get(w->store, name, &row) < 0) {
-        store_rollback(w->store);
-        return BREAKER_SKIP;
-    }
-    now = now_ms();
-    if (breaker_decide(&row, &p, now, &d) && store_breaker_put(w->store, name, &row) < 0) {
-        store_rollback(w->store);
-        return BREAKER_SKIP;
-    }
-    if (store_commit(w->store) < 0)
-        return BREAKER_SKIP;
-    if (d == BREAKER_SKIP)
-        *retry_at_ms = row.open_until_ms > now ? row.open_until_ms : now + 1000;
-    return d;
+    if (ch.decision == BREAKER_SKIP)
+        *retry_at_ms = ch.row.open_until_ms > now ? ch.row.open_until_ms : now + 1000;
+    return ch.decision;
 }
 
 void breaker_record(struct worker *w, const char *name, double timeout_s, int was_trial,
                     enum breaker_outcome outcome, int64_t retry_after_ms, const char *error)
 {
-    struct breaker_policy p;
-    breaker_policy_from_config(w, timeout_s, &p);
-    struct breaker_row row;
+    struct breaker_change ch = {.name = name,
+                                .what = CHANGE_RECORD,
+                                .was_trial = was_trial,
+                                .outcome = outcome,
+                                .retry_after_ms = retry_after_ms,
+                                .error = error};
+    breaker_policy_from_config(w, timeout_s, &ch.policy);
     if (outcome == OUTCOME_SUCCESS && !was_trial) {
         /* The common case: read only, write nothing when already healthy. */
-        if (store_breaker_get(w->store, name, &row) == 0 && strcmp(row.state, "closed") == 0 &&
+        struct breaker_row row;
+        if (breaker_read(w, name, &row) == 0 && strcmp(row.state, "closed") == 0 &&
             row.failures == 0)
             return;
     }
-    if (store_begin(w->store) < 0)
-        return;
-    if (store_breaker_get(w->store, name, &row) < 0) {
-        store_rollback(w->store);
-        return;
-    }
-    if (breaker_apply(&row, &p, now_ms(), was_trial, outcome, retry_after_ms, error) &&
-        store_breaker_put(w->store, name, &row) < 0) {
-        store_rollback(w->store);
-        return;
-    }
-    store_commit(w->store);
+    db_write(w->db, change_in_batch, &ch);
+}
+
+int breaker_close(struct worker *w, const char *name)
+{
+    struct breaker_change ch = {.name = name, .what = CHANGE_CLOSE};
+    if (db_write(w->db, change_in_batch, &ch) < 0)
+        return -1;
+    return ch.changed;
 }

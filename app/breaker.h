@@ -6,8 +6,8 @@
  * calls -> closed on a success), kept in the backend_state table so that a
  * breaker one worker opens is open for all of them, and half-open trials are
  * counted across all workers. The state machine is pure (breaker_on_*); the
- * breaker_acquire/breaker_record wrappers run it in short transactions, never
- * across the backend call itself.
+ * breaker_acquire/breaker_record wrappers run it in group-committed writes
+ * (commit.h), never across the backend call itself.
  */
 #ifndef AIGW_BREAKER_H
 #define AIGW_BREAKER_H
@@ -53,5 +53,12 @@ enum breaker_decision breaker_acquire(struct worker *w, const char *name, double
                                       int64_t *retry_at_ms);
 void breaker_record(struct worker *w, const char *name, double timeout_s, int was_trial,
                     enum breaker_outcome outcome, int64_t retry_after_ms, const char *error);
+
+/* Reads the shared state of name's breaker (closed when never seen). 0 or -1. */
+int breaker_read(struct worker *w, const char *name, struct breaker_row *row);
+
+/* Closes the breaker of name unless it is closed already (a health probe
+ * succeeded). 1 when it was open or half-open, 0 when closed, -1 on error. */
+int breaker_close(struct worker *w, const char *name);
 
 #endif

@@ -8,6 +8,7 @@
 #include "dispatch.h"
 #include "fcgi_io.h"
 #include "sanitize.h"
+#include "worker.h"
 
 struct chat_ctx {
     json_object *answer; /* the parsed backend answer; owned */

@@ -375,7 +375,7 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     static const char *const top[] = {
         "environment", "database",  "auth",          "limits", "validation",
         "redaction",   "backends",  "default_model", "retry",  "circuit_breaker",
-        "audit",       "telemetry", "secrets",       NULL};
+        "audit",       "telemetry", "secrets",       "server", NULL};
     check_keys(L, root, "", top);
 
     c->environment = get_string(L, root, "", "environment",
@@ -392,6 +392,13 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         problem(L, "database.synchronous", "must be \"normal\", \"full\" or \"off\"");
     c->database.busy_timeout_ms =
         (int)get_int(L, o, "database", "busy_timeout_ms", 5000, 0, 600000);
+
+    o = get_object(L, root, "", "server");
+    static const char *const k_srv[] = {"threads_per_worker", NULL};
+    if (o)
+        check_keys(L, o, "server", k_srv);
+    c->server.threads_per_worker = (int)get_int(L, o, "server", "threads_per_worker",
+                                                CFG_DEFAULT_THREADS, 1, CFG_MAX_THREADS);
 
     o = get_object(L, root, "", "auth");
     static const char *const k_auth[] = {"enabled", "api_keys", "jwt", "on_behalf_of_role", NULL};

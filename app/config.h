@@ -18,6 +18,11 @@ enum budget_period { PERIOD_DAY, PERIOD_MONTH, PERIOD_TOTAL };
 enum log_bodies { LOG_BODIES_NONE, LOG_BODIES_REDACTED, LOG_BODIES_FULL };
 
 #define CFG_MAX_BACKENDS 64 /* dispatch orders candidates in a fixed array of this size */
+/* Requests one worker process serves at once. A model call mostly waits on
+ * the network, so a thread costs its stack and buffers, not a CPU: 256 per
+ * process, at 2 processes per CPU, hold 1,024 calls on a 2-CPU host. */
+#define CFG_DEFAULT_THREADS 256
+#define CFG_MAX_THREADS     4096
 
 struct cfg_deployment {
     char *model;      /* the name clients ask for */
@@ -46,6 +51,9 @@ struct cfg {
         char *synchronous;
         int busy_timeout_ms;
     } database;
+    struct {
+        int threads_per_worker; /* $AIGW_THREADS and aigw serve --threads override it */
+    } server;
     struct {
         int enabled;
         int api_keys;

@@ -15,6 +15,7 @@
 #include "breaker.h"
 #include "fcgi_io.h"
 #include "log.h"
+#include "worker.h"
 
 #define DEFAULT_API_VERSION "2024-10-21"
 #define MAX_ANSWER_BYTES    (16u << 20) /* a model answer larger than this is refused */
@@ -164,7 +165,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
     struct worker *w = req->w;
     const struct cfg *cfg = w->cfg;
     size_t order[CFG_MAX_BACKENDS];
-    size_t n = dispatch_order(cfg, req->model, &w->rng, order);
+    size_t n = dispatch_order(cfg, req->model, &req->t->rng, order);
     if (n == 0)
         return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
                             "The model '%s' does not exist or no backend serves it.", req->model);
@@ -182,7 +183,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
         int tried_this_round = 0;
         retry_after_max = -1;
         for (size_t k = 0; k < n && req->n_attempts < cfg->retry.max_attempts; k++) {
-            struct backend_conn *conn = &w->pool->conns[order[k]];
+            struct backend_conn *conn = &req->t->pool->conns[order[k]];
             const struct cfg_backend *b = conn->cfg;
             double remaining = deadline - mono_s();
             if (remaining <= 0.05) {
@@ -243,7 +244,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
                 snprintf(req->upstream_processing_ms, sizeof req->upstream_processing_ms, "%s",
                          call.processing_ms);
 
-            if (call.is_sse && call.events > 0 && req->stream_started) {
+            if (call.is_sse && call.events > 0 && req->response == RESPONSE_STREAMING) {
                 /* The client has bytes of this stream: no failover any more. */
                 if (rc == 0 && !call.aborted) {
                     breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0,
@@ -308,7 +309,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
                                a->error);
                 continue;
             }
-            if (call.is_sse && !req->stream_started) {
+            if (call.is_sse && req->response != RESPONSE_STREAMING) {
                 /* The stream ended before a single event reached the client. */
                 snprintf(a->error, sizeof a->error, "stream ended without events");
                 breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
@@ -333,7 +334,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
             break;
         int64_t backoff =
             dispatch_backoff_ms(round, cfg->retry.base_delay_ms, cfg->retry.max_delay_ms,
-                                rng_unit(&w->rng), retry_after_max);
+                                rng_unit(&req->t->rng), retry_after_max);
         if (mono_s() + (double)backoff / 1000.0 >= deadline)
             break;
         sleep_ms(backoff);

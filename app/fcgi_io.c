@@ -11,6 +11,8 @@
 #include <sys/random.h>
 
 #include "limits.h"
+#include "log.h"
+#include "worker.h"
 
 void random_hex(char *out, size_t n)
 {
@@ -177,6 +179,12 @@ static const char *status_text(int status)
 
 int fcgi_send_headers(struct request *req, int status, const char *content_type)
 {
+    if (req->response != RESPONSE_NONE) {
+        /* A second answer to one request: a bug, never bytes on the wire. */
+        log_error("request %s: headers already sent; status %d dropped", req->request_id, status);
+        return -1;
+    }
+    req->response = RESPONSE_HEADERS;
     struct buf h = {0};
     char dur[32];
     req->http_status = status;
@@ -216,14 +224,38 @@ int fcgi_send_headers(struct request *req, int status, const char *content_type)
     return rc;
 }
 
+void fcgi_send_body(struct request *req, int status, const char *content_type, const char *body,
+                    size_t n)
+{
+    if (fcgi_send_headers(req, status, content_type) < 0)
+        return;
+    if (strcmp(req->method, "HEAD") != 0)
+        fcgi_write(req, body, n);
+    req->response = RESPONSE_DONE;
+}
+
 void fcgi_send_json(struct request *req, int status, const char *json, size_t n)
 {
     if (json != req->out.data) {
         buf_reset(&req->out);
         buf_append(&req->out, json, n);
     }
-    if (fcgi_send_headers(req, status, "application/json") == 0 && strcmp(req->method, "HEAD") != 0)
-        fcgi_write(req, req->out.data, req->out.len);
+    fcgi_send_body(req, status, "application/json", req->out.data, req->out.len);
+}
+
+int fcgi_stream_write(struct request *req, const char *data, size_t n)
+{
+    if (req->response == RESPONSE_NONE) {
+        if (fcgi_send_headers(req, 200, "text/event-stream") < 0)
+            return -1;
+    } else if (req->response != RESPONSE_HEADERS && req->response != RESPONSE_STREAMING) {
+        log_error("request %s: stream event after the answer was complete", req->request_id);
+        return -1;
+    }
+    req->response = RESPONSE_STREAMING;
+    if (fcgi_write(req, data, n) < 0 || fcgi_flush(req) < 0)
+        return -1;
+    return 0;
 }
 
 void fcgi_error_json(struct request *req, struct buf *out)

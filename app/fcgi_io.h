@@ -16,12 +16,21 @@
 enum aigw_err fcgi_read_request(struct request *req);
 
 /* Writes the status line and headers: content type, x-request-id, the
- * rate-limit headers, retry-after and WWW-Authenticate where they apply. */
+ * rate-limit headers, retry-after and WWW-Authenticate where they apply.
+ * Only while nothing has been sent (RESPONSE_NONE); -1 otherwise. */
 int fcgi_send_headers(struct request *req, int status, const char *content_type);
 
 /* Writes body bytes; -1 when the client has gone. */
 int fcgi_write(struct request *req, const char *data, size_t n);
 int fcgi_flush(struct request *req);
+
+/* Writes one stream event (headers first, when none went out yet: 200
+ * text/event-stream) and flushes it; -1 when the client has gone. */
+int fcgi_stream_write(struct request *req, const char *data, size_t n);
+
+/* A complete answer: headers, then the body unless the method is HEAD. */
+void fcgi_send_body(struct request *req, int status, const char *content_type, const char *body,
+                    size_t n);
 
 /* A complete JSON response with the given status (body kept in req->out). */
 void fcgi_send_json(struct request *req, int status, const char *json, size_t n);

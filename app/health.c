@@ -12,8 +12,10 @@
 #include <string.h>
 
 #include "backend.h"
+#include "breaker.h"
 #include "log.h"
 #include "store.h"
+#include "worker.h"
 
 #define PROBE_TIMEOUT_S 5.0
 
@@ -21,10 +23,13 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
 {
     int closed = 0;
     struct buf url = {0}, body = {0}, err = {0};
-    for (size_t i = 0; i < w->pool->n; i++) {
-        struct backend_conn *c = &w->pool->conns[i];
+    struct backend_pool *pool = backend_pool_new(w->cfg);
+    if (!pool)
+        return -1;
+    for (size_t i = 0; i < pool->n; i++) {
+        struct backend_conn *c = &pool->conns[i];
         struct breaker_row row;
-        if (store_breaker_get(w->store, c->cfg->name, &row) < 0) {
+        if (breaker_read(w, c->cfg->name, &row) < 0) {
             closed = -1;
             break;
         }
@@ -58,24 +63,13 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
                              : "unhealthy (HTTP error)");
         if (!healthy || strcmp(row.state, "closed") == 0)
             continue;
-        /* Close it unless another worker changed it meanwhile. */
-        if (store_begin(w->store) < 0)
-            continue;
-        struct breaker_row now_row;
-        if (store_breaker_get(w->store, c->cfg->name, &now_row) == 0 &&
-            strcmp(now_row.state, "closed") != 0) {
-            memset(&now_row, 0, sizeof now_row);
-            strcpy(now_row.state, "closed");
-            now_row.updated_ms = now_ms();
-            if (store_breaker_put(w->store, c->cfg->name, &now_row) == 0 &&
-                store_commit(w->store) == 0) {
-                log_info("backend %s answered its health probe: breaker closed", c->cfg->name);
-                closed++;
-                continue;
-            }
+        /* Close it unless another worker closed it meanwhile. */
+        if (breaker_close(w, c->cfg->name) == 1) {
+            log_info("backend %s answered its health probe: breaker closed", c->cfg->name);
+            closed++;
         }
-        store_rollback(w->store);
     }
+    backend_pool_free(pool);
     buf_free(&url);
     buf_free(&body);
     buf_free(&err);

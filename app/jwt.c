@@ -25,6 +25,7 @@
 
 #include <curl/curl.h>
 #include <errno.h>
+#include <pthread.h>
 #include <openssl/core_names.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -40,8 +41,10 @@
 #include "backend.h"
 #include "log.h"
 #include "request.h"
+#include "db.h"
 #include "secrets.h"
 #include "store.h"
+#include "worker.h"
 
 #define TOKEN_MAX_BYTES     ((size_t)16 * 1024) /* longer bearer tokens are refused unread */
 #define JWKS_DOC_MAX_BYTES  SMALL_ANSWER_MAX    /* a JWKS file or HTTP response */
@@ -106,6 +109,11 @@ struct jwks {
     int64_t remote_fetched_ms; /* when the document we hold was fetched (by any worker) */
     int64_t last_attempt_ms;   /* this worker's last network attempt, 0 = none */
     CURL *curl;
+    /* Guards the key sets, the OpenID state and curl: request threads look
+     * keys up under it, and one of them fetches while the others wait, so a
+     * rotation reaches the provider once per process, not once per thread. */
+    pthread_mutex_t mu;
+    int mu_ready;
 };
 
 /* The token, taken apart. */
@@ -571,6 +579,8 @@ struct jwks *jwks_new(struct worker *w, struct buf *err)
         }
     }
     k->configured = k->have_secret || k->have_file || k->config_url;
+    pthread_mutex_init(&k->mu, NULL);
+    k->mu_ready = 1;
     return k;
 fail:
     jwks_free(k);
@@ -589,6 +599,8 @@ void jwks_free(struct jwks *k)
     free(k->config_url);
     if (k->curl)
         curl_easy_cleanup(k->curl);
+    if (k->mu_ready)
+        pthread_mutex_destroy(&k->mu);
     free(k);
 }
 
@@ -667,6 +679,18 @@ static int discovery_jwks_uri(const struct jwks *k, struct buf *doc, struct buf 
     return rc;
 }
 
+struct jwks_row {
+    const char *url, *body;
+    int64_t fetched_ms;
+};
+
+static int jwks_put_in_batch(struct store *st, struct counters *c, void *arg)
+{
+    (void)c;
+    const struct jwks_row *r = arg;
+    return store_jwks_put(st, r->url, r->body, r->fetched_ms);
+}
+
 /* Fetches the discovery document and the JWKS, loads the keys and caches the
  * JWKS in the shared database. Returns 0 or -1 (logged). */
 static int remote_fetch(struct worker *w, struct jwks *k, int64_t now_ms)
@@ -698,8 +722,9 @@ static int remote_fetch(struct worker *w, struct jwks *k, int64_t now_ms)
     k->remote = ks;
     k->remote_loaded = 1;
     k->remote_fetched_ms = now_ms;
-    if (w->store && store_jwks_put(w->store, k->config_url, buf_cstr(&doc), now_ms) != 0)
-        log_warn("JWT: cannot cache the JWKS of %s: %s", k->config_url, store_errmsg(w->store));
+    struct jwks_row row = {k->config_url, buf_cstr(&doc), now_ms};
+    if (w->db && db_write(w->db, jwks_put_in_batch, &row) != 0)
+        log_warn("JWT: cannot cache the JWKS of %s in the database", k->config_url);
     log_info("JWT: loaded %d signing keys from %s", n, buf_cstr(&uri));
     rc = 0;
 done:
@@ -713,12 +738,15 @@ done:
  * Returns 1 when the keys changed, else 0. */
 static int remote_sync_from_cache(struct worker *w, struct jwks *k)
 {
-    if (!w->store)
+    struct store *st = w->db ? db_reader(w->db) : NULL;
+    if (!st)
         return 0;
     struct buf body = {0}, err = {0};
     int64_t fetched_ms = 0;
     int changed = 0;
-    if (store_jwks_get(w->store, k->config_url, &body, &fetched_ms) == 1 &&
+    int found = store_jwks_get(st, k->config_url, &body, &fetched_ms);
+    db_reader_done(w->db, st);
+    if (found == 1 &&
         (!k->remote_loaded || fetched_ms > k->remote_fetched_ms)) {
         struct key_set ks = {0};
         if (key_set_load(buf_cstr(&body), body.len, "cached JWKS", &ks, &err) > 0) {
@@ -1110,13 +1138,23 @@ enum aigw_err jwt_verify(struct worker *w, const char *token, int64_t now_s, str
     const struct cfg *c = w->cfg;
     const char *claim = nonempty(c->auth.user_claim) ? c->auth.user_claim : "sub";
 
-    if (!(no = parse_token(token, &t)) &&
-        !(no = choose_key(w, k, &t, now_s * 1000, &key, &key_len, &alg)) &&
-        !(no = check_signature(&t, key, key_len, alg)) &&
+    struct buf keycopy = {0};
+    if (!(no = parse_token(token, &t))) {
+        /* The key is copied out under the lock: another thread may replace
+         * the key set (a rotation) while this one checks the signature. */
+        pthread_mutex_lock(&k->mu);
+        no = choose_key(w, k, &t, now_s * 1000, &key, &key_len, &alg);
+        if (!no && buf_append(&keycopy, key, key_len) < 0)
+            no = "out of memory";
+        pthread_mutex_unlock(&k->mu);
+        key = (const unsigned char *)keycopy.data;
+    }
+    if (!no && !(no = check_signature(&t, key, key_len, alg)) &&
         !(no = check_times(t.payload, now_s, c->auth.leeway_s)) &&
         !(no = check_iss_aud(t.payload, c)) &&
         !(no = take_user(t.payload, claim, user, sizeof user, msg, sizeof msg)))
         no = take_roles(t.payload, roles, sizeof roles);
+    buf_wipe(&keycopy);
     json_object_put(t.header);
     json_object_put(t.payload);
     if (no) {

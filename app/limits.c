@@ -1,9 +1,13 @@
 /*
  * limits.c - exact rate limits and token budgets (see limits.h).
  *
- * The arithmetic is pure (gcra_check, budget_period_*); the transactions
- * around it read and write through store.c. A refusal writes its audit row in
- * the same transaction that decided it, so no refused request goes unrecorded.
+ * The arithmetic is pure (gcra_check, budget_period_*). Admission, refusal
+ * and settlement are operations of the group commit (commit.h): each runs in
+ * queue order inside a shared transaction, reads and writes through store.c
+ * and decides exactly as it would alone. A refusal writes its audit row in
+ * the same transaction that decided it, so no refused request goes
+ * unrecorded. Rows and redacted bodies are prepared before the operation is
+ * queued, so the writer lock is held for SQL only.
  */
 #include "limits.h"
 
@@ -12,9 +16,11 @@
 #include <time.h>
 
 #include "audit.h"
+#include "db.h"
 #include "log.h"
 #include "metrics.h"
 #include "store.h"
+#include "worker.h"
 
 struct gcra_result gcra_check(int64_t now_us, int64_t tat_us, long limit, int64_t window_us,
                               long cost)
@@ -93,19 +99,23 @@ void limits_format_duration(int64_t ms, char *out, size_t n)
         snprintf(out, n, "%gs", s);
 }
 
-static int write_audit_row(struct request *req, const char *status)
+/* Turns the pending row of req into its refusal: status, outcome and times. */
+static void refusal_row(struct request *req, struct audit_row *row)
 {
-    struct audit_row row;
-    audit_fill(req, status, &row, req->w->audit_scratch);
-    if (store_audit_insert(req->w->store, &row) < 0)
-        return -1;
-    req->audited = 1;
-    return 0;
+    const struct aigw_err_info *info = aigw_err_info(req->err);
+    row->status = "refused";
+    row->latency_ms = (mono_s() - req->start_mono) * 1000.0;
+    row->http_status = info->http_status;
+    row->error_code = info->code;
+    row->error = req->err_message;
+    row->completed_ms = now_ms();
 }
 
-/* Refusal inside the admission transaction: the row, then commit. */
-static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retry_after_ms,
-                            const char *message)
+/* Records req's refusal (err, message, retry) inside the batch: the row and
+ * its counters. 0 or -1. */
+static int write_refusal(struct store *st, struct counters *c, struct request *req,
+                         struct audit_row *row, enum aigw_err err, int64_t retry_after_ms,
+                         const char *message)
 {
     if (message != req->err_message)
         request_fail(req, err, "", "%s", message);
@@ -113,74 +123,76 @@ static enum aigw_err refuse(struct request *req, enum aigw_err err, int64_t retr
     req->retry_after_s = (int)((retry_after_ms + 999) / 1000);
     if (aigw_err_info(err)->http_status == 429 && req->retry_after_s < 1)
         req->retry_after_s = 1; /* a 429 always says when to come back */
-    struct audit_row row;
-    audit_fill(req, "refused", &row, req->w->audit_scratch);
-    row.latency_ms = (mono_s() - req->start_mono) * 1000.0;
-    row.http_status = aigw_err_info(err)->http_status;
-    row.error_code = aigw_err_info(err)->code;
-    row.error = req->err_message;
-    row.completed_ms = now_ms();
-    if (store_audit_insert(req->w->store, &row) < 0 ||
-        metrics_record(req, row.http_status, "refused") < 0 || store_commit(req->w->store) < 0) {
-        log_error("request %s: cannot record refusal: %s", req->request_id,
-                  store_errmsg(req->w->store));
-        store_rollback(req->w->store);
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
-    }
-    req->audited = 2; /* complete: nothing to settle */
-    return err;
+    refusal_row(req, row);
+    if (store_audit_insert(st, row) < 0 || metrics_collect(req, row->http_status, "refused", c) < 0)
+        return -1;
+    return 0;
 }
 
-enum aigw_err limits_admit(struct request *req)
+/* One admission, decided and written inside a group-committed batch. */
+struct admission {
+    struct request *req;
+    long estimate;
+    struct audit_row row; /* the pending row, prepared (redacted) before the batch */
+    int refused;
+};
+
+static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
 {
-    struct store *st = req->w->store;
+    struct admission *a = arg;
+    struct request *req = a->req;
     const struct caller *c = &req->caller;
+    const char *subject = req->subject;
+    long estimate = a->estimate;
+    /* The clock is read in queue order: each decision sees time move forward. */
     int64_t now = now_ms();
     int64_t now_us = now * 1000;
-    long estimate = validate_prompt_token_estimate(&req->in) +
-                    (req->in.max_tokens > 0           ? req->in.max_tokens
-                     : req->in.kind == API_EMBEDDINGS ? 0
-                                                      : req->w->cfg->validation.max_tokens);
-    const char *subject = req->subject;
+    a->refused = 0;
+    req->reserved_tokens = 0;
+    req->budget_period_start = -1;
+    a->row.reserved_tokens = 0;
+    a->row.budget_period_start = -1;
 
-    if (store_begin(st) < 0) {
-        log_error("request %s: cannot begin admission: %s", req->request_id, store_errmsg(st));
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is busy; retry.");
-    }
     struct gcra_result rq = {.allowed = 1}, tk = {.allowed = 1};
     if (c->requests_per_window > 0) {
         int64_t tat = store_rate_tat(st, subject, "requests");
         if (tat < 0)
-            goto db_error;
+            return -1;
         rq = gcra_check(now_us, tat, c->requests_per_window, (int64_t)c->window_s * 1000000, 1);
         req->rl.have_requests = 1;
         req->rl.limit_requests = c->requests_per_window;
         req->rl.remaining_requests = rq.remaining;
         req->rl.reset_requests_ms = rq.reset_us / 1000;
-        if (!rq.allowed)
-            return refuse(req, AIGW_ERR_RATE_LIMITED, rq.retry_after_us / 1000,
-                          "Rate limit of requests per window reached; retry after the time in "
-                          "Retry-After.");
+        if (!rq.allowed) {
+            a->refused = 1;
+            return write_refusal(st, cn, req, &a->row, AIGW_ERR_RATE_LIMITED,
+                                 rq.retry_after_us / 1000,
+                                 "Rate limit of requests per window reached; retry after the "
+                                 "time in Retry-After.");
+        }
     }
     if (c->tokens_per_minute > 0) {
         int64_t tat = store_rate_tat(st, subject, "tokens");
         if (tat < 0)
-            goto db_error;
+            return -1;
         tk = gcra_check(now_us, tat, c->tokens_per_minute, 60 * 1000000LL, estimate);
         req->rl.have_tokens = 1;
         req->rl.limit_tokens = c->tokens_per_minute;
         req->rl.remaining_tokens = tk.remaining;
         req->rl.reset_tokens_ms = tk.reset_us / 1000;
-        if (!tk.allowed)
-            return refuse(req, AIGW_ERR_TOKENS_RATE_LIMITED, tk.retry_after_us / 1000,
-                          "Tokens-per-minute limit reached (estimated prompt plus max_tokens); "
-                          "retry after the time in Retry-After.");
+        if (!tk.allowed) {
+            a->refused = 1;
+            return write_refusal(st, cn, req, &a->row, AIGW_ERR_TOKENS_RATE_LIMITED,
+                                 tk.retry_after_us / 1000,
+                                 "Tokens-per-minute limit reached (estimated prompt plus "
+                                 "max_tokens); retry after the time in Retry-After.");
+        }
     }
     int64_t period = budget_period_start(c->budget_period, now / 1000);
     if (c->token_budget >= 0) {
         int64_t used, reserved;
         if (store_budget_get(st, subject, period, &used, &reserved) < 0)
-            goto db_error;
+            return -1;
         if (used + reserved + estimate > c->token_budget) {
             int64_t end = budget_period_end(c->budget_period, now / 1000);
             char why[200];
@@ -195,106 +207,154 @@ enum aigw_err limits_admit(struct request *req)
                          "%lld (Unix time).",
                          (long long)(used + reserved), c->token_budget,
                          cfg_period_name(c->budget_period), (long long)end);
-            return refuse(req, AIGW_ERR_BUDGET_EXCEEDED, 0, why);
+            a->refused = 1;
+            return write_refusal(st, cn, req, &a->row, AIGW_ERR_BUDGET_EXCEEDED, 0, why);
         }
         if (store_budget_add(st, subject, period, 0, estimate) < 0)
-            goto db_error;
+            return -1;
         req->reserved_tokens = estimate;
         req->budget_period_start = period;
+        a->row.reserved_tokens = estimate;
+        a->row.budget_period_start = period;
     }
     if ((rq.new_tat_us && c->requests_per_window > 0 &&
          store_rate_set_tat(st, subject, "requests", rq.new_tat_us) < 0) ||
         (c->tokens_per_minute > 0 && store_rate_set_tat(st, subject, "tokens", tk.new_tat_us) < 0))
-        goto db_error;
-    if (write_audit_row(req, "pending") < 0 || store_commit(st) < 0)
-        goto db_error;
-    return AIGW_OK;
+        return -1;
+    return store_audit_insert(st, &a->row);
+}
 
-db_error:
-    log_error("request %s: admission failed: %s", req->request_id, store_errmsg(st));
-    store_rollback(st);
-    req->audited = 0;
-    req->reserved_tokens = 0;
-    req->budget_period_start = -1;
-    return request_fail(req, AIGW_ERR_INTERNAL, "",
-                        "The gateway's database is unavailable; retry.");
+enum aigw_err limits_admit(struct request *req)
+{
+    struct admission a = {.req = req};
+    a.estimate = validate_prompt_token_estimate(&req->in) +
+                 (req->in.max_tokens > 0           ? req->in.max_tokens
+                  : req->in.kind == API_EMBEDDINGS ? 0
+                                                   : req->w->cfg->validation.max_tokens);
+    /* The row, its redacted body included, is made before the batch: the
+     * writer lock is held for SQL only. */
+    audit_fill(req, "pending", &a.row, &req->t->audit_scratch);
+    if (db_write(req->w->db, admit_in_batch, &a) < 0) {
+        log_error("request %s: admission could not be written", req->request_id);
+        req->audited = 0;
+        req->reserved_tokens = 0;
+        req->budget_period_start = -1;
+        return request_fail(req, AIGW_ERR_INTERNAL, "",
+                            "The gateway's database is unavailable; retry.");
+    }
+    if (a.refused) {
+        req->audited = 2; /* complete: nothing to settle */
+        return req->err;
+    }
+    req->audited = 1;
+    return AIGW_OK;
+}
+
+struct refusal {
+    struct request *req;
+    struct audit_row row;
+    enum aigw_err err;
+    int64_t retry_after_ms;
+};
+
+static int refusal_in_batch(struct store *st, struct counters *c, void *arg)
+{
+    struct refusal *r = arg;
+    return write_refusal(st, c, r->req, &r->row, r->err, r->retry_after_ms, r->req->err_message);
 }
 
 void limits_audit_refusal(struct request *req)
 {
     if (req->audited)
         return;
-    struct store *st = req->w->store;
-    if (store_begin(st) < 0) {
-        log_error("request %s: cannot record refusal: %s", req->request_id, store_errmsg(st));
+    struct refusal r = {
+        .req = req, .err = req->err, .retry_after_ms = (int64_t)req->retry_after_s * 1000};
+    audit_fill(req, "pending", &r.row, &req->t->audit_scratch);
+    if (db_write(req->w->db, refusal_in_batch, &r) < 0) {
+        log_error("request %s: cannot record refusal", req->request_id);
         return;
     }
-    refuse(req, req->err, (int64_t)req->retry_after_s * 1000, req->err_message);
+    req->audited = 2;
+}
+
+struct settlement {
+    struct request *req;
+    struct audit_row row;
+};
+
+static int settle_in_batch(struct store *st, struct counters *cn, void *arg)
+{
+    struct settlement *a = arg;
+    struct request *req = a->req;
+    const struct caller *c = &req->caller;
+    if (store_audit_complete(st, &a->row) < 0 ||
+        metrics_collect(req, a->row.http_status, a->row.status, cn) < 0)
+        return -1;
+    if (req->budget_period_start >= 0 &&
+        store_budget_add(st, req->subject, req->budget_period_start, req->total_tokens,
+                         -req->reserved_tokens) < 0)
+        return -1;
+    if (c->tokens_per_minute > 0 && req->reserved_tokens > req->total_tokens) {
+        /* Give back the part of the token-rate charge that was not used. */
+        int64_t tat = store_rate_tat(st, req->subject, "tokens");
+        if (tat < 0)
+            return -1;
+        int64_t refund =
+            (int64_t)(((unsigned __int128)(uint64_t)(req->reserved_tokens - req->total_tokens) *
+                       60000000u) /
+                      (uint64_t)c->tokens_per_minute);
+        int64_t floor_us = now_ms() * 1000;
+        int64_t nt = tat - refund < floor_us ? floor_us : tat - refund;
+        if (tat > 0 && store_rate_set_tat(st, req->subject, "tokens", nt) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 void limits_settle(struct request *req)
 {
     if (req->audited != 1)
         return;
-    struct store *st = req->w->store;
-    const struct caller *c = &req->caller;
-    const char *status = req->err == AIGW_OK ? "success" : "error";
-    struct audit_row row;
-    audit_fill(req, status, &row, req->w->audit_scratch);
-    /* A few retries: settlement must not be lost to a briefly busy database. */
+    struct settlement a = {.req = req};
+    audit_fill(req, req->err == AIGW_OK ? "success" : "error", &a.row, &req->t->audit_scratch);
+    /* A few tries: settlement must not be lost to a briefly busy database. */
     for (int attempt = 0; attempt < 3; attempt++) {
-        if (store_begin(st) < 0)
-            continue;
-        if (store_audit_complete(st, &row) < 0 || metrics_record(req, row.http_status, status) < 0)
-            goto fail;
-        if (req->budget_period_start >= 0 &&
-            store_budget_add(st, req->subject, req->budget_period_start, req->total_tokens,
-                             -req->reserved_tokens) < 0)
-            goto fail;
-        if (c->tokens_per_minute > 0 && req->reserved_tokens > req->total_tokens) {
-            /* Give back the part of the token-rate charge that was not used. */
-            int64_t tat = store_rate_tat(st, req->subject, "tokens");
-            int64_t refund =
-                (int64_t)(((unsigned __int128)(uint64_t)(req->reserved_tokens - req->total_tokens) *
-                           60000000u) /
-                          (uint64_t)c->tokens_per_minute);
-            int64_t floor_us = now_ms() * 1000;
-            int64_t nt = tat - refund < floor_us ? floor_us : tat - refund;
-            if (tat > 0 && store_rate_set_tat(st, req->subject, "tokens", nt) < 0)
-                goto fail;
-        }
-        if (store_commit(st) == 0) {
+        if (db_write(req->w->db, settle_in_batch, &a) == 0) {
             req->audited = 2;
             return;
         }
-    fail:
-        store_rollback(st);
     }
     /* The row stays 'pending'; the sweep marks it abandoned and releases it. */
-    log_error("request %s: cannot settle: %s", req->request_id, store_errmsg(st));
+    log_error("request %s: cannot settle", req->request_id);
 }
 
-int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms)
+int limits_sweep_batch(struct store *st, int64_t cutoff_ms, int64_t now)
 {
-    struct pending_row rows[64];
-    int64_t now = now_ms();
-    struct store *st = w->store;
-    if (store_begin(st) < 0)
-        return -1;
-    int n = store_audit_stale(st, now - max_age_ms, rows, 64);
+    struct pending_row rows[SWEEP_BATCH_ROWS];
+    int n = store_audit_stale(st, cutoff_ms, rows, SWEEP_BATCH_ROWS);
     int done = 0;
     for (int i = 0; i < n; i++) {
-        if (store_audit_abandon(st, rows[i].request_id, now) != 1)
+        int changed = store_audit_abandon(st, rows[i].request_id, now);
+        if (changed < 0)
+            return -1;
+        if (changed != 1)
             continue;
         if (rows[i].budget_period_start >= 0 && rows[i].reserved_tokens > 0 &&
             store_budget_add(st, rows[i].user_id, rows[i].budget_period_start, 0,
-                             -rows[i].reserved_tokens) < 0) {
-            store_rollback(st);
+                             -rows[i].reserved_tokens) < 0)
             return -1;
-        }
         done++;
     }
-    if (n < 0 || store_commit(st) < 0) {
+    return n < 0 ? -1 : done;
+}
+
+int limits_sweep_abandoned(struct store *st, int64_t max_age_ms)
+{
+    int64_t now = now_ms();
+    if (store_begin(st) < 0)
+        return -1;
+    int done = limits_sweep_batch(st, now - max_age_ms, now);
+    if (done < 0 || store_commit(st) < 0) {
         store_rollback(st);
         return -1;
     }
@@ -304,9 +364,8 @@ int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms)
     return done;
 }
 
-int limits_prune_audit(struct worker *w, int64_t max_age_ms, int batch)
+int limits_prune_audit(struct store *st, int64_t max_age_ms, int batch)
 {
-    struct store *st = w->store;
     if (store_begin(st) < 0)
         return -1;
     int n = store_audit_prune(st, now_ms() - max_age_ms, batch);

@@ -1,13 +1,15 @@
 /*
  * limits.h - rate limits and token budgets, exact across every worker.
  *
- * Pipeline stages 5 (admit) and 9 (settle). Admission is one short
- * BEGIN IMMEDIATE transaction: the request-rate GCRA, the tokens-per-minute
- * GCRA, the budget check with a reservation of the estimated tokens, and the
- * audit row in state 'pending' (or 'refused'). Because SQLite serialises
- * writers, N workers racing can never admit more than the limit. Settlement
- * replaces the reservation with the usage the backend reported and completes
- * the audit row in one more transaction. Neither is held across a network call.
+ * Pipeline stages 5 (admit) and 9 (settle). Admission is one operation of a
+ * group-committed write transaction (commit.h): the request-rate GCRA, the
+ * tokens-per-minute GCRA, the budget check with a reservation of the
+ * estimated tokens, and the audit row in state 'pending' (or 'refused').
+ * Operations run one after another under the host-wide writer lock, so N
+ * processes with M threads racing can never admit more than the limit.
+ * Settlement replaces the reservation with the usage the backend reported and
+ * completes the audit row in a later batch. Neither is held across a network
+ * call.
  */
 #ifndef AIGW_LIMITS_H
 #define AIGW_LIMITS_H
@@ -16,6 +18,8 @@
 
 #include "err.h"
 #include "request.h"
+
+struct store;
 
 /* --- pure arithmetic, unit-tested ------------------------------------------ */
 
@@ -51,13 +55,21 @@ void limits_settle(struct request *req);
  * (validation, authorisation). */
 void limits_audit_refusal(struct request *req);
 
-/* Marks pending rows older than max_age_ms 'abandoned' and releases their
- * reservations; returns how many. */
-int limits_sweep_abandoned(struct worker *w, int64_t max_age_ms);
+/* Rows the sweep takes in one transaction. */
+#define SWEEP_BATCH_ROWS 64
+
+/* Inside a transaction: marks up to SWEEP_BATCH_ROWS pending rows started
+ * before cutoff_ms 'abandoned' and releases their reservations; returns how
+ * many, or -1. */
+int limits_sweep_batch(struct store *st, int64_t cutoff_ms, int64_t now_ms);
+
+/* The same in its own transaction, for rows older than max_age_ms (the
+ * operator's `aigw audit sweep`). */
+int limits_sweep_abandoned(struct store *st, int64_t max_age_ms);
 
 /* Deletes up to batch completed audit rows older than max_age_ms in one short
- * transaction; returns rows deleted or -1. */
-int limits_prune_audit(struct worker *w, int64_t max_age_ms, int batch);
+ * transaction of its own; returns rows deleted or -1. */
+int limits_prune_audit(struct store *st, int64_t max_age_ms, int batch);
 
 /* Formats a duration the way OpenAI's x-ratelimit-reset-* headers do ("6m0s", "1.5s"). */
 void limits_format_duration(int64_t ms, char *out, size_t n);

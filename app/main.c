@@ -59,9 +59,10 @@ static int run_fastcgi_worker(const char *config_path)
         return 1;
     }
     buf_free(&problems);
+    worker_block_stop_signals();
     struct worker w;
     struct buf err = {0};
-    if (worker_init(&w, cfg, &err) < 0) {
+    if (worker_init(&w, cfg, 0, &err) < 0) {
         log_error("cannot start: %s", buf_cstr(&err));
         buf_free(&err);
         cfg_free(cfg);

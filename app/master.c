@@ -28,9 +28,10 @@
 #include "request.h"
 #include "worker.h"
 
-#define MAX_WORKERS    512
-#define CRASH_WINDOW_S 2.0 /* a worker dying sooner than this after start counts as a crash loop   \
-                            */
+#define MAX_WORKERS 512
+#define CRASH_WINDOW_S                                                                             \
+    2.0 /* a worker dying sooner than this after start counts as a crash loop                      \
+         */
 
 struct child {
     pid_t pid;
@@ -53,7 +54,7 @@ static void on_signal(int sig)
 }
 
 static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int generation,
-                        unsigned long max_requests)
+                        int threads, unsigned long max_requests)
 {
     pid_t pid = fork();
     if (pid < 0) {
@@ -69,9 +70,10 @@ static int spawn_worker(struct cfg *cfg, int listen_fd, struct child *slot, int 
         sigset_t none;
         sigemptyset(&none);
         sigprocmask(SIG_SETMASK, &none, NULL);
+        worker_block_stop_signals();
         struct worker w;
         struct buf err = {0};
-        if (worker_init(&w, cfg, &err) < 0) {
+        if (worker_init(&w, cfg, threads, &err) < 0) {
             log_error("worker cannot start: %s", buf_cstr(&err));
             _exit(1);
         }
@@ -102,7 +104,7 @@ static pid_t spawn_prober(struct cfg *cfg)
     sigprocmask(SIG_SETMASK, &none, NULL);
     struct worker w;
     struct buf err = {0};
-    if (worker_init(&w, cfg, &err) < 0)
+    if (worker_init(&w, cfg, 1, &err) < 0)
         _exit(1);
     health_probe_backends(&w, 0, NULL);
     worker_cleanup(&w);
@@ -123,10 +125,14 @@ static int write_pid_file(const char *path)
 
 static void usage(FILE *to)
 {
-    fputs("usage: aigw [--config PATH] serve --listen ADDR [--workers N] [--pid-file PATH]\n"
-          "                                  [--grace SECONDS] [--max-requests N]\n\n"
+    fputs("usage: aigw [--config PATH] serve --listen ADDR [--workers N] [--threads N]\n"
+          "                                  [--pid-file PATH] [--grace SECONDS] [--max-requests "
+          "N]\n\n"
           "  --listen ADDR     HOST:PORT (e.g. 127.0.0.1:9000) or unix:/run/aigw/aigw.sock\n"
           "  --workers N       worker processes (default: 2 per CPU)\n"
+          "  --threads N       requests each worker serves at once (default: the\n"
+          "                    configuration's server.threads_per_worker, 256;\n"
+          "                    also $AIGW_THREADS)\n"
           "  --pid-file PATH   write the master's pid here\n"
           "  --grace SECONDS   how long SIGTERM waits for in-flight requests (default 30)\n"
           "  --max-requests N  replace a worker after N requests (default 0: never;\n"
@@ -143,6 +149,7 @@ int master_serve(const char *config_path, int argc, char **argv)
     unsigned long max_requests = max_env ? strtoul(max_env, NULL, 10) : 0;
     long workers = sysconf(_SC_NPROCESSORS_ONLN) * 2;
     double grace = 30;
+    int threads = 0; /* 0: the configuration's (or $AIGW_THREADS) */
     for (int i = 1; i < argc; i++) {
         if (strcmp(argv[i], "--help") == 0 || strcmp(argv[i], "-h") == 0) {
             usage(stdout);
@@ -161,6 +168,14 @@ int master_serve(const char *config_path, int argc, char **argv)
                 fprintf(stderr, "aigw: --workers must be between 1 and %d\n", MAX_WORKERS);
                 return 2;
             }
+        } else if (strcmp(argv[i], "--threads") == 0) {
+            char *end;
+            long n = strtol(argv[++i], &end, 10);
+            if (*end || n < 1 || n > CFG_MAX_THREADS) {
+                fprintf(stderr, "aigw: --threads must be between 1 and %d\n", CFG_MAX_THREADS);
+                return 2;
+            }
+            threads = (int)n;
         } else if (strcmp(argv[i], "--max-requests") == 0) {
             char *end;
             long n = strtol(argv[++i], &end, 10);
@@ -201,7 +216,7 @@ int master_serve(const char *config_path, int argc, char **argv)
     {
         struct worker probe;
         struct buf err = {0};
-        if (worker_init(&probe, cfg, &err) < 0) {
+        if (worker_init(&probe, cfg, 1, &err) < 0) {
             fprintf(stderr, "aigw: %s\n", buf_cstr(&err));
             buf_free(&err);
             cfg_free(cfg);
@@ -253,9 +268,11 @@ int master_serve(const char *config_path, int argc, char **argv)
     struct child *kids = calloc((size_t)MAX_WORKERS * 2, sizeof *kids);
     int generation = 1;
     double crash_delay = 0;
-    log_info("listening on %s with %ld workers", listen, workers);
+    log_info("listening on %s with %ld workers of %d threads", listen, workers,
+             threads ? threads : worker_threads_for(cfg));
     for (long k = 0; k < workers; k++)
-        spawn_worker(cfg, fd, &kids[k], generation, max_requests);
+        spawn_worker(cfg, fd, &kids[k], generation, threads ? threads : worker_threads_for(cfg),
+                     max_requests);
 
     pid_t prober = 0;
     unsigned probe_every = probe_interval(cfg);
@@ -288,8 +305,9 @@ int master_serve(const char *config_path, int argc, char **argv)
                     if (!current || got_term)
                         break;
                     if (WIFEXITED(status) && WEXITSTATUS(status) == 0 && max_requests)
-                        log_info("worker %d exited (status 0) after its %lu requests; starting another",
-                                 (int)pid, max_requests);
+                        log_info(
+                            "worker %d exited (status 0) after its %lu requests; starting another",
+                            (int)pid, max_requests);
                     else if (WIFSIGNALED(status))
                         log_warn("worker %d died (signal %d); starting another", (int)pid,
                                  WTERMSIG(status));
@@ -307,7 +325,8 @@ int master_serve(const char *config_path, int argc, char **argv)
                     } else {
                         crash_delay = 0;
                     }
-                    spawn_worker(cfg, fd, &kids[k], generation, max_requests);
+                    spawn_worker(cfg, fd, &kids[k], generation,
+                                 threads ? threads : worker_threads_for(cfg), max_requests);
                     break;
                 }
             }
@@ -330,7 +349,8 @@ int master_serve(const char *config_path, int argc, char **argv)
             long started = 0;
             for (int k = 0; k < MAX_WORKERS * 2 && started < workers; k++)
                 if (kids[k].pid == 0) {
-                    spawn_worker(cfg, fd, &kids[k], generation, max_requests);
+                    spawn_worker(cfg, fd, &kids[k], generation,
+                                 threads ? threads : worker_threads_for(cfg), max_requests);
                     started++;
                 }
             for (int k = 0; k < MAX_WORKERS * 2; k++)

@@ -18,7 +18,10 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "counters.h"
+#include "db.h"
 #include "store.h"
+#include "worker.h"
 
 static const double latency_buckets[] = {0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120};
 #define N_BUCKETS (sizeof latency_buckets / sizeof latency_buckets[0])
@@ -41,9 +44,9 @@ static void label(struct buf *b, const char *name, const char *value)
     buf_putc(b, '"');
 }
 
-static int add(struct store *s, const char *name, struct buf *labels, double v)
+static int add(struct counters *c, const char *name, struct buf *labels, double v)
 {
-    return store_metric_add(s, name, buf_cstr(labels), v);
+    return counters_add_metric(c, name, buf_cstr(labels), v);
 }
 
 /* Did this call work? A 4xx other than 429 is the caller's problem: it worked. */
@@ -67,9 +70,8 @@ static double latency_bucket_ms(double ms)
     return ceil(ms / scale) * scale;
 }
 
-int metrics_record(struct request *req, int http_status, const char *status)
+int metrics_collect(struct request *req, int http_status, const char *status, struct counters *s)
 {
-    struct store *s = req->w->store;
     struct buf l = {0};
     char code[8];
     int rc = 0;
@@ -97,16 +99,18 @@ int metrics_record(struct request *req, int http_status, const char *status)
         label(&l, "reason", aigw_err_info(req->err)->code);
         rc |= add(s, "aigw_refusals_total", &l, 1);
     }
-    rc |= store_usage_add(s, req->start_ms - req->start_ms % 86400000, user ? user : "", status,
-                          req->prompt_tokens, req->completion_tokens, req->total_tokens);
+    rc |= counters_add_usage(s, req->start_ms - req->start_ms % 86400000, user ? user : "",
+                             strcmp(status, "success") == 0, strcmp(status, "error") == 0,
+                             strcmp(status, "refused") == 0, req->prompt_tokens,
+                             req->completion_tokens, req->total_tokens);
     int64_t hour = req->start_ms - req->start_ms % 3600000;
     for (int i = 0; i < req->n_attempts && i < MAX_ATTEMPTS_RECORDED; i++) {
         const struct attempt *a = &req->attempts[i];
         int ok = attempt_ok(a);
         int last = i == req->n_attempts - 1 || i == MAX_ATTEMPTS_RECORDED - 1;
         int answered = last && ok;
-        rc |= store_backend_call_add(s, hour, a->backend, !ok, answered, answered && i > 0,
-                                     latency_bucket_ms(a->latency_ms));
+        rc |= counters_add_backend_call(s, hour, a->backend, !ok, answered, answered && i > 0,
+                                        latency_bucket_ms(a->latency_ms));
         buf_reset(&l);
         label(&l, "backend", a->backend);
         label(&l, "outcome", ok ? "ok" : "failed");
@@ -266,12 +270,19 @@ int metrics_render(struct worker *w, struct buf *out)
     if (!r)
         return -1;
     r->out = out;
-    int rc = store_metric_each(w->store, render_row, r);
+    struct store *st = db_reader(w->db);
+    if (!st) {
+        free(r);
+        return -1;
+    }
+    int rc = store_metric_each(st, render_row, r);
     if (rc == 0)
         render_histograms(r);
     free(r);
-    if (rc < 0)
+    if (rc < 0) {
+        db_reader_done(w->db, st);
         return -1;
+    }
     buf_puts(
         out,
         "# HELP aigw_backend_breaker_state Circuit breaker per backend: 0 closed, 1 half-open, 2 "
@@ -282,9 +293,12 @@ int metrics_render(struct worker *w, struct buf *out)
     /* Every configured backend appears, closed until the database says otherwise. */
     for (size_t i = 0; i < w->cfg->n_backends; i++) {
         struct breaker_row row;
-        if (store_breaker_get(w->store, w->cfg->backends[i].name, &row) < 0)
+        if (store_breaker_get(st, w->cfg->backends[i].name, &row) < 0) {
+            db_reader_done(w->db, st);
             return -1;
+        }
         render_breaker(w->cfg->backends[i].name, row.state, row.failures, out);
     }
+    db_reader_done(w->db, st);
     return 0;
 }

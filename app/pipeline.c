@@ -13,7 +13,9 @@
 #include <strings.h>
 
 #include "auth.h"
+#include "breaker.h"
 #include "chat.h"
+#include "db.h"
 #include "dispatch.h"
 #include "fcgi_io.h"
 #include "limits.h"
@@ -22,18 +24,10 @@
 #include "proxy.h"
 #include "store.h"
 #include "telemetry.h"
+#include "worker.h"
 
 /* What an api-version may hold: it is copied into backend URLs. */
-#define API_VERSION_CHARS    "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
-/* How often a worker looks for abandoned and expired rows: on its first model
- * request, then every this many requests or this many milliseconds. */
-#define SWEEP_EVERY_REQUESTS 256
-#define SWEEP_EVERY_MS 60000
-/* A worker copies the WAL back into the database every this many requests:
- * with ~15 pages written per request the WAL stays near 1000 pages per worker. */
-#define CHECKPOINT_EVERY_REQUESTS 64
-#define PRUNE_BATCH_ROWS     500 /* rows one worker deletes at a time: a short transaction */
-
+#define API_VERSION_CHARS "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
 static enum aigw_err route_request(struct request *req)
 {
     enum aigw_err e = router_match(req->method, req->path, &req->route, req->deployment);
@@ -129,6 +123,13 @@ static enum aigw_err dispatch_request(struct request *req)
     return proxy_handle(req);
 }
 
+/* An empty write: the batch's commit says whether the database takes writes. */
+static int nothing_in_batch(struct store *st, struct counters *c, void *arg)
+{
+    (void)st, (void)c, (void)arg;
+    return 0;
+}
+
 static void serve_health(struct request *req)
 {
     struct worker *w = req->w;
@@ -138,11 +139,11 @@ static void serve_health(struct request *req)
         return;
     }
     /* readyz: the database takes writes and some backend can take traffic. */
-    int db = store_writable(w->store);
+    int db = db_write(w->db, nothing_in_batch, NULL) == 0;
     size_t open = 0;
     for (size_t i = 0; i < w->cfg->n_backends; i++) {
         struct breaker_row row;
-        if (store_breaker_get(w->store, w->cfg->backends[i].name, &row) == 0 &&
+        if (breaker_read(w, w->cfg->backends[i].name, &row) == 0 &&
             strcmp(row.state, "open") == 0 && row.open_until_ms > now_ms())
             open++;
     }
@@ -168,9 +169,8 @@ static void serve_metrics(struct request *req)
                      "The metrics could not be read from the database.");
         return;
     }
-    if (fcgi_send_headers(req, 200, "text/plain; version=0.0.4; charset=utf-8") == 0 &&
-        strcmp(req->method, "HEAD") != 0)
-        fcgi_write(req, req->out.data, req->out.len);
+    fcgi_send_body(req, 200, "text/plain; version=0.0.4; charset=utf-8", req->out.data,
+                   req->out.len);
 }
 
 void pipeline_handle(struct request *req)
@@ -188,7 +188,7 @@ void pipeline_handle(struct request *req)
             serve_metrics(req);
         else
             serve_health(req);
-        if (!req->http_status)
+        if (req->response == RESPONSE_NONE)
             fcgi_send_error(req);
         return;
     }
@@ -201,7 +201,7 @@ void pipeline_handle(struct request *req)
             e = dispatch_request(req);
     }
     /* respond: an error not yet answered gets its one OpenAI-shaped body. */
-    if (!req->http_status && !req->stream_started)
+    if (req->response == RESPONSE_NONE)
         fcgi_send_error(req);
     /* settle */
     if (req->audited == 1)
@@ -212,22 +212,5 @@ void pipeline_handle(struct request *req)
 
 void pipeline_after_response(struct request *req)
 {
-    struct worker *w = req->w;
-    w->served++;
-    telemetry_export(w, req);
-    if (!is_model_route(req->route))
-        return; /* health probes and scrapes do not drive the housekeeping */
-    int64_t now = now_ms();
-    /* Checkpoints run here, after the response, never inside a request's commit. */
-    if (w->model_requests % CHECKPOINT_EVERY_REQUESTS == CHECKPOINT_EVERY_REQUESTS - 1)
-        store_checkpoint(w->store);
-    if (++w->model_requests % SWEEP_EVERY_REQUESTS == 1 || now - w->last_sweep_ms > SWEEP_EVERY_MS) {
-        w->last_sweep_ms = now;
-        /* Rows pending for longer than any request may run belong to dead workers. */
-        int64_t max_age = (int64_t)(w->cfg->retry.deadline_s * 1000) + 60000;
-        limits_sweep_abandoned(w, max_age);
-        if (w->cfg->audit.retention_days > 0)
-            limits_prune_audit(w, (int64_t)w->cfg->audit.retention_days * 86400000,
-                               PRUNE_BATCH_ROWS);
-    }
+    telemetry_export(req->w, req);
 }

@@ -17,6 +17,7 @@
 #include "fcgi_io.h"
 #include "json_strict.h"
 #include "sanitize.h"
+#include "worker.h"
 
 #define MAX_STREAM_CHOICES 128 /* OpenAI's limit on n; validate.c enforces it */
 
@@ -33,11 +34,6 @@ struct stream_ctx {
 static int send_event(struct stream_ctx *s, const char *data, size_t len)
 {
     struct request *req = s->req;
-    if (!req->stream_started) {
-        if (fcgi_send_headers(req, 200, "text/event-stream") < 0)
-            return -1;
-        req->stream_started = 1;
-    }
     buf_reset(&s->event);
     /* An event whose data spans lines gets one "data: " per line, so a line
      * break from the backend can never end the event early or start another. */
@@ -53,9 +49,7 @@ static int send_event(struct stream_ctx *s, const char *data, size_t len)
     buf_puts(&s->event, "\n\n");
     if (req->w->cfg->audit.log_bodies != LOG_BODIES_NONE && req->out.len < (1u << 20))
         buf_append(&req->out, s->event.data, s->event.len);
-    if (fcgi_write(req, s->event.data, s->event.len) < 0 || fcgi_flush(req) < 0)
-        return -1;
-    return 0;
+    return fcgi_stream_write(req, s->event.data, s->event.len);
 }
 
 /* Redacts the delta content of each choice in chunk; 1 if chunk changed. */
@@ -226,7 +220,7 @@ enum aigw_err proxy_handle(struct request *req)
         t.arg = &s;
     }
     enum aigw_err e = dispatch_call(req, &t);
-    if (req->stream_started) {
+    if (req->response == RESPONSE_STREAMING) {
         if (e != AIGW_OK || (!s.done && !req->client_gone)) {
             if (e == AIGW_OK)
                 request_fail(req, AIGW_ERR_BACKEND_ERROR, "",

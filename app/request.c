@@ -11,6 +11,7 @@
 void request_reset(struct request *req)
 {
     struct worker *w = req->w;
+    struct worker_thread *t = req->t;
     struct buf body = req->body, upstream = req->upstream, out = req->out;
     chat_input_clear(&req->in);
     buf_reset(&body);
@@ -18,6 +19,7 @@ void request_reset(struct request *req)
     buf_reset(&out);
     memset(req, 0, sizeof *req);
     req->w = w;
+    req->t = t;
     req->body = body;
     req->upstream = upstream;
     req->out = out;

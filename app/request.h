@@ -1,11 +1,14 @@
 /*
- * request.h - the worker and the request context that flows through the pipeline.
+ * request.h - the request context that flows through the pipeline.
  *
- * struct worker holds what a worker process keeps between requests: the
- * config, its own database connection, its backend connections, compiled
- * patterns and reusable buffers. struct request holds one request from read to
- * export; it is reset between requests and everything it owns is released by
- * request_reset, so the worker loop cannot leak.
+ * struct request holds one request from read to export. Each request thread
+ * (worker.h) keeps one and reuses it: request_reset clears it between
+ * requests and everything it owns is released there, so the loop cannot
+ * leak. req->w is the process (shared, thread-safe parts), req->t the thread
+ * serving it (its backend handles and scratch buffers).
+ *
+ * The response has an explicit state (enum response_state), advanced only by
+ * fcgi_io.c: whether anything went out is read from it, never guessed.
  */
 #ifndef AIGW_REQUEST_H
 #define AIGW_REQUEST_H
@@ -19,27 +22,15 @@
 #include "router.h"
 #include "validate.h"
 
-struct store;
-struct redactor;
-struct backend_pool;
-struct jwks;
-struct audit_scratch;
-struct secrets;
-struct telemetry;
+struct worker;
+struct worker_thread;
 
-struct worker {
-    struct cfg *cfg;
-    struct store *store;
-    struct backend_pool *pool;
-    struct redactor *redactor;
-    struct jwks *jwks;
-    struct audit_scratch *audit_scratch;
-    struct secrets *secrets;
-    struct telemetry *telemetry;
-    uint64_t rng;         /* xorshift state for jitter and weighted choice */
-    unsigned long served;         /* requests handled by this process */
-    unsigned long model_requests; /* of those, model calls (what drives the sweep) */
-    int64_t last_sweep_ms;
+/* How far the answer has gone out. Only forward, only in fcgi_io.c. */
+enum response_state {
+    RESPONSE_NONE,      /* nothing sent: an error can still become the answer */
+    RESPONSE_HEADERS,   /* status and headers sent, body not yet */
+    RESPONSE_STREAMING, /* stream events sent: only an error event may follow */
+    RESPONSE_DONE,      /* a whole answer was written */
 };
 
 #define MAX_ATTEMPTS_RECORDED 32
@@ -76,8 +67,10 @@ struct ratelimit_info {
 };
 
 struct request {
-    struct worker *w;
+    struct worker *w;        /* the process */
+    struct worker_thread *t; /* the thread serving this request */
     FCGX_Request *fcgi;
+    enum response_state response;
 
     /* read */
     char request_id[40];
@@ -130,7 +123,6 @@ struct request {
     int upstream_status; /* status relayed from the backend (0 if none) */
     char upstream_processing_ms[24];
     struct buf upstream; /* the backend's response body */
-    int stream_started;  /* the first byte of a stream reached the client */
     int client_gone;
 
     /* usage */

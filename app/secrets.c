@@ -20,6 +20,7 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <openssl/crypto.h>
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -230,6 +231,10 @@ struct secret_entry {
 };
 
 struct secrets {
+    /* One lock for the cache and the Key Vault client: a value due for a
+     * refresh is fetched by the first thread that needs it while the others
+     * wait for it, so 500 requests meeting an expired secret make one call. */
+    pthread_mutex_t mu;
     const struct cfg *cfg;
     struct keyvault *kv; /* made when the first keyvault: reference is fetched */
     struct secret_entry *entries;
@@ -239,8 +244,10 @@ struct secrets {
 struct secrets *secrets_new(const struct cfg *cfg)
 {
     struct secrets *s = calloc(1, sizeof *s);
-    if (s)
+    if (s) {
         s->cfg = cfg;
+        pthread_mutex_init(&s->mu, NULL);
+    }
     return s;
 }
 
@@ -254,12 +261,18 @@ void secrets_free(struct secrets *s)
     }
     free(s->entries);
     keyvault_free(s->kv);
+    pthread_mutex_destroy(&s->mu);
     free(s);
 }
 
-unsigned long secrets_token_requests(const struct secrets *s)
+unsigned long secrets_token_requests(struct secrets *s)
 {
-    return s ? keyvault_token_requests(s->kv) : 0;
+    if (!s)
+        return 0;
+    pthread_mutex_lock(&s->mu);
+    unsigned long n = keyvault_token_requests(s->kv);
+    pthread_mutex_unlock(&s->mu);
+    return n;
 }
 
 /* Resolves ref, of any kind, without the cache. */
@@ -326,7 +339,8 @@ static int copy_out(const struct secret_entry *e, struct buf *out, struct buf *e
     return 0;
 }
 
-int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, struct buf *err)
+static int get_locked(struct secrets *s, const char *ref, int force, struct buf *out,
+                      struct buf *err)
 {
     int64_t now = (int64_t)(mono_s() * 1000); /* immune to clock steps */
     struct secret_entry *e = entry_find(s, ref);
@@ -361,6 +375,14 @@ int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, 
     e->stale = 0;
     e->next_fetch_ms = now + (int64_t)s->cfg->secrets.cache_ttl_s * 1000;
     return copy_out(e, out, err);
+}
+
+int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, struct buf *err)
+{
+    pthread_mutex_lock(&s->mu);
+    int rc = get_locked(s, ref, force, out, err);
+    pthread_mutex_unlock(&s->mu);
+    return rc;
 }
 
 /* --- aigw secrets check ------------------------------------------------------ */

@@ -51,8 +51,8 @@ int secret_resolve(const char *ref, const char *environment, struct buf *out, st
 
 struct secrets;
 
-/* A per-worker secret cache and Key Vault client. cfg must outlive it.
- * Free with secrets_free. */
+/* A per-process secret cache and Key Vault client, safe to use from every
+ * request thread. cfg must outlive it. Free with secrets_free. */
 struct secrets *secrets_new(const struct cfg *cfg);
 void secrets_free(struct secrets *s);
 
@@ -68,7 +68,7 @@ void secrets_free(struct secrets *s);
 int secrets_get(struct secrets *s, const char *ref, int force, struct buf *out, struct buf *err);
 
 /* How many access tokens s has asked Key Vault's token endpoint for. */
-unsigned long secrets_token_requests(const struct secrets *s);
+unsigned long secrets_token_requests(struct secrets *s);
 
 /*
  * For `aigw secrets check`: resolves every reference in cfg (backends[i].api_key,

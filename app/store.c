@@ -47,6 +47,9 @@ enum stmt_id {
     ST_USAGE_ADD,
     ST_BACKEND_HOUR_ADD,
     ST_LATENCY_ADD,
+    ST_SAVEPOINT,
+    ST_RELEASE,
+    ST_ROLLBACK_TO,
     ST__COUNT
 };
 
@@ -121,20 +124,23 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_METRIC_EACH] = "SELECT name, labels, value FROM metrics ORDER BY name, labels",
     [ST_USAGE_ADD] =
         "INSERT INTO usage_daily(day_ms, user_id, requests, succeeded, failed, refused,"
-        " prompt_tokens, completion_tokens, total_tokens) VALUES (?1, ?2, 1, ?3, ?4, ?5, ?6, ?7, "
-        "?8)"
-        " ON CONFLICT(day_ms, user_id) DO UPDATE SET requests = requests + 1,"
-        " succeeded = succeeded + ?3, failed = failed + ?4, refused = refused + ?5,"
-        " prompt_tokens = prompt_tokens + ?6, completion_tokens = completion_tokens + ?7,"
-        " total_tokens = total_tokens + ?8",
+        " prompt_tokens, completion_tokens, total_tokens) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8,"
+        " ?9) ON CONFLICT(day_ms, user_id) DO UPDATE SET requests = requests + ?3,"
+        " succeeded = succeeded + ?4, failed = failed + ?5, refused = refused + ?6,"
+        " prompt_tokens = prompt_tokens + ?7, completion_tokens = completion_tokens + ?8,"
+        " total_tokens = total_tokens + ?9",
     [ST_BACKEND_HOUR_ADD] =
         "INSERT INTO backend_hourly(hour_ms, backend, attempts, failures, answered, failed_over)"
-        " VALUES (?1, ?2, 1, ?3, ?4, ?5) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
-        " attempts = attempts + 1, failures = failures + ?3, answered = answered + ?4,"
-        " failed_over = failed_over + ?5",
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
+        " attempts = attempts + ?3, failures = failures + ?4, answered = answered + ?5,"
+        " failed_over = failed_over + ?6",
     [ST_LATENCY_ADD] =
-        "INSERT INTO latency_hourly(hour_ms, backend, bucket_ms, calls) VALUES (?1, ?2, ?3, 1)"
-        " ON CONFLICT(hour_ms, backend, bucket_ms) DO UPDATE SET calls = calls + 1",
+        "INSERT INTO latency_hourly(hour_ms, backend, bucket_ms, calls) VALUES (?1, ?2, ?3, ?4)"
+        " ON CONFLICT(hour_ms, backend, bucket_ms) DO UPDATE SET calls = calls + ?4",
+    /* One operation of a group-committed batch: undone alone when it fails. */
+    [ST_SAVEPOINT] = "SAVEPOINT op",
+    [ST_RELEASE] = "RELEASE op",
+    [ST_ROLLBACK_TO] = "ROLLBACK TO op",
 };
 
 /* The report views of sql/reports.sql, by report name. */
@@ -317,8 +323,8 @@ int store_migrate(struct store *s, struct buf *err)
     return applied;
 }
 
-struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
-                         struct buf *err)
+static struct store *open_connection(const char *path, const char *synchronous, int busy_timeout_ms,
+                                     int migrate, struct buf *err)
 {
     struct store *s = calloc(1, sizeof *s);
     if (!s)
@@ -346,7 +352,7 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
              synchronous && strcmp(synchronous, "full") == 0  ? "FULL"
              : synchronous && strcmp(synchronous, "off") == 0 ? "OFF"
                                                               : "NORMAL");
-    if (exec_sql(s, pragmas, err) < 0 || store_migrate(s, err) < 0) {
+    if (exec_sql(s, pragmas, err) < 0 || (migrate && store_migrate(s, err) < 0)) {
         buf_printf(err, " (database %s)", path);
         store_close(s);
         return NULL;
@@ -362,6 +368,18 @@ struct store *store_open(const char *path, const char *synchronous, int busy_tim
     return s;
 }
 
+struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
+                         struct buf *err)
+{
+    return open_connection(path, synchronous, busy_timeout_ms, 1, err);
+}
+
+struct store *store_open_connection(const char *path, const char *synchronous, int busy_timeout_ms,
+                                    struct buf *err)
+{
+    return open_connection(path, synchronous, busy_timeout_ms, 0, err);
+}
+
 void store_close(struct store *s)
 {
     if (!s)
@@ -372,19 +390,13 @@ void store_close(struct store *s)
     free(s);
 }
 
-/* Past this many frames (64 MiB of pages) the WAL is reset, not just copied:
- * under constant load a passive checkpoint never finds a moment when no
- * worker is using the WAL, so without a reset it would only ever grow. */
-#define WAL_RESET_FRAMES 16384
-
-int store_checkpoint(struct store *s)
+int store_checkpoint(struct store *s, int reset, int *wal_frames)
 {
     int log = 0, done = 0;
-    int rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_PASSIVE, &log, &done);
-    if ((rc == SQLITE_OK || rc == SQLITE_BUSY) && log > WAL_RESET_FRAMES)
-        /* Waits (through the busy handler) for readers of old frames, then
-         * truncates the file; other workers' commits wait meanwhile. */
-        rc = sqlite3_wal_checkpoint_v2(s->db, NULL, SQLITE_CHECKPOINT_TRUNCATE, &log, &done);
+    int rc = sqlite3_wal_checkpoint_v2(
+        s->db, NULL, reset ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+    if (wal_frames)
+        *wal_frames = log;
     return rc == SQLITE_OK || rc == SQLITE_BUSY ? log - done : -1;
 }
 
@@ -414,6 +426,27 @@ void store_rollback(struct store *s)
 {
     if (!sqlite3_get_autocommit(s->db))
         run(s, stmt(s, ST_ROLLBACK));
+}
+
+int store_savepoint(struct store *s)
+{
+    return run(s, stmt(s, ST_SAVEPOINT));
+}
+
+int store_release(struct store *s)
+{
+    return run(s, stmt(s, ST_RELEASE));
+}
+
+void store_rollback_to(struct store *s)
+{
+    run(s, stmt(s, ST_ROLLBACK_TO));
+    run(s, stmt(s, ST_RELEASE));
+}
+
+int store_in_transaction(struct store *s)
+{
+    return !sqlite3_get_autocommit(s->db);
 }
 
 const char *store_errmsg(struct store *s)
@@ -769,36 +802,37 @@ int store_metric_each(struct store *s,
 
 /* --- rollups for the reports (inside the settling transaction) --------------- */
 
-int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const char *outcome,
-                    int64_t prompt, int64_t completion, int64_t total)
+int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7])
 {
     sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
     sqlite3_bind_int64(st, 1, day_ms);
     bind_text(st, 2, user_id);
-    sqlite3_bind_int(st, 3, strcmp(outcome, "success") == 0);
-    sqlite3_bind_int(st, 4, strcmp(outcome, "error") == 0);
-    sqlite3_bind_int(st, 5, strcmp(outcome, "refused") == 0);
-    sqlite3_bind_int64(st, 6, prompt);
-    sqlite3_bind_int64(st, 7, completion);
-    sqlite3_bind_int64(st, 8, total);
+    for (int i = 0; i < 7; i++)
+        sqlite3_bind_int64(st, 3 + i, v[i]);
     return run(s, st);
 }
 
-int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend, int failed,
-                           int answered, int failed_over, double bucket_ms)
+int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
+                           int64_t failures, int64_t answered, int64_t failed_over)
 {
     sqlite3_stmt *st = stmt(s, ST_BACKEND_HOUR_ADD);
     sqlite3_bind_int64(st, 1, hour_ms);
     bind_text(st, 2, backend);
-    sqlite3_bind_int(st, 3, failed);
-    sqlite3_bind_int(st, 4, answered);
-    sqlite3_bind_int(st, 5, failed_over);
-    if (run(s, st) < 0)
-        return -1;
-    st = stmt(s, ST_LATENCY_ADD);
+    sqlite3_bind_int64(st, 3, attempts);
+    sqlite3_bind_int64(st, 4, failures);
+    sqlite3_bind_int64(st, 5, answered);
+    sqlite3_bind_int64(st, 6, failed_over);
+    return run(s, st);
+}
+
+int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, double bucket_ms,
+                      int64_t calls)
+{
+    sqlite3_stmt *st = stmt(s, ST_LATENCY_ADD);
     sqlite3_bind_int64(st, 1, hour_ms);
     bind_text(st, 2, backend);
     sqlite3_bind_double(st, 3, bucket_ms);
+    sqlite3_bind_int64(st, 4, calls);
     return run(s, st);
 }
 

@@ -22,12 +22,18 @@ struct store;
  * reason appended to err. */
 struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
                          struct buf *err);
+/* Another connection to a database store_open has already migrated: no
+ * migration check, for the connections a worker keeps in its pool. */
+struct store *store_open_connection(const char *path, const char *synchronous, int busy_timeout_ms,
+                                    struct buf *err);
 void store_close(struct store *s);
 /* Applies migrations not yet applied; returns how many, or -1 (reason in err). */
 int store_migrate(struct store *s, struct buf *err);
 /* Copies what it can of the WAL back into the database without waiting for
- * anyone (a passive checkpoint); returns the frames left, or -1. */
-int store_checkpoint(struct store *s);
+ * anyone (a passive checkpoint), or with reset waits for the readers and
+ * truncates the WAL (the caller holds the writer lock). Returns the frames
+ * left, or -1; *wal_frames (when not NULL) gets the WAL's length in frames. */
+int store_checkpoint(struct store *s, int reset, int *wal_frames);
 /* 1 when a write transaction can be started and committed (for /readyz). */
 int store_writable(struct store *s);
 
@@ -35,6 +41,13 @@ int store_writable(struct store *s);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
+/* SAVEPOINT op / RELEASE op; rollback_to undoes everything since the
+ * savepoint and releases it. For one operation of a group-committed batch. */
+int store_savepoint(struct store *s);
+int store_release(struct store *s);
+void store_rollback_to(struct store *s);
+/* 1 inside a transaction (for assertions). */
+int store_in_transaction(struct store *s);
 const char *store_errmsg(struct store *s);
 
 /* --- users and keys ------------------------------------------------------ */
@@ -154,14 +167,16 @@ int store_metric_each(struct store *s,
                       void *arg);
 
 /* --- rollups the reports read (inside the settling transaction) -------------- */
-/* One request for user on the UTC day starting at day_ms; outcome is the
- * audit status (success, error, refused). */
-int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const char *outcome,
-                    int64_t prompt, int64_t completion, int64_t total);
-/* One call to backend in the hour starting at hour_ms, its latency bucket,
- * and whether it failed, answered the request, and did so after a failover. */
-int store_backend_call_add(struct store *s, int64_t hour_ms, const char *backend, int failed,
-                           int answered, int failed_over, double bucket_ms);
+/* Adds to user's row for the UTC day starting at day_ms: v is requests,
+ * succeeded, failed, refused, prompt, completion and total tokens. */
+int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7]);
+/* Adds calls to backend in the hour starting at hour_ms: how many, how many
+ * failed, answered the request, and did so after a failover. */
+int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
+                           int64_t failures, int64_t answered, int64_t failed_over);
+/* Adds calls to the backend's latency bucket (upper bound in ms) for the hour. */
+int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, double bucket_ms,
+                      int64_t calls);
 
 /* --- reports ----------------------------------------------------------------- */
 /* Runs the named report (usage, budget, errors, latency, failovers, refusals)

@@ -19,6 +19,7 @@
 #include <time.h>
 
 #include "log.h"
+#include "worker.h"
 
 #define EXPORT_TIMEOUT_MS 2000  /* a collector slower than this is treated as down */
 #define EXPORT_BACKOFF_MS 30000 /* after a failed export, skip exports this long */

@@ -1,55 +1,86 @@
 /*
- * worker.c - the FastCGI accept loop (see worker.h).
+ * worker.c - the worker process and its request threads (see worker.h).
  *
- * A stop signal that arrives while the worker waits for a connection ends it
- * at once; one that arrives during a request lets the request finish first,
- * so in-flight answers are never cut off by a reload or shutdown.
+ * Each thread has its own FCGX_Request (libfcgi's threaded model): one
+ * thread at a time waits for a connection, under accept_mu, so the others do
+ * not stampede on the listening socket; the thread that gets one releases
+ * the mutex and serves it while the next one waits. The listening socket is
+ * non-blocking and watched with poll beside an eventfd, so a stop reaches
+ * the waiting thread at once, whether another process took the connection it
+ * was woken for or not. Stop signals are blocked in every thread and read
+ * from a signalfd by the main thread, which then stops the acceptors and
+ * waits for the in-flight requests to finish: a reload or shutdown never cuts
+ * an answer off.
  */
 #include "worker.h"
 
 #include <curl/curl.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/eventfd.h>
 #include <sys/random.h>
+#include <sys/resource.h>
+#include <sys/signalfd.h>
 #include <unistd.h>
 
-#include "audit.h"
 #include "backend.h"
+#include "db.h"
+#include "housekeeping.h"
 #include "jwt.h"
 #include "log.h"
 #include "pipeline.h"
 #include "sanitize.h"
 #include "secrets.h"
 #include "telemetry.h"
-#include "store.h"
 
-static volatile sig_atomic_t stop_requested;
-static volatile sig_atomic_t in_request;
+/* A request thread's stack: the deepest path (JSON, regex, TLS, SQLite) uses
+ * well under this; sanitizers need several times more. Only touched pages
+ * cost memory. */
+#if defined(__SANITIZE_ADDRESS__) || defined(__SANITIZE_THREAD__)
+#define THREAD_STACK_BYTES (4u << 20)
+#else
+#define THREAD_STACK_BYTES (512u << 10)
+#endif
 
-static void on_stop(int sig)
+/* Reading connections per process: reads take microseconds, so a few serve
+ * hundreds of threads; more only cost memory. */
+static int readers_for(int threads)
 {
-    (void)sig;
-    stop_requested = 1;
-    if (!in_request)
-        _exit(0);
+    int n = 2 + threads / 32;
+    return n > 16 ? 16 : n;
 }
 
-int worker_init(struct worker *w, struct cfg *cfg, struct buf *err)
+int worker_threads_for(const struct cfg *cfg)
+{
+    const char *env = getenv("AIGW_THREADS");
+    if (env && *env) {
+        char *end;
+        long n = strtol(env, &end, 10);
+        if (!*end && n >= 1 && n <= CFG_MAX_THREADS)
+            return (int)n;
+        log_warn("AIGW_THREADS=%s is not a number from 1 to %d; using %d", env, CFG_MAX_THREADS,
+                 cfg->server.threads_per_worker);
+    }
+    return cfg->server.threads_per_worker;
+}
+
+int worker_init(struct worker *w, struct cfg *cfg, int threads, struct buf *err)
 {
     memset(w, 0, sizeof *w);
     w->cfg = cfg;
-    w->store = store_open(cfg->database.path, cfg->database.synchronous,
-                          cfg->database.busy_timeout_ms, err);
-    if (!w->store)
+    w->threads = threads > 0 ? threads : worker_threads_for(cfg);
+    w->db = db_open(cfg, readers_for(w->threads), err);
+    if (!w->db)
         return -1;
-    w->pool = backend_pool_new(cfg);
     w->redactor = redactor_new(cfg);
-    w->audit_scratch = calloc(1, sizeof *w->audit_scratch);
     w->secrets = secrets_new(cfg);
     w->telemetry = telemetry_new(cfg);
-    if (!w->pool || !w->redactor || !w->audit_scratch || !w->secrets || !w->telemetry) {
+    if (!w->redactor || !w->secrets || !w->telemetry) {
         buf_puts(err, "out of memory");
         worker_cleanup(w);
         return -1;
@@ -59,8 +90,6 @@ int worker_init(struct worker *w, struct cfg *cfg, struct buf *err)
         worker_cleanup(w);
         return -1;
     }
-    if (getrandom(&w->rng, sizeof w->rng, 0) != sizeof w->rng)
-        w->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull;
     return 0;
 }
 
@@ -68,58 +97,211 @@ void worker_cleanup(struct worker *w)
 {
     jwks_free(w->jwks);
     redactor_free(w->redactor);
-    backend_pool_free(w->pool);
     secrets_free(w->secrets);
     telemetry_free(w->telemetry);
-    store_close(w->store);
-    if (w->audit_scratch) {
-        audit_scratch_free(w->audit_scratch);
-        free(w->audit_scratch);
-    }
+    db_close(w->db);
     memset(w, 0, sizeof *w);
+}
+
+int worker_thread_init(struct worker_thread *t, struct worker *w)
+{
+    memset(t, 0, sizeof *t);
+    t->w = w;
+    t->pool = backend_pool_new(w->cfg);
+    if (!t->pool)
+        return -1;
+    if (getrandom(&t->rng, sizeof t->rng, 0) != sizeof t->rng)
+        t->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)t;
+    t->req.w = w;
+    t->req.t = t;
+    return 0;
+}
+
+void worker_thread_cleanup(struct worker_thread *t)
+{
+    request_free(&t->req);
+    backend_pool_free(t->pool);
+    audit_scratch_free(&t->audit_scratch);
+    memset(t, 0, sizeof *t);
+}
+
+/* --- the request threads ------------------------------------------------------ */
+
+struct server {
+    struct worker *w;
+    int listen_fd;
+    int stop_fd; /* eventfd: readable once the process is stopping */
+    unsigned long max_requests;
+    pthread_mutex_t accept_mu;
+};
+
+static void server_stop(struct server *s)
+{
+    uint64_t one = 1;
+    if (write(s->stop_fd, &one, sizeof one) < 0 && errno != EAGAIN)
+        log_error("cannot signal the request threads to stop: %s", strerror(errno));
+}
+
+static int stopping(const struct server *s)
+{
+    struct pollfd p = {.fd = s->stop_fd, .events = POLLIN};
+    return poll(&p, 1, 0) > 0;
+}
+
+/* Waits for the next connection under accept_mu. 0 with a request, -1 to stop. */
+static int accept_next(struct server *s, FCGX_Request *fr)
+{
+    pthread_mutex_lock(&s->accept_mu);
+    for (;;) {
+        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
+                              {.fd = s->stop_fd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            break;
+        }
+        if (p[1].revents)
+            break;
+        int rc = FCGX_Accept_r(fr);
+        if (rc >= 0) {
+            pthread_mutex_unlock(&s->accept_mu);
+            return 0;
+        }
+        /* Another process took the connection we were woken for. */
+        if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR || rc == -ECONNABORTED)
+            continue;
+        log_error("cannot accept FastCGI connections: %s",
+                  rc < 0 && rc > -4096 ? strerror(-rc) : "libfcgi error");
+        server_stop(s);
+        break;
+    }
+    pthread_mutex_unlock(&s->accept_mu);
+    return -1;
+}
+
+static void *request_thread(void *arg)
+{
+    struct worker_thread *t = arg;
+    struct server *s = t->server;
+    struct worker *w = t->w;
+    while (!stopping(s) && accept_next(s, &t->fcgi) == 0) {
+        struct request *req = &t->req;
+        request_reset(req);
+        req->fcgi = &t->fcgi;
+        pipeline_handle(req);
+        req->end_ns = now_ns();
+        FCGX_Finish_r(&t->fcgi);
+        /* The client has its answer; what follows costs it nothing. */
+        pipeline_after_response(req);
+        unsigned long served = atomic_fetch_add(&w->served, 1) + 1;
+        if (s->max_requests && served >= s->max_requests)
+            server_stop(s);
+    }
+    return NULL;
+}
+
+void worker_block_stop_signals(void)
+{
+    sigset_t set;
+    sigemptyset(&set);
+    sigaddset(&set, SIGTERM);
+    sigaddset(&set, SIGINT);
+    sigaddset(&set, SIGHUP);
+    pthread_sigmask(SIG_BLOCK, &set, NULL);
+}
+
+/* Lets this process hold a connection per thread to the web server and to
+ * each backend: the soft limit of open files goes up to the hard one. */
+static void raise_open_files_limit(void)
+{
+    struct rlimit rl;
+    if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+        rl.rlim_cur = rl.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &rl);
+    }
 }
 
 int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
 {
     struct sigaction sa;
     memset(&sa, 0, sizeof sa);
-    sa.sa_handler = on_stop;
-    sigaction(SIGTERM, &sa, NULL);
-    sigaction(SIGINT, &sa, NULL);
-    sigaction(SIGHUP, &sa, NULL);
     sa.sa_handler = SIG_IGN;
     sigaction(SIGPIPE, &sa, NULL);
     sigaction(SIGUSR1, &sa, NULL); /* mod_fcgid's graceful stop: finish the request */
+    worker_block_stop_signals();
+    raise_open_files_limit();
 
     if (FCGX_Init() != 0) {
         log_error("FCGX_Init failed");
         return 1;
     }
-    FCGX_Request fr;
-    if (FCGX_InitRequest(&fr, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0) {
-        log_error("FCGX_InitRequest failed");
+    int flags = fcntl(listen_fd, F_GETFL);
+    if (flags < 0 || fcntl(listen_fd, F_SETFL, flags | O_NONBLOCK) < 0) {
+        log_error("the FastCGI socket (fd %d) is not usable: %s", listen_fd, strerror(errno));
         return 1;
     }
-    struct request req;
-    memset(&req, 0, sizeof req);
-    req.w = w;
-    log_debug("worker ready");
-    while (!stop_requested) {
-        if (FCGX_Accept_r(&fr) < 0)
+    struct server s = {.w = w, .listen_fd = listen_fd, .max_requests = max_requests};
+    s.stop_fd = eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK);
+    sigset_t stop_set;
+    sigemptyset(&stop_set);
+    sigaddset(&stop_set, SIGTERM);
+    sigaddset(&stop_set, SIGINT);
+    sigaddset(&stop_set, SIGHUP);
+    int sig_fd = signalfd(-1, &stop_set, SFD_CLOEXEC);
+    if (s.stop_fd < 0 || sig_fd < 0) {
+        log_error("cannot create the stop descriptors: %s", strerror(errno));
+        return 1;
+    }
+    pthread_mutex_init(&s.accept_mu, NULL);
+
+    struct worker_thread *threads = calloc((size_t)w->threads, sizeof *threads);
+    pthread_attr_t attr;
+    pthread_attr_init(&attr);
+    pthread_attr_setstacksize(&attr, THREAD_STACK_BYTES);
+    int started = 0;
+    for (; threads && started < w->threads; started++) {
+        struct worker_thread *t = &threads[started];
+        if (worker_thread_init(t, w) < 0)
             break;
-        in_request = 1;
-        request_reset(&req);
-        req.fcgi = &fr;
-        pipeline_handle(&req);
-        req.end_ns = now_ns();
-        FCGX_Finish_r(&fr);
-        /* The client has its answer; what follows costs it nothing. */
-        pipeline_after_response(&req);
-        in_request = 0;
-        if (max_requests && w->served >= max_requests)
+        t->server = &s;
+        if (FCGX_InitRequest(&t->fcgi, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0 ||
+            pthread_create(&t->tid, &attr, request_thread, t) != 0) {
+            worker_thread_cleanup(t);
+            break;
+        }
+    }
+    pthread_attr_destroy(&attr);
+    if (started < w->threads)
+        log_warn("started %d of %d request threads (out of memory or threads)", started,
+                 w->threads);
+    struct housekeeper *hk = started ? housekeeper_start(w, s.stop_fd) : NULL;
+    log_debug("worker ready with %d threads", started);
+
+    /* Wait for a stop signal, or for a thread to stop the server. */
+    while (started) {
+        struct pollfd p[2] = {{.fd = sig_fd, .events = POLLIN},
+                              {.fd = s.stop_fd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0 && errno != EINTR)
+            break;
+        if (p[0].revents) {
+            struct signalfd_siginfo si;
+            if (read(sig_fd, &si, sizeof si) == sizeof si)
+                log_debug("signal %u: finishing in-flight requests", si.ssi_signo);
+            break;
+        }
+        if (p[1].revents)
             break;
     }
-    request_free(&req);
-    FCGX_Free(&fr, 0);
-    return 0;
+    server_stop(&s);
+    for (int i = 0; i < started; i++) {
+        pthread_join(threads[i].tid, NULL);
+        FCGX_Free(&threads[i].fcgi, 0);
+        worker_thread_cleanup(&threads[i]);
+    }
+    housekeeper_stop(hk);
+    free(threads);
+    pthread_mutex_destroy(&s.accept_mu);
+    close(sig_fd);
+    close(s.stop_fd);
+    return started ? 0 : 1;
 }

@@ -41,7 +41,9 @@
 
 #include "config.h"
 #include "request.h"
+#include "db.h"
 #include "store.h"
+#include "worker.h"
 
 #define ISSUER "https://login.example.com/tenant/v2.0"
 #define AUDIENCE "api://aigw"
@@ -1154,13 +1156,19 @@ static void test_openid_discovery_and_cache(void **state)
     char url[192], dbpath[128];
     oidc_url(url, sizeof url, "idp");
     path_in_dir(dbpath, sizeof dbpath, "aigw.db");
-    struct store *st = store_open(dbpath, "NORMAL", 5000, &err);
-    if (!st)
-        fail_msg("store_open: %s", buf_cstr(&err));
+    /* The database every worker of the host shares, as a worker opens it. */
+    struct cfg dbcfg = {0};
+    dbcfg.database.path = dbpath;
+    dbcfg.database.synchronous = "normal";
+    dbcfg.database.busy_timeout_ms = 5000;
+    struct db *db = db_open(&dbcfg, 2, &err);
+    if (!db)
+        fail_msg("db_open: %s", buf_cstr(&err));
+    struct store *st = db_reader(db);
 
     /* Worker A fetches on first use and fills the shared cache. */
     struct env *a = env_new(NULL, NULL, url);
-    a->w.store = st;
+    a->w.db = db;
     int64_t t0 = g.now;
     assert_int_equal(verify_at(a, rs256("rsa1", claims_exp(t0 + 100000, "")), t0), AIGW_OK);
     int64_t fetched = 0;
@@ -1185,7 +1193,7 @@ static void test_openid_discovery_and_cache(void **state)
     buf_printf(&b, "{\"keys\":[%s]}", g.rsa2_jwk);
     write_oidc("idp", buf_cstr(&b));
     struct env *bw = env_new(NULL, NULL, url);
-    bw->w.store = st;
+    bw->w.db = db;
     assert_int_equal(verify_at(bw, rs2_token(t0 + 100000), t0 + 62), AIGW_OK);
     assert_int_equal(verify_at(bw, rs256("rsa1", claims_exp(t0 + 100000, "")), t0 + 62), AIGW_OK);
     assert_int_equal(store_jwks_get(st, url, &b, &fetched), 1);
@@ -1222,7 +1230,7 @@ static void test_openid_discovery_and_cache(void **state)
     buf_printf(&b, "{\"keys\":[%s,%s]}", g.rsa2_jwk, g.ec_jwk);
     write_oidc("idp", buf_cstr(&b));
     struct env *c = env_new(NULL, NULL, url);
-    c->w.store = st;
+    c->w.db = db;
     int64_t later = t0 + 200 + 86400 + 1;
     assert_int_equal(verify_at(c, rs2_token(later + 100000), later), AIGW_OK);
     assert_int_equal(store_jwks_get(st, url, &b, &fetched), 1);
@@ -1231,7 +1239,7 @@ static void test_openid_discovery_and_cache(void **state)
     /* Another day on, the provider fails: a new worker uses the stale cache. */
     write_oidc("idp", "{\"keys\":[]}");
     struct env *d = env_new(NULL, NULL, url);
-    d->w.store = st;
+    d->w.db = db;
     int64_t later2 = later + 86400 + 1;
     assert_int_equal(verify_at(d, rs2_token(later2 + 1000), later2), AIGW_OK);
     assert_int_equal(store_jwks_get(st, url, &b, &fetched), 1);
@@ -1241,7 +1249,8 @@ static void test_openid_discovery_and_cache(void **state)
     env_free(a);
     env_free(bw);
     env_free(c);
-    store_close(st);
+    db_reader_done(db, st);
+    db_close(db);
     buf_free(&b);
     buf_free(&err);
 }

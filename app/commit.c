@@ -1,0 +1,220 @@
+/*
+ * commit.c - the group-commit queue and the host-wide writer lock (see commit.h).
+ *
+ * Threads of one process queue on a mutex with one condition variable each
+ * (LevelDB's writers_ deque); processes queue on an OFD lock, which the
+ * kernel grants in turn. SQLite's own busy handler still guards BEGIN
+ * IMMEDIATE, but only against programs that do not take the lock (the
+ * sqlite3 shell, an operator's aigw command).
+ */
+#include "commit.h"
+
+#include <assert.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "log.h"
+#include "store.h"
+
+/* Operations one transaction takes at most: bounds how long the lock is held
+ * (a few milliseconds) while the queue behind it waits for the next batch. */
+#define BATCH_MAX 256
+
+struct commit_op {
+    commit_fn fn;
+    int (*exclusive)(struct store *, void *); /* set: run alone, outside a transaction */
+    void *arg;
+    int rc;
+    int done;
+    pthread_cond_t cv;
+    struct commit_op *next;
+};
+
+struct commit_queue {
+    pthread_mutex_t mu;
+    struct commit_op *head, *tail;
+    struct store *writer;     /* used only by the leader */
+    struct counters counters; /* the leader's batch sums */
+    int lock_fd;
+    unsigned long batches, ops;
+};
+
+struct commit_queue *commit_queue_new(struct store *writer, const char *lock_path, struct buf *err)
+{
+    struct commit_queue *q = calloc(1, sizeof *q);
+    if (!q) {
+        buf_puts(err, "out of memory");
+        return NULL;
+    }
+    q->lock_fd = open(lock_path, O_RDWR | O_CREAT | O_CLOEXEC, 0660);
+    if (q->lock_fd < 0) {
+        buf_printf(err, "cannot open the writer lock %s: %s", lock_path, strerror(errno));
+        free(q);
+        return NULL;
+    }
+    pthread_mutex_init(&q->mu, NULL);
+    q->writer = writer;
+    return q;
+}
+
+void commit_queue_free(struct commit_queue *q)
+{
+    if (!q)
+        return;
+    assert(!q->head);
+    close(q->lock_fd);
+    store_close(q->writer);
+    counters_free(&q->counters);
+    pthread_mutex_destroy(&q->mu);
+    free(q);
+}
+
+/* Takes (how F_WRLCK) or releases (F_UNLCK) byte 0 of the lock file, waiting
+ * in the kernel for another process to release it. */
+static int writer_lock(struct commit_queue *q, short how)
+{
+    struct flock fl = {.l_type = how, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
+    while (fcntl(q->lock_fd, how == F_UNLCK ? F_OFD_SETLK : F_OFD_SETLKW, &fl) < 0) {
+        if (errno != EINTR) {
+            log_error("writer lock: %s", strerror(errno));
+            return -1;
+        }
+    }
+    return 0;
+}
+
+/* Runs the operations first..last in one transaction and sets each rc. */
+static void run_batch(struct commit_queue *q, struct commit_op *first, struct commit_op *last,
+                      int n)
+{
+    struct store *s = q->writer;
+    if (first->exclusive) {
+        first->rc = first->exclusive(s, first->arg);
+        return;
+    }
+    struct counters *c = &q->counters;
+    counters_reset(c);
+    int ok = store_begin(s) == 0;
+    int alone = n == 1; /* a lone operation needs no savepoint: failing, it rolls back all */
+    for (struct commit_op *p = first;; p = p->next) {
+        p->rc = -1;
+        if (ok && (alone || store_savepoint(s) == 0)) {
+            if (p->fn(s, c, p->arg) == 0) {
+                if (alone || store_release(s) == 0) {
+                    p->rc = 0;
+                    counters_op_commit(c);
+                }
+            } else {
+                counters_op_abort(c);
+                if (!alone)
+                    store_rollback_to(s);
+            }
+        }
+        if (p == last)
+            break;
+    }
+    int committed = ok && counters_add_metric(c, "aigw_store_batches_total", "", 1) == 0 &&
+                    counters_add_metric(c, "aigw_store_operations_total", "", n) == 0 &&
+                    counters_op_commit(c) == 0 && counters_flush(c, s) == 0 && store_commit(s) == 0;
+    if (!committed) {
+        if (ok)
+            log_error("a batch of %d write(s) failed to commit: %s", n, store_errmsg(s));
+        else
+            log_error("cannot begin a write transaction: %s", store_errmsg(s));
+        store_rollback(s);
+        for (struct commit_op *p = first;; p = p->next) {
+            p->rc = -1;
+            if (p == last)
+                break;
+        }
+    }
+}
+
+/* Queues op and waits until it has run; the front op leads its batch. */
+static int submit(struct commit_queue *q, struct commit_op *op)
+{
+    pthread_cond_init(&op->cv, NULL);
+    pthread_mutex_lock(&q->mu);
+    if (q->tail)
+        q->tail->next = op;
+    else
+        q->head = op;
+    q->tail = op;
+    while (!op->done && q->head != op)
+        pthread_cond_wait(&op->cv, &q->mu);
+    if (op->done) {
+        pthread_mutex_unlock(&q->mu);
+        pthread_cond_destroy(&op->cv);
+        return op->rc;
+    }
+    /* The leader. The lock is taken before the batch is chosen, so whoever
+     * queued while we waited for another process rides along. */
+    pthread_mutex_unlock(&q->mu);
+    int locked = writer_lock(q, F_WRLCK) == 0;
+    pthread_mutex_lock(&q->mu);
+    struct commit_op *last = op;
+    int n = 1;
+    if (!op->exclusive)
+        while (last->next && !last->next->exclusive && n < BATCH_MAX) {
+            last = last->next;
+            n++;
+        }
+    pthread_mutex_unlock(&q->mu);
+    /* Only the leader touches first..last now: their next pointers are fixed
+     * (appends change only the tail, which we do not follow past last). */
+    if (locked) {
+        run_batch(q, op, last, n);
+        writer_lock(q, F_UNLCK);
+    } else {
+        for (struct commit_op *p = op;; p = p->next) {
+            p->rc = -1;
+            if (p == last)
+                break;
+        }
+    }
+    pthread_mutex_lock(&q->mu);
+    if (locked && !op->exclusive) {
+        q->batches++;
+        q->ops += (unsigned long)n;
+    }
+    struct commit_op *next = last->next;
+    for (struct commit_op *p = op; p != next;) {
+        struct commit_op *after = p->next;
+        p->done = 1;
+        if (p != op)
+            pthread_cond_signal(&p->cv);
+        p = after;
+    }
+    q->head = next;
+    if (!next)
+        q->tail = NULL;
+    else
+        pthread_cond_signal(&next->cv); /* the next leader */
+    pthread_mutex_unlock(&q->mu);
+    pthread_cond_destroy(&op->cv);
+    return op->rc;
+}
+
+int commit_run(struct commit_queue *q, commit_fn fn, void *arg)
+{
+    struct commit_op op = {.fn = fn, .arg = arg};
+    return submit(q, &op);
+}
+
+int commit_exclusive(struct commit_queue *q, int (*fn)(struct store *s, void *arg), void *arg)
+{
+    struct commit_op op = {.exclusive = fn, .arg = arg};
+    return submit(q, &op);
+}
+
+void commit_stats(struct commit_queue *q, unsigned long *batches, unsigned long *ops)
+{
+    pthread_mutex_lock(&q->mu);
+    *batches = q->batches;
+    *ops = q->ops;
+    pthread_mutex_unlock(&q->mu);
+}
