@@ -232,7 +232,10 @@ int master_serve(const char *config_path, int argc, char **argv)
         fprintf(stderr, "aigw: FastCGI initialisation failed\n");
         return 1;
     }
-    int fd = FCGX_OpenSocket(bind_path, 1024);
+    /* The web server opens a connection per request: the backlog holds a
+     * burst as large as the threads of every worker (the kernel caps it at
+     * net.core.somaxconn). */
+    int fd = FCGX_OpenSocket(bind_path, 4096);
     if (fd < 0) {
         fprintf(stderr, "aigw: cannot listen on %s: %s\n", listen, strerror(errno));
         cfg_free(cfg);

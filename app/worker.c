@@ -148,9 +148,36 @@ static int stopping(const struct server *s)
     return poll(&p, 1, 0) > 0;
 }
 
-/* Waits for the next connection under accept_mu. 0 with a request, -1 to stop. */
+/* Waits for the next request on the connection the web server kept open
+ * (FCGI_KEEP_CONN: nginx's fastcgi_keep_conn, Apache's enablereuse). 0 with
+ * a request, 1 when the web server closed it, -1 to stop. */
+static int next_on_kept_connection(struct server *s, FCGX_Request *fr)
+{
+    for (;;) {
+        struct pollfd p[2] = {{.fd = fr->ipcFd, .events = POLLIN},
+                              {.fd = s->stop_fd, .events = POLLIN}};
+        if (poll(p, 2, -1) < 0) {
+            if (errno == EINTR)
+                continue;
+            return -1;
+        }
+        if (p[1].revents)
+            return -1;
+        /* Reads the next request, or finds the connection closed, closes it
+         * and tries the (non-blocking) listening socket once. */
+        return FCGX_Accept_r(fr) >= 0 ? 0 : 1;
+    }
+}
+
+/* Waits for the next request: on a kept connection, else a new connection
+ * under accept_mu. 0 with a request, -1 to stop. */
 static int accept_next(struct server *s, FCGX_Request *fr)
 {
+    if (fr->ipcFd >= 0) {
+        int rc = next_on_kept_connection(s, fr);
+        if (rc <= 0)
+            return rc;
+    }
     pthread_mutex_lock(&s->accept_mu);
     for (;;) {
         struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
@@ -295,7 +322,7 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
     server_stop(&s);
     for (int i = 0; i < started; i++) {
         pthread_join(threads[i].tid, NULL);
-        FCGX_Free(&threads[i].fcgi, 0);
+        FCGX_Free(&threads[i].fcgi, 1); /* closes a connection kept open for more requests */
         worker_thread_cleanup(&threads[i]);
     }
     housekeeper_stop(hk);

@@ -27,12 +27,20 @@ def _pair(name, value):
     return length(len(name)) + length(len(value)) + name + value
 
 
-def request(addr, method, uri, body=b"", headers=None, timeout=30):
-    """Sends one request; returns (status, headers dict, body bytes). addr is (host, port) or a path."""
+def connect(addr, timeout=30):
+    """An open connection to addr ((host, port) or a path), for request(..., conn=)."""
     fam = socket.AF_UNIX if isinstance(addr, str) else socket.AF_INET
     s = socket.socket(fam, socket.SOCK_STREAM)
     s.settimeout(timeout)
     s.connect(addr)
+    return s
+
+
+def request(addr, method, uri, body=b"", headers=None, timeout=30, conn=None):
+    """Sends one request; returns (status, headers dict, body bytes). addr is (host, port) or a path.
+    With conn (from connect()) the request asks the application to keep the connection
+    open (FCGI_KEEP_CONN, as nginx's fastcgi_keep_conn does) and leaves it open."""
+    s = conn or connect(addr, timeout)
     path, _, query = uri.partition("?")
     params = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "SCRIPT_NAME": path, "QUERY_STRING": query,
               "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1"}
@@ -42,7 +50,7 @@ def request(addr, method, uri, body=b"", headers=None, timeout=30):
         else:
             params["HTTP_" + k.upper().replace("-", "_")] = v
     pairs = b"".join(_pair(k, v) for k, v in params.items())
-    msg = _record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 0))
+    msg = _record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 1 if conn else 0))
     msg += _record(FCGI_PARAMS, 1, pairs) + _record(FCGI_PARAMS, 1, b"")
     msg += (_record(FCGI_STDIN, 1, body) if body else b"") + _record(FCGI_STDIN, 1, b"")
     s.sendall(msg)
@@ -66,7 +74,8 @@ def request(addr, method, uri, body=b"", headers=None, timeout=30):
                 done = True
         if done:
             break
-    s.close()
+    if not conn:
+        s.close()
     head, _, payload = out.partition(b"\r\n\r\n")
     hdrs = {}
     for line in head.decode(errors="replace").split("\r\n"):

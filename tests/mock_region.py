@@ -780,7 +780,7 @@ def make_server(host, port, state, verbose):
         daemon_threads = True
         block_on_close = False      # never join handler threads on close
         allow_reuse_address = True
-        request_queue_size = 128
+        request_queue_size = 1024  # a threaded gateway sends hundreds of calls at once
 
         def server_bind(self):
             # Skip HTTPServer's getfqdn() (a reverse DNS lookup).

@@ -3,6 +3,7 @@
 # against real lighttpd/Apache/nginx, and the openai SDK client tests).
 #   sudo tests/run-all.sh            # build and run make check
 #   SANITIZERS=1 tests/run-all.sh    # the same built with ASan+UBSan
+#   TSAN=1 tests/run-all.sh          # the same built with ThreadSanitizer
 set -euo pipefail
 cd "$(dirname "$0")/.."
 if [ "$(id -u)" = 0 ] && [ "${SKIP_SETUP:-0}" != 1 ]; then
@@ -16,8 +17,13 @@ if [ "${SANITIZERS:-0}" = 1 ]; then
     export ASAN_OPTIONS=detect_leaks=1:halt_on_error=1
     export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 fi
+if [ "${TSAN:-0}" = 1 ]; then
+    flags=--enable-tsan
+    # A data race in any worker fails the run (the fixtures read the servers' logs).
+    export TSAN_OPTIONS="halt_on_error=1 second_deadlock_stack=1 suppressions=$PWD/tests/tsan.supp"
+fi
 # Reconfigure when the build was made with other flags.
-have=$( [ -x config.status ] && ./config.status --config | grep -o -- --enable-sanitizers || true)
+have=$( [ -x config.status ] && ./config.status --config | grep -o -- '--enable-sanitizers\|--enable-tsan' || true)
 if [ ! -f Makefile ] || [ "$have" != "$flags" ]; then
     [ -f Makefile ] && make -s distclean >/dev/null 2>&1 || true
     ./configure -q $flags

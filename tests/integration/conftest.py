@@ -228,6 +228,10 @@ class Gateway:
         import servers
         self.proc = servers.start_nginx(self)
 
+    def _start_apache_proxy_fcgi(self):
+        import servers
+        self.proc = servers.start_apache_proxy_fcgi(self)
+
     def serve_workers(self):
         """Pids of the workers of `aigw serve` (nginx only)."""
         r = subprocess.run(["pgrep", "-P", str(self.proc.serve.pid)], capture_output=True, text=True)
@@ -242,11 +246,11 @@ class Gateway:
         return "\n".join(out)
 
     def sanitizer_reports(self):
-        """AddressSanitizer/UBSan/LeakSanitizer reports the workers wrote to the logs."""
+        """AddressSanitizer/UBSan/LeakSanitizer/ThreadSanitizer reports the workers wrote to the logs."""
         log = self.error_log()
         return [line for line in log.splitlines()
                 if "ERROR: AddressSanitizer" in line or "ERROR: LeakSanitizer" in line
-                or "runtime error:" in line]
+                or "runtime error:" in line or "WARNING: ThreadSanitizer" in line]
 
     def worker_pids(self):
         """Pids of the aigw worker processes started for this gateway."""

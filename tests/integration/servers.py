@@ -11,6 +11,7 @@ written into a small main configuration in the gateway's tmpdir.
     procs = servers.start_apache_htaccess(gw)   # shared hosting: apache/htaccess + aigw-wrapper.sh
     procs = servers.start_nginx(gw)             # nginx/aigw.conf + aigw serve (TCP)
     procs = servers.start_nginx(gw, listen="unix")
+    procs = servers.start_apache_proxy_fcgi(gw) # apache/aigw-proxy-fcgi.conf + aigw serve (unix socket)
     servers.stop(procs)                         # or Gateway.stop(): procs acts like a Popen
     servers.reload(procs)                       # make aigw re-read gw.config_path
 
@@ -457,7 +458,7 @@ def start_nginx(gw, listen="tcp"):
         site = _shipped("nginx", "aigw.conf")
         site = _subst(site, r"^(\s*)server\s+(unix:\S+|[0-9.]+:[0-9]+|\[[0-9a-fA-F:]+\]:[0-9]+);\s*$",
                       f"    server {addr};", "webserver-configs/nginx/aigw.conf (upstream)")
-        site = _subst(site, r"^\s*listen\s+[^;]+;\s*$", f"    listen 127.0.0.1:{gw.port};",
+        site = _subst(site, r"^\s*listen\s+[^;]+;\s*$", f"    listen 127.0.0.1:{gw.port} backlog=4096;",
                       "webserver-configs/nginx/aigw.conf (listen)")
         site_path = _write(os.path.join(gw.tmpdir, "nginx-aigw.conf"), site)
         t = gw.tmpdir
@@ -475,7 +476,10 @@ def start_nginx(gw, listen="tcp"):
             # `aigw serve`, which runs as the caller: run them as the caller too.
             main.append("user root root;")
         main += [
-            "events { worker_connections 512; }",
+            # A proxied request holds two connections (client and aigw) and
+            # one nginx worker may take them all: room for 1,024 clients.
+            "worker_rlimit_nofile 16384;",
+            "events { worker_connections 4096; }",
             "http {",
             "    default_type application/octet-stream;",
             f"    access_log {t}/nginx-access.log;",
@@ -523,3 +527,69 @@ stop_nginx = stop
 def reload(procs):
     """Make aigw re-read its configuration (see ServerProcs.reload)."""
     procs.reload()
+
+
+# --- Apache + mod_proxy_fcgi + aigw serve --------------------------------------
+
+# Loaded in addition to _APACHE_MODULES (mod_fcgid stays loaded but idle).
+_APACHE_PROXY_MODULES = ("proxy", "proxy_fcgi")
+
+
+def share_socket_with_worker(gw, addr):
+    """Let Apache's children (nobody when running as root) connect to the unix
+    socket of `aigw serve`, which runs as the caller: the socket's group
+    becomes nobody's (the socket is 0660; in production www-data is in group
+    aigw) and the directories above it get o+x. No-op for TCP or non-root."""
+    if not addr.startswith("unix:") or not _is_root():
+        return
+    sock = os.path.realpath(addr[5:])
+    _, gid, _ = _worker_ids()
+    os.chown(sock, -1, gid)
+    tmproot = os.path.realpath(tempfile.gettempdir())
+    if not sock.startswith(tmproot + os.sep):
+        tmproot = os.path.dirname(os.path.dirname(os.path.realpath(gw.tmpdir)))
+    _allow_search(sock, tmproot)
+
+
+def restart_serve(gw, procs):
+    """Start `aigw serve` again (after a test stopped procs.serve) on the same
+    socket; procs.serve becomes the new process."""
+    old = procs.serve.args[procs.serve.args.index("--listen") + 1]
+    serve, addr = start_serve(gw, old)
+    share_socket_with_worker(gw, addr)
+    procs.serve = serve
+    return serve
+
+
+def start_apache_proxy_fcgi(gw):
+    """Apache 2.4 + mod_proxy_fcgi with webserver-configs/apache/aigw-proxy-fcgi.conf
+    in front of `aigw serve --listen unix:... --workers gw.workers`.
+
+    The shipped file's MPM settings (mpm_event, 1024 threads) replace the
+    small ones of _apache_main_conf, as they do on a host. Apache logs to
+    tmpdir/apache-error.log and apache-access.log, aigw serve to
+    tmpdir/serve.log. Returns a ServerProcs (server = apache2, serve = aigw
+    serve)."""
+    serve, addr = start_serve(gw, "unix")
+    try:
+        share_socket_with_worker(gw, addr)
+        docroot = os.path.join(gw.tmpdir, "htdocs")
+        os.makedirs(docroot, exist_ok=True)
+        site = _subst_apache_defines(_shipped("apache", "aigw-proxy-fcgi.conf"), {
+            "AIGW_SOCKET": addr[5:],
+            "AIGW_SERVER_NAME": "127.0.0.1",
+            "AIGW_PORT": str(gw.port),
+            "AIGW_DOCROOT": docroot,
+            "AIGW_ERROR_LOG": os.path.join(gw.tmpdir, "apache-error.log"),
+            "AIGW_ACCESS_LOG": os.path.join(gw.tmpdir, "apache-access.log"),
+        }, "webserver-configs/apache/aigw-proxy-fcgi.conf")
+        site_path = _write(os.path.join(gw.tmpdir, "apache-aigw-proxy-fcgi.conf"), site)
+        body = [f"LoadModule {m}_module {APACHE_MODULES}/mod_{m}.so" for m in _APACHE_PROXY_MODULES]
+        body.append(f'Include "{site_path}"')
+        conf = _write(os.path.join(gw.tmpdir, "apache.conf"), _apache_main_conf(gw, "\n".join(body)))
+        apache = _start_apache_process(gw, conf)
+    except Exception:
+        serve.terminate()
+        serve.wait(10)
+        raise
+    return ServerProcs("apache-proxy-fcgi", apache, serve)

@@ -1,0 +1,162 @@
+"""One worker process serves many requests at once, and its writes are group-committed.
+
+These talk FastCGI straight to `aigw serve` (tests/fcgi_client.py), so what is
+measured is the worker: its request threads, the kept connection a web server
+may ask for, the stop that lets in-flight requests finish, and the batches the
+group commit makes of concurrent admissions and settlements.
+"""
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
+import fcgi_client  # noqa: E402
+
+from conftest import AIGW_BIN, backend_config, base_config, chat_body  # noqa: E402
+
+H = {"Content-Type": "application/json"}
+
+
+def start_serve(tmp_path, mocks, workers=1, threads=None, **overrides):
+    cfg = base_config(str(tmp_path), [backend_config(mocks["east"], 1)], **overrides)
+    path = os.path.join(str(tmp_path), "aigw.json")
+    with open(path, "w") as f:
+        json.dump(cfg, f)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    log = os.path.join(str(tmp_path), "serve.log")
+    args = [AIGW_BIN, "--config", path, "serve", "--listen", f"127.0.0.1:{port}", "--workers", str(workers)]
+    if threads:
+        args += ["--threads", str(threads)]
+    proc = subprocess.Popen(args, stdout=open(log, "w"), stderr=subprocess.STDOUT)
+    addr = ("127.0.0.1", port)
+    deadline = time.time() + 30
+    while time.time() < deadline:
+        try:
+            if fcgi_client.request(addr, "GET", "/healthz", timeout=5)[0] == 200:
+                return proc, addr, cfg["database"]["path"], log
+        except OSError:
+            time.sleep(0.1)
+    proc.kill()
+    raise AssertionError("aigw serve did not come up:\n" + open(log).read()[-3000:])
+
+
+def stop(proc, timeout=20):
+    proc.send_signal(signal.SIGTERM)
+    return proc.wait(timeout)
+
+
+def chat(addr, results, i, user="t"):
+    try:
+        status, hdrs, body = fcgi_client.request(addr, "POST", "/api/chat",
+                                                 json.dumps(chat_body(user_id=user)).encode(), H, timeout=60)
+        results[i] = (status, hdrs.get("x-request-id"), body)
+    except OSError as e:
+        results[i] = (0, None, repr(e).encode())
+
+
+def parallel(addr, n, user="t"):
+    results = [None] * n
+    threads = [threading.Thread(target=chat, args=(addr, results, i, user)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(120)
+    return results
+
+
+def metric(addr, name):
+    _, _, body = fcgi_client.request(addr, "GET", "/metrics")
+    m = re.search(rf"^{name}\{{\}} ([0-9.e+]+)$", body.decode(), re.M)
+    return float(m.group(1)) if m else 0.0
+
+
+def test_one_worker_holds_64_slow_calls_at_once(tmp_path, mocks):
+    mocks["east"].set(latency_s=1.0)
+    proc, addr, db, _ = start_serve(tmp_path, mocks, workers=1, threads=64, auth={"enabled": False})
+    try:
+        t0 = time.time()
+        results = parallel(addr, 64)
+        took = time.time() - t0
+        assert [r[0] for r in results] == [200] * 64, [r for r in results if r[0] != 200][:3]
+        # Served one at a time this would take 64 s; at once, about one call's latency.
+        assert took < 8, f"64 one-second calls through one worker took {took:.1f} s"
+        assert mocks["east"].stats()["max_in_flight"] >= 32
+    finally:
+        stop(proc)
+
+
+def test_concurrent_writes_share_batches_and_every_row_is_written(tmp_path, mocks):
+    import sqlite3
+    mocks["east"].set(latency_s=0.5)
+    proc, addr, db, _ = start_serve(tmp_path, mocks, workers=2, threads=64, auth={"enabled": False})
+    try:
+        before_b = metric(addr, "aigw_store_batches_total")
+        before_o = metric(addr, "aigw_store_operations_total")
+        results = parallel(addr, 96)
+        assert [r[0] for r in results] == [200] * 96
+        batches = metric(addr, "aigw_store_batches_total") - before_b
+        ops = metric(addr, "aigw_store_operations_total") - before_o
+        # 96 admissions and 96 settlements, arriving together: far fewer commits than writes.
+        assert ops >= 192, (ops, batches)
+        assert batches < ops * 0.75, f"{ops} writes in {batches} transactions: no group commit"
+        con = sqlite3.connect(db)
+        ids = {r[1] for r in results}
+        rows = dict(con.execute("SELECT request_id, status FROM audit_log WHERE operation = 'chat'"))
+        assert ids <= set(rows), "answered requests without an audit row"
+        assert {rows[i] for i in ids} == {"success"}
+        requests = con.execute("SELECT sum(requests) FROM usage_daily").fetchone()[0]
+        assert requests == len(rows), "the batch's summed rollups must count every request once"
+        con.close()
+    finally:
+        stop(proc)
+
+
+def test_kept_connection_serves_request_after_request_and_does_not_block_a_stop(tmp_path, mocks):
+    """A web server may keep the FastCGI connection (nginx fastcgi_keep_conn, Apache
+    enablereuse): the thread serving it takes the next request from it, the
+    other threads still take new connections, and a stop does not wait for
+    the web server to close an idle kept connection."""
+    proc, addr, _, _ = start_serve(tmp_path, mocks, workers=1, threads=2, auth={"enabled": False})
+    try:
+        kept = fcgi_client.connect(addr, timeout=10)
+        for _ in range(3):
+            status, _, _ = fcgi_client.request(addr, "POST", "/api/chat", json.dumps(chat_body()).encode(), H,
+                                               conn=kept)
+            assert status == 200
+        # The second thread still accepts connections while the first holds the kept one.
+        assert fcgi_client.request(addr, "GET", "/healthz", timeout=10)[0] == 200
+        t0 = time.time()
+        assert stop(proc) == 0
+        assert time.time() - t0 < 5, "the stop waited for the idle kept connection"
+        kept.close()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_stop_lets_in_flight_requests_finish(tmp_path, mocks):
+    mocks["east"].set(latency_s=1.5)
+    proc, addr, db, log = start_serve(tmp_path, mocks, workers=1, threads=16, auth={"enabled": False})
+    results = [None] * 8
+    threads = [threading.Thread(target=chat, args=(addr, results, i)) for i in range(8)]
+    for t in threads:
+        t.start()
+    time.sleep(0.7)  # all eight are with the mock now
+    proc.send_signal(signal.SIGTERM)
+    for t in threads:
+        t.join(30)
+    assert proc.wait(20) == 0
+    assert [r[0] for r in results] == [200] * 8, results
+    import sqlite3
+    con = sqlite3.connect(db)
+    statuses = [r[0] for r in con.execute("SELECT status FROM audit_log WHERE operation = 'chat'")]
+    con.close()
+    assert statuses == ["success"] * 8
