@@ -227,6 +227,15 @@ int fcgi_send_headers(struct request *req, int status, const char *content_type)
 void fcgi_send_body(struct request *req, int status, const char *content_type, const char *body,
                     size_t n)
 {
+    if (req->hold_answer && req->response == RESPONSE_NONE) {
+        /* Made, not sent: fcgi_release writes it once the request is settled. */
+        req->http_status = status;
+        req->held_type = content_type;
+        buf_reset(&req->held);
+        buf_append(&req->held, body, n);
+        req->response = RESPONSE_READY;
+        return;
+    }
     if (fcgi_send_headers(req, status, content_type) < 0)
         return;
     if (strcmp(req->method, "HEAD") != 0)
@@ -241,6 +250,27 @@ void fcgi_send_json(struct request *req, int status, const char *json, size_t n)
         buf_append(&req->out, json, n);
     }
     fcgi_send_body(req, status, "application/json", req->out.data, req->out.len);
+}
+
+int fcgi_stream_hold(struct request *req, const char *data, size_t n)
+{
+    if (!req->hold_answer)
+        return fcgi_stream_write(req, data, n);
+    buf_reset(&req->held);
+    return buf_append(&req->held, data, n);
+}
+
+void fcgi_release(struct request *req)
+{
+    if (req->response == RESPONSE_READY) {
+        req->hold_answer = 0;
+        req->response = RESPONSE_NONE;
+        fcgi_send_body(req, req->http_status, req->held_type, req->held.data ? req->held.data : "",
+                       req->held.len);
+    } else if (req->response == RESPONSE_STREAMING && req->held.len) {
+        fcgi_stream_write(req, req->held.data, req->held.len);
+    }
+    buf_reset(&req->held);
 }
 
 int fcgi_stream_write(struct request *req, const char *data, size_t n)

@@ -28,7 +28,17 @@ int fcgi_flush(struct request *req);
  * text/event-stream) and flushes it; -1 when the client has gone. */
 int fcgi_stream_write(struct request *req, const char *data, size_t n);
 
-/* A complete answer: headers, then the body unless the method is HEAD. */
+/* With req->hold_answer set, the last event of a stream is kept rather than
+ * written (it is the one that tells the client the answer is complete); else
+ * it is written at once. 0 or -1. */
+int fcgi_stream_hold(struct request *req, const char *data, size_t n);
+
+/* Writes what was held (a whole answer made with hold_answer set, or a
+ * stream's last event): called once the request is settled. */
+void fcgi_release(struct request *req);
+
+/* A complete answer: headers, then the body unless the method is HEAD. With
+ * req->hold_answer set it is only made (RESPONSE_READY) until fcgi_release. */
 void fcgi_send_body(struct request *req, int status, const char *content_type, const char *body,
                     size_t n);
 

@@ -192,6 +192,8 @@ void pipeline_handle(struct request *req)
             fcgi_send_error(req);
         return;
     }
+    /* A model call's answer waits for its settlement (fcgi_release). */
+    req->hold_answer = 1;
     int past_auth = 0;
     if (e == AIGW_OK && (e = auth_authenticate(req)) == AIGW_OK) {
         past_auth = 1;
@@ -208,6 +210,7 @@ void pipeline_handle(struct request *req)
         limits_settle(req);
     else if (past_auth && !req->audited && e != AIGW_OK && e != AIGW_ERR_INTERNAL)
         limits_audit_refusal(req);
+    fcgi_release(req);
 }
 
 void pipeline_after_response(struct request *req)

@@ -27,11 +27,12 @@ struct stream_ctx {
     struct buf event;
     struct buf clean;
     int done;           /* [DONE] seen */
-    int dropped; /* events that were not JSON chunks, not relayed */
+    int dropped;        /* events that were not JSON chunks, not relayed */
     long relayed_chars; /* content relayed, for a usage estimate if the stream breaks */
 };
 
-static int send_event(struct stream_ctx *s, const char *data, size_t len)
+/* Frames data as one SSE event in s->event (and in the audited answer). */
+static void frame_event(struct stream_ctx *s, const char *data, size_t len)
 {
     struct request *req = s->req;
     buf_reset(&s->event);
@@ -49,7 +50,12 @@ static int send_event(struct stream_ctx *s, const char *data, size_t len)
     buf_puts(&s->event, "\n\n");
     if (req->w->cfg->audit.log_bodies != LOG_BODIES_NONE && req->out.len < (1u << 20))
         buf_append(&req->out, s->event.data, s->event.len);
-    return fcgi_stream_write(req, s->event.data, s->event.len);
+}
+
+static int send_event(struct stream_ctx *s, const char *data, size_t len)
+{
+    frame_event(s, data, len);
+    return fcgi_stream_write(s->req, s->event.data, s->event.len);
 }
 
 /* Redacts the delta content of each choice in chunk; 1 if chunk changed. */
@@ -88,7 +94,8 @@ static int redact_chunk(struct stream_ctx *s, json_object *chunk)
         /* Text held back until the end rides on the finishing chunk, in a
          * delta made for it if the chunk has none. */
         if (!has_content && s->clean.len &&
-            (!json_object_object_get_ex(c, "delta", &delta) || !json_object_is_type(delta, json_type_object))) {
+            (!json_object_object_get_ex(c, "delta", &delta) ||
+             !json_object_is_type(delta, json_type_object))) {
             delta = json_object_new_object();
             json_object_object_add(c, "delta", delta);
         }
@@ -107,8 +114,10 @@ static int on_stream_event(void *arg, const char *data, size_t len)
     struct stream_ctx *s = arg;
     struct request *req = s->req;
     if (len == 6 && memcmp(data, "[DONE]", 6) == 0) {
+        /* The end of the answer goes out once the request is settled. */
         s->done = 1;
-        return send_event(s, data, len);
+        frame_event(s, data, len);
+        return fcgi_stream_hold(req, s->event.data, s->event.len);
     }
     json_object *chunk = json_tokener_parse(data);
     if (!chunk || !json_object_is_type(chunk, json_type_object)) {

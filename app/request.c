@@ -12,17 +12,19 @@ void request_reset(struct request *req)
 {
     struct worker *w = req->w;
     struct worker_thread *t = req->t;
-    struct buf body = req->body, upstream = req->upstream, out = req->out;
+    struct buf body = req->body, upstream = req->upstream, out = req->out, held = req->held;
     chat_input_clear(&req->in);
     buf_reset(&body);
     buf_reset(&upstream);
     buf_reset(&out);
+    buf_reset(&held);
     memset(req, 0, sizeof *req);
     req->w = w;
     req->t = t;
     req->body = body;
     req->upstream = upstream;
     req->out = out;
+    req->held = held;
     req->budget_period_start = -1;
 }
 
@@ -32,6 +34,7 @@ void request_free(struct request *req)
     buf_free(&req->body);
     buf_free(&req->upstream);
     buf_free(&req->out);
+    buf_free(&req->held);
 }
 
 enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *param,

@@ -28,6 +28,7 @@ struct worker_thread;
 /* How far the answer has gone out. Only forward, only in fcgi_io.c. */
 enum response_state {
     RESPONSE_NONE,      /* nothing sent: an error can still become the answer */
+    RESPONSE_READY,     /* a whole answer is made and held until the request is settled */
     RESPONSE_HEADERS,   /* status and headers sent, body not yet */
     RESPONSE_STREAMING, /* stream events sent: only an error event may follow */
     RESPONSE_DONE,      /* a whole answer was written */
@@ -71,6 +72,12 @@ struct request {
     struct worker_thread *t; /* the thread serving this request */
     FCGX_Request *fcgi;
     enum response_state response;
+    /* Model calls hold their last bytes (the whole answer, or a stream's
+     * [DONE]) until the audit row is settled, so no client has an answer
+     * whose spend a killed worker could leave uncounted. */
+    int hold_answer;
+    const char *held_type; /* the held answer's content type */
+    struct buf held;       /* the held answer's body, or the stream's last event */
 
     /* read */
     char request_id[40];

@@ -76,14 +76,10 @@ def nginx_client_capacity(gw):
 
 
 def burst_clients(gw):
-    # TODO(concurrency): servers.py generates "events { worker_connections 512; }"
-    # for nginx, which holds only 255 clients safely (two connections per proxied
-    # request, one per listening socket, no balancing between the two nginx
-    # workers); 1,024 clients get "worker_connections are not enough" and 503s
-    # from nginx, not from aigw. Until servers.py raises it (>= 2 * 1024 + 16, e.g.
-    # 4096), the bursts use as many clients as it allows; they go to 1,024 by
-    # themselves once it is raised.
-    return min(BURST_CLIENTS, nginx_client_capacity(gw))
+    """The burst size, once the generated nginx.conf is known to hold it: the
+    test is about aigw, so nginx must never be what refuses a client."""
+    assert nginx_client_capacity(gw) >= BURST_CLIENTS, "nginx.conf cannot hold the burst"
+    return BURST_CLIENTS
 
 
 class Answer:
@@ -316,8 +312,8 @@ def test_soak_with_worker_kills_at_256_clients_loses_nothing(make_gateway, mocks
     key = keyed_user(gw, "soak", "--budget", "1000000000")["api-key"]
     mocks["east"].set(prompt_tokens=SOAK_PROMPT_TOKENS, completion_tokens=SOAK_COMPLETION_TOKENS,
                       latency_s=0.02, stream_delay_s=0.01)
-    n = min(SOAK_CLIENTS, nginx_client_capacity(gw))
-    # TODO(concurrency): with servers.py's worker_connections 512 this is 255, not 256 (see burst_clients).
+    assert nginx_client_capacity(gw) >= SOAK_CLIENTS, "nginx.conf cannot hold the soak's clients"
+    n = SOAK_CLIENTS
 
     out = {"answers": [], "no_answer": 0}
     lock = threading.Lock()
