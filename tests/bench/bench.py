@@ -6,6 +6,9 @@ returning a fixed Azure OpenAI chat completion, or a short SSE stream):
 
   direct          the mock itself
   nginx-proxy     nginx proxy_pass to the mock (keep-alive upstream)
+  fastcgi-floor   nginx (the shipped aigw site) + fcgi_floor.c: pre-forked libfcgi
+                  processes relaying each request to the mock with libcurl, no
+                  policy (matrix only: the least a FastCGI gateway costs)
   aigw-lighttpd   aigw under lighttpd, from webserver-configs/lighttpd/aigw.conf
   aigw-nginx      nginx (webserver-configs/nginx/aigw.conf) + `aigw serve`
   portkey         Portkey's gateway (npm @portkey-ai/gateway) routing to the mock
@@ -22,6 +25,10 @@ Sections (BENCH_SECTIONS, comma separated; default all):
   stream     time to first byte and relay delay of a stream with events every 100 ms
   audit      per-request cost with an empty audit table and with BENCH_AUDIT_ROWS rows
   callgrind  instructions per request in one worker (valgrind --tool=callgrind)
+  slow       a mock that answers like a real model (slow_mock.c: 1 s per chat,
+             20 SSE events 50 ms apart) at 256 and 1,024 connections: nginx
+             proxy_pass, Portkey and aigw with its shipped worker counts;
+             streams/s, p99 and the memory of every aigw process under load
 
 Progress goes to stderr, the table to stdout, everything to
 tests/bench/results/latest.json (results/ is git-ignored).
@@ -45,13 +52,16 @@ SRCDIR = os.environ.get("AIGW_SRCDIR") or os.path.abspath(os.path.join(BENCH_DIR
 AIGW_BIN = os.environ.get("AIGW_BIN") or os.path.join(SRCDIR, "aigw")
 WORK = os.environ.get("BENCH_WORK") or None
 WRK_LUA = os.path.join(BENCH_DIR, "wrk.lua")
+SLOW_LUA = os.path.join(BENCH_DIR, "slow.lua")
+SLOW_MOCK_C = os.path.join(BENCH_DIR, "slow_mock.c")
+FCGI_FLOOR_C = os.path.join(BENCH_DIR, "fcgi_floor.c")
 MOCK_REGION = os.path.join(SRCDIR, "tests", "mock_region.py")
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
 
-ALL_SECTIONS = ["matrix", "memory", "syscalls", "stream", "audit", "callgrind"]
+ALL_SECTIONS = ["matrix", "memory", "syscalls", "stream", "audit", "callgrind", "slow"]
 SECTIONS = [s.strip() for s in os.environ.get("BENCH_SECTIONS", ",".join(ALL_SECTIONS)).split(",") if s.strip()]
-CONCURRENCY = [int(x) for x in os.environ.get("BENCH_CONCURRENCY", "8 32 128").replace(",", " ").split()]
+CONCURRENCY = [int(x) for x in os.environ.get("BENCH_CONCURRENCY", "1 8 32 128").replace(",", " ").split()]
 DURATION = int(os.environ.get("BENCH_DURATION", "4"))       # seconds per measured point (wrk: whole seconds)
 ROUNDS = int(os.environ.get("BENCH_ROUNDS", "2"))           # rounds per point, order reversed every round
 WORKERS = int(os.environ.get("BENCH_WORKERS", "4"))
@@ -63,6 +73,21 @@ STREAM_REPEAT = int(os.environ.get("BENCH_STREAM_REPEAT", "3"))
 STREAM_EVENTS = 8            # content events per slow stream
 STREAM_DELAY_S = 0.1         # between events
 MEMORY_REQUESTS = 10000
+SLOW_CONCURRENCY = [int(x) for x in os.environ.get("BENCH_SLOW_CONCURRENCY", "256 1024").replace(",", " ").split()]
+SLOW_DURATION = int(os.environ.get("BENCH_SLOW_DURATION", "10"))    # seconds per slow-lane point
+
+# What aigw is meant to reach (printed next to the numbers, "target met" or
+# "MISSED"). Zero-latency matrix: against the FastCGI floor at these
+# concurrencies, and p99 at one connection. Slow lane: against nginx
+# proxy_pass to the same slow mock, and the memory of all aigw processes
+# together at the highest slow concurrency. Callgrind: per request.
+TARGET_FLOOR_RATIO = 0.75
+TARGET_FLOOR_CONCURRENCY = (32, 128)
+TARGET_P99_C1_MS = 1.0
+TARGET_SLOW_RPS_RATIO = 0.9
+TARGET_SLOW_P99_RATIO = 1.5
+TARGET_SLOW_PSS_MIB = 256
+TARGET_INSTRUCTIONS = 250000
 BUDGET = float(os.environ.get("BENCH_BUDGET", "540"))
 PORTKEY_JS = os.environ.get("PORTKEY_JS") or os.path.join(
     BENCH_DIR, ".portkey", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
@@ -274,7 +299,9 @@ def nginx_main_conf(d, body, workers=2):
              "pid %s/nginx.pid;" % d, "error_log %s/error.log warn;" % d]
     if os.geteuid() == 0:
         lines.append("user root root;")
-    lines += ["events { worker_connections 4096; }", "http {",
+    # 1,024 clients plus 1,024 upstream connections in one worker (the slow
+    # lane) need more than the default 1,024 descriptors and connections.
+    lines += ["worker_rlimit_nofile 16384;", "events { worker_connections 4096; }", "http {",
               "    default_type application/octet-stream;",
               "    access_log off;",
               "    keepalive_requests 1000000;"]
@@ -354,6 +381,51 @@ class SlowMock:
             raise RuntimeError("mock_region.py config: %s %r" % (st, body))
 
 
+def build_c(src, name, libs=()):
+    """Compile one of the bench's C programs into the work directory (at run
+    time, so it always matches this machine's libraries). Returns the path."""
+    out = os.path.join(WORK, name)
+    if not os.path.exists(out):
+        r = subprocess.run(["cc", "-O2", "-o", out, src] + list(libs), capture_output=True, text=True, timeout=120)
+        if r.returncode != 0:
+            raise RuntimeError("cc %s failed: %s" % (os.path.basename(src), (r.stderr or r.stdout).strip()[-500:]))
+    return out
+
+
+class ModelMock:
+    """slow_mock.c: answers like a real model (1 s per chat completion, 20 SSE
+    events 50 ms apart); GET /stats counts the chat requests it got."""
+
+    MARK = b"chatcmpl-slowmock"     # only its answers have it
+
+    def __init__(self):
+        exe = build_c(SLOW_MOCK_C, "slow_mock")
+        self.port = free_port()
+        self.proc = spawn("slow-mock", [exe, str(self.port)])
+        wait_port(self.port, self.proc, what="slow mock")
+        self.url = "http://127.0.0.1:%d" % self.port
+
+    def stats(self):
+        st, body = request(self.port, "GET", "/stats", timeout=5)
+        if st != 200:
+            raise RuntimeError("slow mock /stats answered %s" % st)
+        return json.loads(body)
+
+    def wait_idle(self, timeout=30.0):
+        """Until no request is being answered and none arrived for half a
+        second, at most timeout seconds: what a gateway still sends after wrk
+        stopped must not run into the next measurement. Returns the last stats."""
+        deadline = time.time() + timeout
+        last = self.stats()
+        while time.time() < deadline:
+            time.sleep(0.5)
+            now = self.stats()
+            if now["active"] == 0 and now["requests"] == last["requests"]:
+                return now
+            last = now
+        return last
+
+
 # --- the systems --------------------------------------------------------------
 
 class System:
@@ -372,6 +444,7 @@ class System:
         self.proc = None        # server process
         self.procs = []         # every process of the system
         self.worker_parent = None  # pid whose children are the aigw workers
+        self.workers = None        # aigw worker processes it runs
         self.gw = None
 
     def url(self, path):
@@ -455,21 +528,37 @@ class Gateway:
         return {"api-key": self.key}
 
 
+LIGHTTPD_CONF = os.path.join(SRCDIR, "webserver-configs", "lighttpd", "aigw.conf")
+
+
+def shipped_workers(server):
+    """The number of aigw workers a server runs when nothing is changed:
+    lighttpd's shipped var.aigw_workers, `aigw serve`'s 2 per CPU."""
+    if server == "lighttpd":
+        m = re.search(r"^var\.aigw_workers\s*=\s*(\d+)", open(LIGHTTPD_CONF).read(), flags=re.M)
+        if not m:
+            raise RuntimeError("var.aigw_workers not found in webserver-configs/lighttpd/aigw.conf")
+        return int(m.group(1))
+    return 2 * (os.cpu_count() or 1)
+
+
 def start_lighttpd(gw, workers=WORKERS):
     """aigw under lighttpd from the shipped config, its var.* values replaced
-    (as tests/integration/conftest.py does). Returns (Popen, port)."""
+    (as tests/integration/conftest.py does); workers=None keeps the shipped
+    var.aigw_workers. Returns (Popen, port)."""
     port = free_port()
-    src = open(os.path.join(SRCDIR, "webserver-configs", "lighttpd", "aigw.conf")).read()
+    src = open(LIGHTTPD_CONF).read()
     subst = {
         "aigw_bin": '"%s"' % AIGW_BIN,
         "aigw_config": '"%s"' % gw.config_path,
         "aigw_socket": '"%s/lighttpd-fastcgi.sock"' % gw.dir,
-        "aigw_workers": str(workers),
         "aigw_state_dir": '"%s"' % gw.dir,
         "aigw_log": '"%s/lighttpd-error.log"' % gw.dir,
         "aigw_bind": '"127.0.0.1"',
         "aigw_port": str(port),
     }
+    if workers is not None:
+        subst["aigw_workers"] = str(workers)
     for k, v in subst.items():
         src, n = re.subn(r"^var\.%s\s*=.*$" % k, lambda m, k=k, v=v: "var.%s = %s" % (k, v), src, flags=re.M)
         if n != 1:
@@ -495,12 +584,15 @@ def nginx_front_site(upstream, port):
 
 
 def start_nginx_serve(gw, workers=WORKERS):
-    """nginx (shipped site) + `aigw serve` on a unix socket. Returns (nginx, serve, port)."""
+    """nginx (shipped site) + `aigw serve` on a unix socket; workers=None
+    leaves --workers out (aigw's default). Returns (nginx, serve, port)."""
     sock = os.path.join(gw.dir, "aigw.sock")
     env = dict(os.environ, AIGW_CONFIG=gw.config_path)
-    serve = spawn(gw.name + "-serve", [AIGW_BIN, "--config", gw.config_path, "serve", "--listen", "unix:" + sock,
-                                       "--workers", str(workers), "--pid-file", os.path.join(gw.dir, "serve.pid"),
-                                       "--grace", "5"], env=env)
+    argv = [AIGW_BIN, "--config", gw.config_path, "serve", "--listen", "unix:" + sock,
+            "--pid-file", os.path.join(gw.dir, "serve.pid"), "--grace", "5"]
+    if workers is not None:
+        argv += ["--workers", str(workers)]
+    serve = spawn(gw.name + "-serve", argv, env=env)
     wait_unix(sock, serve, what="aigw serve")
     port = free_port()
     site = os.path.join(gw.dir, "nginx-site.conf")
@@ -526,23 +618,94 @@ def wait_healthy(port, timeout=20.0):
     raise RuntimeError("not healthy on port %d: %r" % (port, last))
 
 
-def aigw_system(name, gw, server):
+def aigw_system(name, gw, server, workers=WORKERS):
+    """aigw behind lighttpd or nginx; workers=None: as shipped (see shipped_workers)."""
     if server == "lighttpd":
-        proc, port = start_lighttpd(gw)
+        proc, port = start_lighttpd(gw, workers)
         parent = proc.pid
     else:
-        proc, serve, port = start_nginx_serve(gw)
+        proc, serve, port = start_nginx_serve(gw, workers)
         parent = serve.pid
     wait_healthy(port)
     s = System(name, port, azure_path("gpt-4o"), azure_path("gpt-4o-sse"), gw.headers(),
                slow_path=azure_path("gpt-4o-slow"))
     s.proc, s.worker_parent, s.gw = proc, parent, gw
     s.procs = [proc] if server == "lighttpd" else [proc, serve]
+    s.workers = shipped_workers(server) if workers is None else workers
     # lighttpd starts min-procs workers; wait until all are there.
     deadline = time.time() + 10
-    while len(children(parent)) < WORKERS and time.time() < deadline:
+    while len(children(parent)) < s.workers and time.time() < deadline:
         time.sleep(0.1)
     return s
+
+
+def fcgi_floor_system(mock):
+    """nginx (the shipped aigw site, as aigw-nginx) + fcgi_floor.c with
+    WORKERS processes relaying to the mock: what any pre-forked FastCGI
+    gateway pays before doing anything of its own."""
+    exe = build_c(FCGI_FLOOR_C, "fcgi_floor", ["-lfcgi", "-lcurl"])
+    d = os.path.join(WORK, "fastcgi-floor")
+    os.makedirs(d, exist_ok=True)
+    sock = os.path.join(d, "floor.sock")
+    floor = spawn("fastcgi-floor", [exe, sock, str(WORKERS), mock.url])
+    wait_unix(sock, floor, what="fcgi_floor")
+    port = free_port()
+    site = os.path.join(d, "nginx-site.conf")
+    with open(site, "w") as f:
+        f.write(nginx_front_site("unix:" + sock, port))
+    ngx = start_nginx("fastcgi-floor-nginx", "    include %s;" % site)
+    wait_port(port, ngx, what="nginx (fastcgi-floor)")
+    s = System("fastcgi-floor", port, azure_path("gpt-4o-east"), azure_path("sse-east"), {"api-key": MOCK_KEY})
+    s.proc, s.procs, s.worker_parent, s.workers = ngx, [ngx, floor], floor.pid, WORKERS
+    return s
+
+
+def proxy_system(name, upstream_port, keepalive=64):
+    """nginx proxy_pass to a mock, keep-alive upstream (the system is always
+    called nginx-proxy; name is its directory and log)."""
+    port = free_port()
+    proc = start_nginx(name, """
+    upstream mock { server 127.0.0.1:%d; keepalive %d; }
+    server {
+        listen 127.0.0.1:%d;
+        location / {
+            proxy_pass http://mock;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+        }
+    }""" % (upstream_port, keepalive, port))
+    wait_port(port, proc, what="nginx proxy")
+    s = System("nginx-proxy", port, azure_path("gpt-4o-east"), azure_path("sse-east"), {"api-key": MOCK_KEY})
+    s.proc, s.procs = proc, [proc]
+    return s
+
+
+def portkey_system(mock, res, slow=None):
+    """Portkey routed to the mock, or None (the reason in res["unavailable"])."""
+    if PORTKEY_UNAVAILABLE:
+        res["unavailable"]["portkey"] = PORTKEY_UNAVAILABLE
+        return None
+    if not os.path.exists(PORTKEY_JS):
+        res["unavailable"]["portkey"] = "not installed (%s missing)" % PORTKEY_JS
+        return None
+    try:
+        pk_proc, pk_port = start_portkey()
+    except Exception as e:  # noqa: BLE001 -- reported, not fatal
+        res["unavailable"]["portkey"] = "did not start: %s" % e
+        return None
+    portkey = System("portkey", pk_port, "/v1/chat/completions", "/v1/chat/completions",
+                     portkey_headers(mock.url, "gpt-4o-east"), slow_path="/v1/chat/completions")
+    portkey.sse_headers = portkey_headers(mock.url, "sse-east")
+    if slow is not None:
+        portkey.slow_headers = portkey_headers(slow.url, "slow")
+    portkey.proc = pk_proc
+    portkey.procs = [pk_proc]
+    try:
+        with open(os.path.join(os.path.dirname(PORTKEY_JS), "..", "package.json")) as f:
+            res["machine"]["versions"]["portkey"] = json.load(f).get("version", "")
+    except (OSError, ValueError):
+        pass
+    return portkey
 
 
 def portkey_headers(host_url, deployment):
@@ -579,20 +742,40 @@ def verify(system, mock):
 
 # --- wrk ----------------------------------------------------------------------
 
-def run_wrk(system, conc, seconds, sse=False):
-    path = system.sse_path if sse else system.chat_path
-    body = dict(CHAT_BODY, stream=True) if sse else CHAT_BODY
+def run_wrk(system, conc, seconds, sse=False, slow=False, during=None):
+    """wrk against system; the chat request (wrk.lua), its SSE variant, or
+    with slow=True the streamed request of the slow lane (slow.lua, to the
+    system's slow path). during(): called about once a second while wrk runs."""
+    if slow:
+        path, headers, body, lua = system.slow_path, system.slow_headers, dict(CHAT_BODY, stream=True), SLOW_LUA
+    elif sse:
+        path, headers, body, lua = system.sse_path, system.sse_headers, dict(CHAT_BODY, stream=True), WRK_LUA
+    else:
+        path, headers, body, lua = system.chat_path, system.headers, CHAT_BODY, WRK_LUA
     env = dict(os.environ, WRK_BODY=json.dumps(body, separators=(",", ":")),
-               WRK_HEADERS="\n".join("%s: %s" % kv for kv in (system.sse_headers if sse else system.headers).items()))
+               WRK_HEADERS="\n".join("%s: %s" % kv for kv in headers.items()))
     cmd = ["wrk", "-t%d" % min(2, conc), "-c%d" % conc, "-d%ds" % seconds, "--timeout", "10s",
-           "--latency", "-s", WRK_LUA, system.url(path)]
-    r = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=seconds + 60)
-    for line in r.stdout.splitlines():
+           "--latency", "-s", lua, system.url(path)]
+    p = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        if during is not None:
+            while p.poll() is None:
+                during()
+                try:
+                    p.wait(1.0)
+                except subprocess.TimeoutExpired:
+                    pass
+        out, err = p.communicate(timeout=seconds + 60)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    for line in out.splitlines():
         if line.startswith("BENCH_JSON "):
             d = json.loads(line[len("BENCH_JSON "):])
             d["rps"] = d["requests"] / (d["duration_us"] / 1e6) if d["duration_us"] else 0.0
             return d
-    raise RuntimeError("wrk printed no result: %s %s" % (r.stdout[-500:], r.stderr[-500:]))
+    raise RuntimeError("wrk printed no result: %s %s" % (out[-500:], err[-500:]))
 
 
 def aggregate(runs):
@@ -655,9 +838,11 @@ def section_matrix(systems, mock, res):
         agg = alternate(systems, c, mock=mock)
         for name, a in agg.items():
             res["matrix"]["chat"].setdefault(name, {})[str(c)] = a
+    # The floor relays answers whole, not as a stream: no SSE point for it.
+    sse_systems = [s for s in systems if s.name != "fastcgi-floor"]
     for c in SSE_CONCURRENCY:
         log("stream (SSE from nginx), %d connections" % c)
-        agg = alternate(systems, c, sse=True, mock=mock)
+        agg = alternate(sse_systems, c, sse=True, mock=mock)
         for name, a in agg.items():
             res["matrix"]["sse"].setdefault(name, {})[str(c)] = a
     for kind in ("chat", "sse"):
@@ -668,9 +853,30 @@ def section_matrix(systems, mock, res):
                 if c in direct:
                     a["added_p50_ms"] = a["p50_ms"] - direct[c]["p50_ms"]
                     a["added_p99_ms"] = a["p99_ms"] - direct[c]["p99_ms"]
-                for other in ("portkey", "nginx-proxy"):
+                for other in ("portkey", "nginx-proxy", "fastcgi-floor"):
                     if other in m and c in m[other] and m[other][c]["rps"]:
                         a["rps_ratio_vs_" + other] = a["rps"] / m[other][c]["rps"]
+    res["matrix"]["targets"] = matrix_targets(res["matrix"]["chat"])
+
+
+def matrix_targets(chat):
+    """aigw against its targets in the zero-latency matrix: requests/s at
+    least TARGET_FLOOR_RATIO x the FastCGI floor's at 32 and 128 connections,
+    p99 at one connection at most TARGET_P99_C1_MS."""
+    out = {}
+    for name, per in chat.items():
+        if not name.startswith("aigw"):
+            continue
+        t = {}
+        for c in TARGET_FLOOR_CONCURRENCY:
+            r = per.get(str(c), {}).get("rps_ratio_vs_fastcgi-floor")
+            if r is not None:
+                t["floor_ratio_c%d" % c] = {"value": r, "target": TARGET_FLOOR_RATIO, "met": r >= TARGET_FLOOR_RATIO}
+        if "1" in per:
+            p99 = per["1"]["p99_ms"]
+            t["p99_ms_c1"] = {"value": p99, "target": TARGET_P99_C1_MS, "met": p99 <= TARGET_P99_C1_MS}
+        out[name] = t
+    return out
 
 
 def file_size(path):
@@ -757,6 +963,262 @@ def proc_io(pid):
 
 def section_syscalls(system, res):
     res["syscalls"] = syscall_profile(system)
+
+
+# --- the slow lane: a mock that answers like a real model -----------------------
+
+def system_pids(s):
+    """The processes whose memory a system costs: aigw serve's master and
+    workers, or the aigw processes lighttpd spawned (not lighttpd: its
+    counterpart, nginx in front of aigw serve, is not counted either);
+    Portkey's node process; nginx's master and workers."""
+    if s.gw is not None:
+        if s.worker_parent != s.proc.pid:
+            return [s.worker_parent] + children(s.worker_parent)
+        return children(s.worker_parent)
+    if s.name == "portkey":
+        return [s.proc.pid]
+    return [s.proc.pid] + children(s.proc.pid)
+
+
+def pss_sum(s):
+    """(kB of Pss summed over the system's processes, how many processes)."""
+    per = [m["pss_kb"] for m in (smaps(p) for p in system_pids(s)) if m]
+    return sum(per), len(per)
+
+
+def verify_slow(s, model):
+    """A chat and a streamed request through s must come from the slow mock,
+    each reaching it exactly once."""
+    for stream in (False, True):
+        before = model.stats()["requests"]
+        st, body = request(s.port, "POST", s.slow_path, dict(CHAT_BODY, stream=True) if stream else CHAT_BODY,
+                           s.slow_headers)
+        hits = model.stats()["requests"] - before
+        what = "streamed" if stream else "chat"
+        if st != 200 or ModelMock.MARK not in body or b"milliseconds" not in body or \
+                (stream and b"data: [DONE]" not in body):
+            raise RuntimeError("%s request answered %s: %r" % (what, st, body[:300]))
+        if hits != 1:
+            raise RuntimeError("%s request reached the slow mock %d times, not once" % (what, hits))
+
+
+def slow_systems(mock, res, portkey):
+    """nginx proxy_pass (the floor), Portkey, aigw behind nginx + `aigw serve`
+    and behind lighttpd, aigw with the worker counts it ships with; each
+    routed to a slow mock of its own (s.model), so that what one system still
+    sends after its run never counts for another."""
+    systems = []
+    model = ModelMock()
+    proxy = proxy_system("slow-nginx-proxy", model.port, keepalive=max(SLOW_CONCURRENCY))
+    proxy.slow_path, proxy.model = azure_path("slow"), model
+    systems.append(proxy)
+    if portkey is None:
+        portkey = portkey_system(mock, res)
+        if portkey is not None:
+            # A fresh Portkey: V8 needs its warm-up (see section_matrix).
+            log("slow: warming a fresh Portkey up for %d s" % WARMUP_PORTKEY_S)
+            run_wrk(portkey, 32, WARMUP_PORTKEY_S)
+    if portkey is not None:
+        portkey.model = ModelMock()
+        portkey.slow_headers = portkey_headers(portkey.model.url, "slow")
+        systems.append(portkey)
+    for name, server in (("aigw-nginx", "nginx"), ("aigw-lighttpd", "lighttpd")):
+        model = ModelMock()
+        gw = Gateway("slow-" + name, mock, model).setup()
+        s = aigw_system(name, gw, server, workers=None)
+        s.model, s.server = model, server
+        systems.append(s)
+    return systems
+
+
+def restart_aigw(s):
+    """The same installation started anew: a gateway that serves fewer
+    streams than it was sent still has the rest queued (behind lighttpd,
+    or in `aigw serve`'s listen queue) and would carry them into the next run."""
+    for p in s.procs:
+        stop(p)
+    n = aigw_system(s.name, s.gw, s.server, workers=None)
+    n.model, n.server = s.model, s.server
+    return n
+
+
+def section_slow(mock, res, portkey):
+    """Streams from a mock that takes 1 s per answer, at SLOW_CONCURRENCY
+    connections: how many a gateway carries at once, next to nginx."""
+    out = {"concurrency": SLOW_CONCURRENCY, "systems": {}, "unavailable": {}}
+    res["slow"] = out
+    started = []
+    try:
+        started = slow_systems(mock, res, portkey)
+        systems = []
+        for s in started:
+            try:
+                verify_slow(s, s.model)
+                log("slow: verified %s (port %d, slow mock on %d)%s" % (
+                    s.name, s.port, s.model.port, ", %d aigw workers" % s.workers if s.workers else ""))
+                systems.append(s)
+            except Exception as e:  # noqa: BLE001
+                log("slow: %s failed verification: %s" % (s.name, e))
+                out["unavailable"][s.name] = "failed verification: %s" % e
+        out["systems_order"] = [s.name for s in systems]
+        out["aigw_workers"] = {s.name: s.workers for s in systems if s.gw is not None}
+        # Per point about the duration, 1 s of wrk's start and stop and 2 s
+        # of the mock going idle (or a restart); 4 s of warm-up per system.
+        # Shrink the duration if the budget is short.
+        dur = SLOW_DURATION
+        points = len(systems) * len(SLOW_CONCURRENCY)
+        fixed = len(systems) * 4 + points * 3 + 15
+        if left() < fixed + points * dur:
+            dur = int((left() - fixed) / max(1, points))
+            if dur < 3:
+                out["skipped"] = "no time left"
+                return
+            log("slow: only time for %d s per point" % dur)
+        out["duration_s"] = dur
+        def settle_into(j, timeout):
+            n = settle(systems[j], timeout)
+            if n is not systems[j]:
+                started.append(n)
+                systems[j] = n
+
+        for j, s in enumerate(systems):
+            # Warm up without queueing: at most as many streams as aigw has workers.
+            run_wrk(s, min(32, s.workers or 32), 2, slow=True)
+            settle_into(j, 10.0)
+        top = max(SLOW_CONCURRENCY)
+        for i, c in enumerate(SLOW_CONCURRENCY):
+            order = list(range(len(systems)))
+            for j in (order if i % 2 == 0 else order[::-1]):
+                out["systems"].setdefault(systems[j].name, {})[str(c)] = slow_point(systems[j], c, dur,
+                                                                                     sample=c == top)
+                settle_into(j, 0)   # slow_point has waited already
+        slow_ratios(out)
+    finally:
+        for s in started:
+            if s is not portkey:    # the matrix's Portkey: main() stops it
+                for p in s.procs:
+                    stop(p)
+            if getattr(s, "model", None) is not None:
+                stop(s.model.proc)
+
+
+def cpu_ticks(pids):
+    """utime + stime (clock ticks) of the processes, summed."""
+    total = 0
+    for p in pids:
+        try:
+            with open("/proc/%d/stat" % p) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (OSError, IndexError, ValueError):
+            pass
+    return total
+
+
+def settle(s, timeout=10.0):
+    """Before the next run: the system's slow mock idle and the system itself
+    quiet (under 5% of a CPU). An aigw still busy at its mock is restarted
+    (see restart_aigw); anything else (Portkey working off what it had
+    queued) is waited for, up to 20 s more. Returns the system to go on with."""
+    st = s.model.wait_idle(timeout)
+    if st["active"] and s.gw is not None:
+        log("slow: %s still has %d streams open at the mock (more queued) after its run: restarting it" % (
+            s.name, st["active"]))
+        return restart_aigw(s)
+    deadline = time.time() + 20.0
+    if st["active"]:
+        st = s.model.wait_idle(20.0)
+    hz = os.sysconf("SC_CLK_TCK")
+    while time.time() < deadline:
+        pids = system_pids(s)
+        t = cpu_ticks(pids)
+        time.sleep(0.5)
+        if (cpu_ticks(pids) - t) / hz < 0.05 * 0.5:
+            return s
+    log("slow: %s still busy 20 s after its run (%d streams open at its mock)" % (s.name, st["active"]))
+    return s
+
+
+def slow_point(s, conc, dur, sample):
+    """One wrk run of streamed requests; with sample=True the system's Pss is
+    read about once a second while the load is on (the last reading is the
+    one reported: the end of the run, still under load)."""
+    before = s.model.stats()
+    t0 = time.time()
+    samples = []
+    in_flight = [0]
+
+    def watch():
+        # Streams the gateway has open to the mock at once (aigw today: one per worker).
+        in_flight[0] = max(in_flight[0], s.model.stats()["active"])
+        # Every connection is in flight after the first second; the last
+        # reading must come before wrk stops sending.
+        if sample and 1.0 <= time.time() - t0 <= dur - 0.5:
+            kb, n = pss_sum(s)
+            samples.append({"t_s": round(time.time() - t0, 1), "pss_kb": kb, "processes": n})
+
+    r = run_wrk(s, conc, dur, slow=True, during=watch)
+    # What reached the mock because of this run: the streams in flight when
+    # wrk stopped end within a second or two (their clients are gone); a
+    # gateway that still sends streams after 3 s has them queued, and is
+    # restarted (settle).
+    after = s.model.wait_idle(3.0)
+    secs = r["duration_us"] / 1e6 if r["duration_us"] else 0
+    ok = r["streams_ok"]
+    e = r["errors"]
+    a = {"streams_per_s": ok / secs if secs else 0.0, "streams_ok": ok, "requests": r["requests"],
+         "p50_ms": r["p50_us"] / 1000.0, "p90_ms": r["p90_us"] / 1000.0, "p99_ms": r["p99_us"] / 1000.0,
+         "max_ms": r["max_us"] / 1000.0,
+         "non_2xx": e["status"], "socket_errors": e["connect"] + e["read"] + e["write"] + e["timeout"],
+         "timeouts": e["timeout"], "streams_cut": r["streams_cut"],
+         # The mock's view: what reached it, what it answered to the end,
+         # and what was cut off (the streams in flight when wrk stopped).
+         "mock_requests": after["requests"] - before["requests"],
+         "mock_completed": after["completed"] - before["completed"],
+         "mock_aborted": after["aborted"] - before["aborted"],
+         "mock_in_flight_max": in_flight[0]}
+    a["errors"] = a["non_2xx"] + a["socket_errors"] + a["streams_cut"]
+    if not r["requests"]:       # nothing answered within the run: no latency to speak of
+        for k in ("p50_ms", "p90_ms", "p99_ms", "max_ms"):
+            a[k] = None
+    a["mock_completed_per_stream"] = a["mock_completed"] / ok if ok else None
+    if samples:
+        a["pss_kb"] = samples[-1]["pss_kb"]
+        a["pss_processes"] = samples[-1]["processes"]
+        a["pss_kb_max"] = max(x["pss_kb"] for x in samples)
+        a["pss_samples"] = samples
+    log("  %-14s c=%-5d %7.1f streams/s  p50 %7s ms  p99 %7s ms  errors %d  at the mock at once %d%s" % (
+        s.name, conc, a["streams_per_s"], fmt(a["p50_ms"], "%.1f"), fmt(a["p99_ms"], "%.1f"), a["errors"],
+        in_flight[0],
+        "  Pss %.0f MiB (%d processes)" % (a["pss_kb"] / 1024, a["pss_processes"]) if "pss_kb" in a else ""))
+    return a
+
+
+def slow_ratios(out):
+    """Ratios to nginx proxy_pass and aigw's targets, per concurrency."""
+    ngx = out["systems"].get("nginx-proxy", {})
+    top = str(max(SLOW_CONCURRENCY))
+    for name, per in out["systems"].items():
+        for c, a in per.items():
+            n = ngx.get(c)
+            if n and n["streams_per_s"]:
+                a["streams_ratio_vs_nginx"] = a["streams_per_s"] / n["streams_per_s"]
+            if n and n["p99_ms"] and a["p99_ms"] is not None:
+                a["p99_ratio_vs_nginx"] = a["p99_ms"] / n["p99_ms"]
+            if not name.startswith("aigw"):
+                continue
+            t = {}
+            if "streams_ratio_vs_nginx" in a:
+                t["streams/s"] = a["streams_ratio_vs_nginx"] >= TARGET_SLOW_RPS_RATIO
+            if "p99_ratio_vs_nginx" in a:
+                t["p99"] = a["p99_ratio_vs_nginx"] <= TARGET_SLOW_P99_RATIO
+            elif n and n["p99_ms"]:     # nothing answered at all
+                t["p99"] = False
+            if c == top and "pss_kb" in a:
+                t["memory"] = a["pss_kb"] / 1024 <= TARGET_SLOW_PSS_MIB
+            a["targets"] = t
+            a["target_met"] = bool(t) and all(t.values())
 
 
 def stream_once(port, path, headers, body):
@@ -1133,24 +1595,35 @@ def print_report(res):
             concs = sorted({int(c) for per in mt.values() for c in per})
             print()
             print("%s" % title)
-            print("%-14s %5s %10s %9s %9s %10s %8s %8s %8s %6s" % (
-                "system", "conc", "req/s", "p50 ms", "p99 ms", "+p50 ms", "x portkey", "x nginx", "non-2xx", "mock"))
+            print("%-14s %5s %10s %9s %9s %10s %8s %8s %8s %8s %6s" % (
+                "system", "conc", "req/s", "p50 ms", "p99 ms", "+p50 ms", "x portkey", "x nginx", "x floor",
+                "non-2xx", "mock"))
             for c in concs:
                 for name in res["systems_order"]:
                     a = mt.get(name, {}).get(str(c))
                     if a is None:
                         continue
-                    print("%-14s %5d %10.0f %9.2f %9.2f %10s %8s %8s %8d %6s" % (
+                    print("%-14s %5d %10.0f %9.2f %9.2f %10s %8s %8s %8s %8d %6s" % (
                         name, c, a["rps"], a["p50_ms"], a["p99_ms"],
                         "-" if name == "direct" else fmt(a.get("added_p50_ms"), "%+.2f"),
                         fmt(a.get("rps_ratio_vs_portkey"), "%.2f") if name.startswith("aigw") else "",
                         fmt(a.get("rps_ratio_vs_nginx-proxy"), "%.3f") if name.startswith("aigw") else "",
+                        fmt(a.get("rps_ratio_vs_fastcgi-floor"), "%.2f") if name.startswith("aigw") else "",
                         a["non_2xx"] + a["socket_errors"], fmt(a.get("mock_hits_per_request"), "%.2f")))
             for name, why in res.get("unavailable", {}).items():
                 print("%-14s  n/a: %s" % (name, why))
-        print("(+p50: added median latency over the direct call; x portkey / x nginx: aigw's requests/s "
-              "divided by Portkey's / nginx proxy_pass's; non-2xx: HTTP >= 400 plus socket errors; mock: "
-              "requests the mock saw per request answered)")
+        print("(+p50: added median latency over the direct call; x portkey / x nginx / x floor: aigw's requests/s "
+              "divided by Portkey's / nginx proxy_pass's / the FastCGI floor's; non-2xx: HTTP >= 400 plus socket "
+              "errors; mock: requests the mock saw per request answered)")
+        for name, t in res["matrix"].get("targets", {}).items():
+            parts = ["%.2f x floor at %d connections (target >= %.2f): %s" % (
+                         t[k]["value"], c, TARGET_FLOOR_RATIO, "target met" if t[k]["met"] else "MISSED")
+                     for c in TARGET_FLOOR_CONCURRENCY for k in ["floor_ratio_c%d" % c] if k in t]
+            if "p99_ms_c1" in t:
+                parts.append("p99 %.2f ms at 1 connection (target <= %g ms): %s" % (
+                    t["p99_ms_c1"]["value"], TARGET_P99_C1_MS, "target met" if t["p99_ms_c1"]["met"] else "MISSED"))
+            for part in parts:
+                print("%-14s %s" % (name, part))
     if "memory" in res:
         print()
         print("memory per aigw worker (kB, /proc/PID/smaps_rollup)")
@@ -1219,11 +1692,15 @@ def print_report(res):
                     print("  %-8s system calls per request (strace -c): %.1f; %s" % (
                         k, sc["total_per_request"],
                         ", ".join("%s %.2f" % kv for kv in list(sc["per_request"].items())[:6])))
+    if "slow" in res:
+        print_slow(res["slow"])
     if "callgrind" in res:
         cg = res["callgrind"]
         print()
         if "instructions_per_request" in cg:
-            print("instructions per request in one worker (callgrind): %d" % cg["instructions_per_request"])
+            ipr = cg["instructions_per_request"]
+            print("instructions per request in one worker (callgrind): %d  (target <= %d: %s)" % (
+                ipr, TARGET_INSTRUCTIONS, "target met" if ipr <= TARGET_INSTRUCTIONS else "MISSED"))
             k = [k for k in cg if k.startswith("by_object")][0]
             print("  by object: " + ", ".join("%s %.0f%%" % (o["object"], o["share"] * 100) for o in cg[k][:6]))
             print("  top functions, self cost over the %s-request run:" % cg["totals_requests"])
@@ -1238,6 +1715,43 @@ def print_report(res):
         print("section %s skipped: %s" % (s, why))
     print()
     print("results: %s" % RESULTS)
+
+
+def print_slow(sl):
+    print()
+    if "skipped" in sl or "error" in sl:
+        print("slow lane: %s" % (sl.get("skipped") or sl.get("error")))
+        return
+    print("slow lane: streams from a mock that answers like a model (20 SSE events 50 ms apart + usage + [DONE], "
+          "about 1 s), %d s per point; aigw as shipped: %s" % (
+              sl.get("duration_s", 0), ", ".join("%s %d workers" % kv for kv in sl.get("aigw_workers", {}).items())))
+    print("%-14s %5s %10s %9s %9s %8s %9s %9s %6s %7s %9s  %s" % (
+        "system", "conc", "streams/s", "p50 ms", "p99 ms", "errors", "x nginx", "p99 x ngx", "mock", "at once",
+        "Pss MiB",
+        "target (>= %.1f x nginx streams/s, p99 <= %.1f x nginx, aigw Pss <= %d MiB at %d)" % (
+            TARGET_SLOW_RPS_RATIO, TARGET_SLOW_P99_RATIO, TARGET_SLOW_PSS_MIB, max(SLOW_CONCURRENCY))))
+    for c in sl["concurrency"]:
+        for name in sl.get("systems_order", []):
+            a = sl["systems"].get(name, {}).get(str(c))
+            if a is None:
+                continue
+            target = ""
+            if name.startswith("aigw"):
+                missed = [k for k, ok in a.get("targets", {}).items() if not ok]
+                target = "target met" if a.get("target_met") else "MISSED" + (" (%s)" % ", ".join(missed)
+                                                                              if missed else "")
+            print("%-14s %5d %10.1f %9s %9s %8d %9s %9s %6s %7d %9s  %s" % (
+                name, c, a["streams_per_s"], fmt(a["p50_ms"], "%.1f"), fmt(a["p99_ms"], "%.1f"), a["errors"],
+                fmt(a.get("streams_ratio_vs_nginx"), "%.3f") if name != "nginx-proxy" else "",
+                fmt(a.get("p99_ratio_vs_nginx"), "%.2f") if name != "nginx-proxy" else "",
+                fmt(a.get("mock_completed_per_stream"), "%.2f"), a.get("mock_in_flight_max", 0),
+                fmt(a["pss_kb"] / 1024 if "pss_kb" in a else None, "%.1f", ""), target))
+    for name, why in sl.get("unavailable", {}).items():
+        print("%-14s  n/a: %s" % (name, why))
+    print("(streams/s: 2xx answers ending in [DONE]; p50/p99 over every answer wrk got, errors included; errors: "
+          "non-2xx, socket errors and timeouts (10 s), streams cut short; mock: streams the mock answered to the end "
+          "per stream wrk got whole; at once: most streams open at the mock at one time; Pss: all aigw processes together (serve: master + workers; lighttpd: the aigw "
+          "processes it spawned), Portkey's node process, nginx's master + workers, read during the run)")
 
 
 def machine_info():
@@ -1271,7 +1785,12 @@ def main():
     res = {"machine": machine_info(), "settings": {
         "concurrency": CONCURRENCY, "duration_s": DURATION, "rounds": ROUNDS, "workers": WORKERS,
         "sse_concurrency": SSE_CONCURRENCY, "audit_rows": AUDIT_ROWS, "audit_concurrency": AUDIT_CONCURRENCY,
-        "callgrind_n": CALLGRIND_N, "sections": SECTIONS, "budget_s": BUDGET},
+        "callgrind_n": CALLGRIND_N, "sections": SECTIONS, "budget_s": BUDGET,
+        "slow_concurrency": SLOW_CONCURRENCY, "slow_duration_s": SLOW_DURATION,
+        "targets": {"aigw_rps_vs_fastcgi_floor_min": TARGET_FLOOR_RATIO,
+                    "at_concurrency": list(TARGET_FLOOR_CONCURRENCY), "aigw_p99_ms_c1_max": TARGET_P99_C1_MS,
+                    "slow_streams_vs_nginx_min": TARGET_SLOW_RPS_RATIO, "slow_p99_vs_nginx_max": TARGET_SLOW_P99_RATIO,
+                    "slow_aigw_pss_mib_max": TARGET_SLOW_PSS_MIB, "instructions_per_request_max": TARGET_INSTRUCTIONS}},
         "unavailable": {}, "skipped_sections": {}}
     res["machine"]["versions"]["portkey"] = ""
     status = 0
@@ -1290,49 +1809,21 @@ def main():
         portkey = None
         idle = {}
         if need_systems:
-            proxy_port = free_port()
-            proxy = start_nginx("nginx-proxy", """
-    upstream mock { server 127.0.0.1:%d; keepalive 64; }
-    server {
-        listen 127.0.0.1:%d;
-        location / {
-            proxy_pass http://mock;
-            proxy_http_version 1.1;
-            proxy_set_header Connection "";
-        }
-    }""" % (mock.port, proxy_port))
-            wait_port(proxy_port, proxy, what="nginx proxy")
-            s = System("nginx-proxy", proxy_port, azure_path("gpt-4o-east"), azure_path("sse-east"),
-                       {"api-key": MOCK_KEY})
-            s.proc = proxy
-            systems.append(s)
+            systems.append(proxy_system("nginx-proxy", mock.port))
+            if "matrix" in SECTIONS:
+                try:
+                    systems.append(fcgi_floor_system(mock))
+                except Exception as e:  # noqa: BLE001 -- reported, not fatal
+                    res["unavailable"]["fastcgi-floor"] = "did not start: %s" % e
             for name, server in (("aigw-lighttpd", "lighttpd"), ("aigw-nginx", "nginx")):
                 gw = Gateway(name, mock, slow).setup()
                 s = aigw_system(name, gw, server)
                 idle[name] = worker_memory(s)
                 systems.append(s)
                 aigws.append(s)
-            if PORTKEY_UNAVAILABLE:
-                res["unavailable"]["portkey"] = PORTKEY_UNAVAILABLE
-            elif not os.path.exists(PORTKEY_JS):
-                res["unavailable"]["portkey"] = "not installed (%s missing)" % PORTKEY_JS
-            else:
-                try:
-                    pk_proc, pk_port = start_portkey()
-                    portkey = System("portkey", pk_port, "/v1/chat/completions", "/v1/chat/completions",
-                                     portkey_headers(mock.url, "gpt-4o-east"), slow_path="/v1/chat/completions")
-                    portkey.sse_headers = portkey_headers(mock.url, "sse-east")
-                    if slow is not None:
-                        portkey.slow_headers = portkey_headers(slow.url, "slow")
-                    portkey.proc = pk_proc
-                    try:
-                        with open(os.path.join(os.path.dirname(PORTKEY_JS), "..", "package.json")) as f:
-                            res["machine"]["versions"]["portkey"] = json.load(f).get("version", "")
-                    except (OSError, ValueError):
-                        pass
-                    systems.append(portkey)
-                except Exception as e:  # noqa: BLE001 -- reported, not fatal
-                    res["unavailable"]["portkey"] = "did not start: %s" % e
+            portkey = portkey_system(mock, res, slow)
+            if portkey is not None:
+                systems.append(portkey)
         res["systems_order"] = [s.name for s in systems]
         # Every system must really answer from the mock before it is measured.
         for s in list(systems):
@@ -1366,8 +1857,11 @@ def main():
                 section_stream(st_systems, res)
             else:
                 res["skipped_sections"]["stream"] = "no time left"
-        # The matrix systems are no longer needed.
+        # The matrix systems are no longer needed; Portkey, warmed up, serves
+        # the slow lane too (idle meanwhile).
         for s in systems:
+            if s is portkey and "slow" in SECTIONS:
+                continue
             for p in s.procs or ([s.proc] if s.proc else []):
                 stop(p)
         if "callgrind" in SECTIONS:
@@ -1376,6 +1870,21 @@ def main():
                 section_callgrind(mock, res)
             else:
                 res["skipped_sections"]["callgrind"] = "no time left"
+        # The slow lane after callgrind (a fixed cost): it shortens its runs
+        # to what is left of the budget; audit takes whatever remains after it.
+        if "slow" in SECTIONS:
+            if left() > 60:
+                log("slow: a mock model taking 1 s per answer, %s connections" % SLOW_CONCURRENCY)
+                try:
+                    section_slow(mock, res, portkey)
+                except Exception as e:  # noqa: BLE001 -- reported; the sections after it still run
+                    import traceback
+                    traceback.print_exc()
+                    res.setdefault("slow", {})["error"] = "%s: %s" % (type(e).__name__, e)
+            else:
+                res["skipped_sections"]["slow"] = "no time left"
+            if portkey is not None:
+                stop(portkey.proc)
         if "audit" in SECTIONS:
             section_audit(mock, res)
     except Exception as e:  # noqa: BLE001

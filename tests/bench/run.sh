@@ -12,7 +12,7 @@ set -euo pipefail
 BENCH_DIR="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 export AIGW_SRCDIR="${AIGW_SRCDIR:-$(cd "$BENCH_DIR/../.." && pwd)}"
 export AIGW_BIN="${AIGW_BIN:-$AIGW_SRCDIR/aigw}"
-export BENCH_SECTIONS="${BENCH_SECTIONS:-matrix,memory,syscalls,stream,audit,callgrind}"
+export BENCH_SECTIONS="${BENCH_SECTIONS:-matrix,memory,syscalls,stream,audit,callgrind,slow}"
 PORTKEY_VERSION="${PORTKEY_VERSION:-1.15.2}"
 T_START=$(date +%s)
 
@@ -34,6 +34,16 @@ need python3 python3
 need strace strace
 if has_section callgrind; then need valgrind valgrind; need callgrind_annotate valgrind; fi
 if [ "${BENCH_PORTKEY:-1}" = 1 ]; then need node nodejs; need npm npm; fi
+# bench.py compiles fcgi_floor.c (matrix: libfcgi, libcurl) and slow_mock.c
+# (slow: libc only) at run time.
+need_header() {   # need_header HEADER PACKAGE: missing unless cc finds HEADER
+    if ! command -v cc >/dev/null 2>&1 ||
+       ! printf '#include <%s>\n' "$1" | cc -E -x c - >/dev/null 2>&1; then
+        missing+=("$2")
+    fi
+}
+if has_section matrix || has_section slow; then need cc gcc; need_header stdio.h libc6-dev; fi
+if has_section matrix; then need_header fcgiapp.h libfcgi-dev; need_header curl/curl.h libcurl4-openssl-dev; fi
 if [ "${#missing[@]}" -gt 0 ]; then
     pkgs=$(printf '%s\n' "${missing[@]}" | sort -u | tr '\n' ' ')
     echo "bench: installing missing Debian packages: $pkgs"
@@ -66,7 +76,7 @@ pk_installed() {
 }
 if [ "${BENCH_PORTKEY:-1}" != 1 ]; then
     PORTKEY_UNAVAILABLE="skipped (BENCH_PORTKEY=0)"
-elif ! has_section matrix && ! has_section stream; then
+elif ! has_section matrix && ! has_section stream && ! has_section slow; then
     PORTKEY_UNAVAILABLE="not needed by BENCH_SECTIONS"
 elif ! pk_installed; then
     echo "bench: installing @portkey-ai/gateway@$PORTKEY_VERSION (with @hono/node-server@$HONO_NODE_SERVER_VERSION) from npm into tests/bench/.portkey (missing)"
