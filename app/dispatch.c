@@ -160,209 +160,258 @@ static void sleep_ms(int64_t ms)
         ;
 }
 
+/* What the loop remembers across attempts. */
+struct dispatch_state {
+    double deadline;           /* monotonic seconds */
+    int64_t retry_after_max;   /* the longest Retry-After of this round's 429s, -1 = none */
+    int64_t earliest_retry_at; /* when the first open breaker may let calls through */
+    int last_was_timeout;
+    int tried_any;
+    struct buf url;
+    struct upstream_call call;
+    char traceparent[64];
+};
+
+/* What one attempt came to. */
+enum attempt_verdict {
+    VERDICT_DONE, /* a final answer or a relayed stream: stop with req->err's outcome */
+    VERDICT_NEXT, /* this backend failed before the client saw a byte: try the next */
+};
+
+/* Records one outcome of backend b in its shared breaker. */
+static void record(struct request *req, const struct cfg_backend *b, enum breaker_decision d,
+                   enum breaker_outcome outcome, int64_t retry_after_ms, const char *error)
+{
+    breaker_record(req->w, b->name, b->timeout_s, d == BREAKER_TRIAL, outcome, retry_after_ms,
+                   error);
+}
+
+/* A stream of which the client has bytes: it can only end, never fail over. */
+static enum attempt_verdict stream_ended(struct request *req, const struct cfg_backend *b,
+                                         enum breaker_decision d, struct attempt *a, int rc,
+                                         const struct upstream_call *call)
+{
+    req->upstream_status = (int)call->status;
+    if (rc == 0 && !call->aborted) {
+        record(req, b, d, OUTCOME_SUCCESS, 0, NULL);
+        return VERDICT_DONE;
+    }
+    snprintf(a->error, sizeof a->error, "%s",
+             req->client_gone ? "client disconnected" : call->error);
+    if (req->client_gone) {
+        /* The client left: the backend was doing fine. */
+        record(req, b, d, OUTCOME_SUCCESS, 0, NULL);
+        return VERDICT_DONE;
+    }
+    record(req, b, d, OUTCOME_FAILURE, 0, call->error);
+    request_fail(req, AIGW_ERR_BACKEND_ERROR, "", "The backend stream broke off: %s.", call->error);
+    return VERDICT_DONE;
+}
+
+/* Decides what the answer of one attempt means, and tells the breaker. */
+static enum attempt_verdict judge_answer(struct request *req, struct dispatch_target *t,
+                                         struct dispatch_state *st, const struct cfg_backend *b,
+                                         enum breaker_decision d, struct attempt *a, int rc)
+{
+    const struct upstream_call *call = &st->call;
+    if (call->is_sse && call->events > 0 && req->response == RESPONSE_STREAMING)
+        return stream_ended(req, b, d, a, rc, call);
+    if (rc < 0) {
+        snprintf(a->error, sizeof a->error, "%s", call->error);
+        record(req, b, d, OUTCOME_FAILURE, 0, call->error);
+        log_warn("request %s: backend %s failed: %s", req->request_id, b->name, call->error);
+        return VERDICT_NEXT;
+    }
+    if (call->status == 429) {
+        snprintf(a->error, sizeof a->error, "throttled (429)");
+        if (call->retry_after_ms < 0) {
+            record(req, b, d, OUTCOME_FAILURE, 0, "throttled (429)");
+            return VERDICT_NEXT;
+        }
+        record(req, b, d, OUTCOME_THROTTLED, call->retry_after_ms,
+               "throttled (429 with Retry-After)");
+        if (call->retry_after_ms > st->retry_after_max)
+            st->retry_after_max = call->retry_after_ms;
+        return VERDICT_NEXT;
+    }
+    if (client_error(call->status)) {
+        /* The caller's mistake: relay it, do not retry, the backend is healthy. */
+        record(req, b, d, OUTCOME_SUCCESS, 0, NULL);
+        req->upstream_status = (int)call->status;
+        snprintf(a->error, sizeof a->error, "HTTP %ld (passed to the client)", call->status);
+        return VERDICT_DONE;
+    }
+    const char *bad = NULL;
+    if (!(call->status >= 200 && call->status < 300))
+        bad = "HTTP error";
+    else if (!call->is_sse && t->accept && t->accept(req, t->arg) < 0)
+        bad = "malformed answer from backend";
+    else if (call->is_sse && req->response != RESPONSE_STREAMING)
+        bad = "stream ended without events"; /* not one event reached the client */
+    if (bad) {
+        if (strcmp(bad, "HTTP error") == 0)
+            snprintf(a->error, sizeof a->error, "HTTP %ld from backend", call->status);
+        else
+            snprintf(a->error, sizeof a->error, "%s", bad);
+        record(req, b, d, OUTCOME_FAILURE, 0, a->error);
+        return VERDICT_NEXT;
+    }
+    record(req, b, d, OUTCOME_SUCCESS, 0, NULL);
+    req->upstream_status = (int)call->status;
+    return VERDICT_DONE;
+}
+
+/* One call to the backend behind conn, within remaining seconds. */
+static enum attempt_verdict attempt_backend(struct request *req, struct dispatch_target *t,
+                                            struct dispatch_state *st, struct backend_conn *conn,
+                                            enum breaker_decision d, double remaining)
+{
+    const struct cfg_backend *b = conn->cfg;
+    const char *deployment = cfg_backend_deployment(b, req->model);
+    struct attempt *a = record_attempt(req, b->name);
+    /* Each attempt is a child span; the backend sees it as its parent. */
+    snprintf(st->traceparent, sizeof st->traceparent, "00-%s-%s-01", req->trace_id, a->span_id);
+    st->tried_any = 1;
+    req->backend_name = b->name;
+    req->backend_deployment = deployment;
+    struct buf keyerr = {0};
+    int have_key = backend_load_key(conn, req->w->secrets, 0, &keyerr) == 0;
+    if (!have_key) {
+        log_error("backend %s: %s", b->name, buf_cstr(&keyerr));
+        snprintf(a->error, sizeof a->error, "backend key unavailable");
+        record(req, b, d, OUTCOME_FAILURE, 0, "backend key unavailable");
+    }
+    buf_free(&keyerr);
+    if (!have_key)
+        return VERDICT_NEXT;
+    struct upstream_call *call = &st->call;
+    build_url(b, deployment, t->op, req->api_version, &st->url);
+    size_t body_len;
+    call->body = body_for(req, t, b, deployment, &body_len);
+    call->body_len = body_len;
+    call->url = buf_cstr(&st->url);
+    call->traceparent = st->traceparent;
+    call->timeout_s = remaining < b->timeout_s ? remaining : b->timeout_s;
+    call->on_event = t->on_event;
+    call->arg = t->arg;
+    call->body_out = &req->upstream;
+    call->max_body = MAX_ANSWER_BYTES;
+    buf_reset(&req->upstream);
+    int rc = backend_perform(conn, call);
+    if (rc == 0 && call->status == 401 && conn->cfg->api_key_ref) {
+        /* The key may have been rotated: fetch it again and retry once. */
+        struct buf err = {0};
+        if (backend_load_key(conn, req->w->secrets, 1, &err) == 0) {
+            buf_reset(&req->upstream);
+            rc = backend_perform(conn, call);
+        }
+        buf_free(&err);
+    }
+    a->http_status = (int)call->status;
+    a->latency_ms = call->latency_ms;
+    st->last_was_timeout = call->timed_out;
+    if (call->processing_ms[0])
+        snprintf(req->upstream_processing_ms, sizeof req->upstream_processing_ms, "%s",
+                 call->processing_ms);
+    return judge_answer(req, t, st, b, d, a, rc);
+}
+
+/* The message of a dispatch that found no answer. */
+static void explain_failure(struct request *req, enum aigw_err result)
+{
+    if (result == AIGW_ERR_BACKEND_UNAVAILABLE)
+        request_fail(
+            req, result, "",
+            "Every backend for model '%s' is unavailable (circuit open); retry after %d s.",
+            req->model, req->retry_after_s);
+    else if (result == AIGW_ERR_DEADLINE)
+        request_fail(req, result, "",
+                     "No backend answered within the deadline after %d attempt(s).",
+                     req->n_attempts);
+    else
+        request_fail(req, result, "", "The model backends failed after %d attempt(s); last: %s.",
+                     req->n_attempts,
+                     req->n_attempts
+                         ? req->attempts[(req->n_attempts - 1) % MAX_ATTEMPTS_RECORDED].error
+                         : "none");
+}
+
+/* One pass over the candidates in order. Returns AIGW_OK with a verdict of
+ * DONE, else the round's outcome; *tried says whether any breaker let a call
+ * through. */
+static enum aigw_err dispatch_round(struct request *req, struct dispatch_target *t,
+                                    struct dispatch_state *st, const size_t *order, size_t n,
+                                    int *tried, int *done)
+{
+    const struct cfg *cfg = req->w->cfg;
+    *tried = *done = 0;
+    st->retry_after_max = -1;
+    for (size_t k = 0; k < n && req->n_attempts < cfg->retry.max_attempts; k++) {
+        struct backend_conn *conn = &req->t->pool->conns[order[k]];
+        const struct cfg_backend *b = conn->cfg;
+        double remaining = st->deadline - mono_s();
+        if (remaining <= 0.05)
+            return AIGW_ERR_DEADLINE;
+        int64_t retry_at = 0;
+        enum breaker_decision d = breaker_acquire(req->w, b->name, b->timeout_s, &retry_at);
+        if (d == BREAKER_SKIP) {
+            if (!st->earliest_retry_at || retry_at < st->earliest_retry_at)
+                st->earliest_retry_at = retry_at;
+            continue;
+        }
+        *tried = 1;
+        if (attempt_backend(req, t, st, conn, d, remaining) == VERDICT_DONE) {
+            *done = 1;
+            return req->err == AIGW_OK ? AIGW_OK : req->err;
+        }
+    }
+    return AIGW_OK;
+}
+
 enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
 {
-    struct worker *w = req->w;
-    const struct cfg *cfg = w->cfg;
+    const struct cfg *cfg = req->w->cfg;
     size_t order[CFG_MAX_BACKENDS];
     size_t n = dispatch_order(cfg, req->model, &req->t->rng, order);
     if (n == 0)
         return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
                             "The model '%s' does not exist or no backend serves it.", req->model);
-    double deadline = req->start_mono + cfg->retry.deadline_s;
-    struct buf url = {0};
-    char traceparent[64];
-    struct upstream_call call = {0};
-    int64_t retry_after_max = -1;
-    int64_t earliest_retry_at = 0;
-    int last_was_timeout = 0;
-    int tried_any = 0;
+    struct dispatch_state st = {.deadline = req->start_mono + cfg->retry.deadline_s};
     enum aigw_err result = AIGW_ERR_BACKEND_ERROR;
-
     for (int round = 0; req->n_attempts < cfg->retry.max_attempts; round++) {
-        int tried_this_round = 0;
-        retry_after_max = -1;
-        for (size_t k = 0; k < n && req->n_attempts < cfg->retry.max_attempts; k++) {
-            struct backend_conn *conn = &req->t->pool->conns[order[k]];
-            const struct cfg_backend *b = conn->cfg;
-            double remaining = deadline - mono_s();
-            if (remaining <= 0.05) {
-                result = AIGW_ERR_DEADLINE;
-                goto done;
-            }
-            int64_t retry_at = 0;
-            enum breaker_decision d = breaker_acquire(w, b->name, b->timeout_s, &retry_at);
-            if (d == BREAKER_SKIP) {
-                if (!earliest_retry_at || retry_at < earliest_retry_at)
-                    earliest_retry_at = retry_at;
-                continue;
-            }
-            const char *deployment = cfg_backend_deployment(b, req->model);
-            struct attempt *a = record_attempt(req, b->name);
-            /* Each attempt is a child span; the backend sees it as its parent. */
-            snprintf(traceparent, sizeof traceparent, "00-%s-%s-01", req->trace_id, a->span_id);
-            tried_any = tried_this_round = 1;
-            req->backend_name = b->name;
-            req->backend_deployment = deployment;
-            struct buf keyerr = {0};
-            if (backend_load_key(conn, w->secrets, 0, &keyerr) < 0) {
-                log_error("backend %s: %s", b->name, buf_cstr(&keyerr));
-                snprintf(a->error, sizeof a->error, "backend key unavailable");
-                buf_free(&keyerr);
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                               "backend key unavailable");
-                continue;
-            }
-            buf_free(&keyerr);
-            build_url(b, deployment, t->op, req->api_version, &url);
-            size_t body_len;
-            const char *body = body_for(req, t, b, deployment, &body_len);
-            call.url = buf_cstr(&url);
-            call.body = body;
-            call.body_len = body_len;
-            call.traceparent = traceparent;
-            call.timeout_s = remaining < b->timeout_s ? remaining : b->timeout_s;
-            call.on_event = t->on_event;
-            call.arg = t->arg;
-            call.body_out = &req->upstream;
-            call.max_body = MAX_ANSWER_BYTES;
-            buf_reset(&req->upstream);
-            int rc = backend_perform(conn, &call);
-            if (rc == 0 && call.status == 401 && conn->cfg->api_key_ref) {
-                /* The key may have been rotated: fetch it again and retry once. */
-                struct buf err = {0};
-                if (backend_load_key(conn, w->secrets, 1, &err) == 0) {
-                    buf_reset(&req->upstream);
-                    rc = backend_perform(conn, &call);
-                }
-                buf_free(&err);
-            }
-            a->http_status = (int)call.status;
-            a->latency_ms = call.latency_ms;
-            last_was_timeout = call.timed_out;
-            if (call.processing_ms[0])
-                snprintf(req->upstream_processing_ms, sizeof req->upstream_processing_ms, "%s",
-                         call.processing_ms);
-
-            if (call.is_sse && call.events > 0 && req->response == RESPONSE_STREAMING) {
-                /* The client has bytes of this stream: no failover any more. */
-                if (rc == 0 && !call.aborted) {
-                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0,
-                                   NULL);
-                    req->upstream_status = (int)call.status;
-                    result = AIGW_OK;
-                } else {
-                    snprintf(a->error, sizeof a->error, "%s",
-                             req->client_gone ? "client disconnected" : call.error);
-                    if (!req->client_gone)
-                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL,
-                                       OUTCOME_FAILURE, 0, call.error);
-                    else
-                        breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL,
-                                       OUTCOME_SUCCESS, 0, NULL);
-                    req->upstream_status = (int)call.status;
-                    result = req->client_gone ? AIGW_OK : AIGW_ERR_BACKEND_ERROR;
-                    if (!req->client_gone)
-                        request_fail(req, AIGW_ERR_BACKEND_ERROR, "",
-                                     "The backend stream broke off: %s.", call.error);
-                }
-                goto done;
-            }
-            if (rc < 0) {
-                snprintf(a->error, sizeof a->error, "%s", call.error);
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                               call.error);
-                log_warn("request %s: backend %s failed: %s", req->request_id, b->name, call.error);
-                continue;
-            }
-            if (call.status == 429) {
-                snprintf(a->error, sizeof a->error, "throttled (429)");
-                if (call.retry_after_ms >= 0) {
-                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_THROTTLED,
-                                   call.retry_after_ms, "throttled (429 with Retry-After)");
-                    if (call.retry_after_ms > retry_after_max)
-                        retry_after_max = call.retry_after_ms;
-                } else {
-                    breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                                   "throttled (429)");
-                }
-                continue;
-            }
-            if (!(call.status >= 200 && call.status < 300) && !client_error(call.status)) {
-                snprintf(a->error, sizeof a->error, "HTTP %ld from backend", call.status);
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                               a->error);
-                continue;
-            }
-            if (client_error(call.status)) {
-                /* The caller's mistake: relay it, do not retry, the backend is healthy. */
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0,
-                               NULL);
-                req->upstream_status = (int)call.status;
-                snprintf(a->error, sizeof a->error, "HTTP %ld (passed to the client)", call.status);
-                result = AIGW_OK;
-                goto done;
-            }
-            if (!call.is_sse && t->accept && t->accept(req, t->arg) < 0) {
-                snprintf(a->error, sizeof a->error, "malformed answer from backend");
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                               a->error);
-                continue;
-            }
-            if (call.is_sse && req->response != RESPONSE_STREAMING) {
-                /* The stream ended before a single event reached the client. */
-                snprintf(a->error, sizeof a->error, "stream ended without events");
-                breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_FAILURE, 0,
-                               a->error);
-                continue;
-            }
-            breaker_record(w, b->name, b->timeout_s, d == BREAKER_TRIAL, OUTCOME_SUCCESS, 0, NULL);
-            req->upstream_status = (int)call.status;
-            result = AIGW_OK;
-            goto done;
+        int tried, done;
+        enum aigw_err e = dispatch_round(req, t, &st, order, n, &tried, &done);
+        if (done || e != AIGW_OK) {
+            result = e;
+            goto out;
         }
-        if (!tried_this_round) {
+        if (!tried) {
             /* Every breaker is open: say when one may close. */
-            int64_t wait = earliest_retry_at ? earliest_retry_at - now_ms() : 1000;
+            int64_t wait = st.earliest_retry_at ? st.earliest_retry_at - now_ms() : 1000;
             req->retry_after_s = (int)((wait > 0 ? wait : 0) + 999) / 1000;
             if (req->retry_after_s < 1)
                 req->retry_after_s = 1;
             result = AIGW_ERR_BACKEND_UNAVAILABLE;
-            goto done;
+            goto out;
         }
         if (req->n_attempts >= cfg->retry.max_attempts)
             break;
         int64_t backoff =
             dispatch_backoff_ms(round, cfg->retry.base_delay_ms, cfg->retry.max_delay_ms,
-                                rng_unit(&req->t->rng), retry_after_max);
-        if (mono_s() + (double)backoff / 1000.0 >= deadline)
+                                rng_unit(&req->t->rng), st.retry_after_max);
+        if (mono_s() + (double)backoff / 1000.0 >= st.deadline)
             break;
         sleep_ms(backoff);
     }
-    result = !tried_any         ? AIGW_ERR_BACKEND_UNAVAILABLE
-             : last_was_timeout ? AIGW_ERR_DEADLINE
-                                : AIGW_ERR_BACKEND_ERROR;
-    if (!tried_any && !req->retry_after_s)
+    result = !st.tried_any         ? AIGW_ERR_BACKEND_UNAVAILABLE
+             : st.last_was_timeout ? AIGW_ERR_DEADLINE
+                                   : AIGW_ERR_BACKEND_ERROR;
+    if (!st.tried_any && !req->retry_after_s)
         req->retry_after_s = 1;
-done:
-    buf_free(&url);
-    buf_free(&call.sse_line);
-    if (result != AIGW_OK && req->err == AIGW_OK) {
-        if (result == AIGW_ERR_BACKEND_UNAVAILABLE)
-            request_fail(req, result, "",
-                         "Every backend for model '%s' is unavailable (circuit open); "
-                         "retry after %d s.",
-                         req->model, req->retry_after_s);
-        else if (result == AIGW_ERR_DEADLINE)
-            request_fail(req, result, "",
-                         "No backend answered within the deadline after %d attempt(s).",
-                         req->n_attempts);
-        else
-            request_fail(
-                req, result, "", "The model backends failed after %d attempt(s); last: %s.",
-                req->n_attempts,
-                req->n_attempts ? req->attempts[(req->n_attempts - 1) % MAX_ATTEMPTS_RECORDED].error
-                                : "none");
-    }
+out:
+    buf_free(&st.url);
+    buf_free(&st.call.sse_line);
+    if (result != AIGW_OK && req->err == AIGW_OK)
+        explain_failure(req, result);
     return result;
 }
