@@ -159,7 +159,7 @@ class Gateway:
         r = subprocess.run([AIGW_BIN, "--config", self.config_path, *args],
                            capture_output=True, text=True, timeout=30)
         if check and r.returncode != 0:
-            raise AssertionError(f"aigw {' '.join(args)} failed: {r.stderr}")
+            raise AssertionError(f"aigw {' '.join(args)} failed (exit {r.returncode}): {r.stderr}{r.stdout}")
         return r
 
     def db(self):

@@ -267,12 +267,21 @@ def test_audit_prune_deletes_old_rows_in_batches_and_keeps_the_rest(make_gateway
 
 
 def test_workers_apply_retention_days_themselves(make_gateway, mocks):
+    """The process elected for the host's housekeeping prunes on its first round,
+    then once a minute, in the background: no request waits for it."""
     gw = make_gateway(workers=1, audit={"retention_days": 30})
+    gw.stop()
     con = gw.db()
     con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('ancient', ?, 'chat', 'success')",
                 (int((time.time() - 40 * 86400) * 1000),))
+    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('recent', ?, 'chat', 'success')",
+                (int((time.time() - 20 * 86400) * 1000),))
     con.commit()
     con.close()
-    assert gw.post("/api/chat", chat_body()).status == 200  # a worker's first request runs the sweep
-    time.sleep(0.3)
-    assert "ancient" not in [r["request_id"] for r in gw.audit_rows()]
+    gw.start()
+    assert gw.post("/api/chat", chat_body()).status == 200
+    deadline = time.time() + 10
+    while "ancient" in [r["request_id"] for r in gw.audit_rows()] and time.time() < deadline:
+        time.sleep(0.1)
+    ids = [r["request_id"] for r in gw.audit_rows()]
+    assert "ancient" not in ids and "recent" in ids
