@@ -177,8 +177,9 @@ static int sse_feed(struct upstream_call *call, const char *data, size_t n)
                 return -1; /* one event larger than 4 MiB is not a model answer */
             return 0;
         }
-        /* Collect the data: lines of this event. */
-        struct buf ev = {0};
+        /* Collect the data: lines of this event (the buffer is kept for the next). */
+        struct buf *evp = &call->sse_event, ev = *evp;
+        buf_reset(&ev);
         char *line = start;
         while (line < end + 1) {
             char *nl = memchr(line, '\n', (size_t)(end + 1 - line));
@@ -205,7 +206,7 @@ static int sse_feed(struct upstream_call *call, const char *data, size_t n)
             call->events++;
             rc = call->on_event(call->arg, buf_cstr(&ev), ev.len);
         }
-        buf_free(&ev);
+        *evp = ev;
         buf_consume(b, (size_t)(end - start) + sep);
         call->sse_pos = 0;
         if (rc < 0) {
@@ -249,6 +250,12 @@ static size_t on_body_first(char *data, size_t size, size_t nmemb, void *arg)
         ctx->decided = 1;
     }
     return on_body(data, size, nmemb, ctx->call);
+}
+
+void upstream_call_free(struct upstream_call *call)
+{
+    buf_free(&call->sse_line);
+    buf_free(&call->sse_event);
 }
 
 int backend_perform(struct backend_conn *c, struct upstream_call *call)

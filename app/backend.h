@@ -64,7 +64,11 @@ struct upstream_call {
     double latency_ms;
     size_t sse_pos; /* parser state */
     struct buf sse_line;
+    struct buf sse_event; /* the event being handed over */
 };
+
+/* Releases the parser buffers a call keeps for the next one. */
+void upstream_call_free(struct upstream_call *call);
 
 /* Performs one POST (or GET when body is NULL). Returns 0 when an HTTP answer
  * arrived completely, -1 otherwise (see the out fields). */

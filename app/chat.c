@@ -37,7 +37,7 @@ static int chat_accept(struct request *req, void *arg)
 {
     struct chat_ctx *ctx = arg;
     json_object_put(ctx->answer);
-    ctx->answer = json_tokener_parse(buf_cstr(&req->upstream));
+    ctx->answer = worker_thread_parse(req->t, buf_cstr(&req->upstream), req->upstream.len);
     json_object *choices, *c0, *msg;
     if (!ctx->answer || !json_object_is_type(ctx->answer, json_type_object) ||
         !json_object_object_get_ex(ctx->answer, "choices", &choices) ||

@@ -118,7 +118,6 @@ static void run_batch(struct commit_queue *q, struct commit_op *first, struct co
             break;
     }
     int committed = ok && counters_add_metric(c, "aigw_store_batches_total", "", 1) == 0 &&
-                    counters_add_metric(c, "aigw_store_operations_total", "", n) == 0 &&
                     counters_op_commit(c) == 0 && counters_flush(c, s) == 0 && store_commit(s) == 0;
     if (!committed) {
         if (ok)

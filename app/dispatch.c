@@ -410,7 +410,7 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
         req->retry_after_s = 1;
 out:
     buf_free(&st.url);
-    buf_free(&st.call.sse_line);
+    upstream_call_free(&st.call);
     if (result != AIGW_OK && req->err == AIGW_OK)
         explain_failure(req, result);
     return result;

@@ -54,7 +54,7 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
         call.max_body = 1 << 20;
         buf_reset(&body);
         int rc = backend_perform(c, &call);
-        buf_free(&call.sse_line);
+        upstream_call_free(&call);
         int healthy = rc == 0 && call.status >= 200 && call.status < 300;
         if (report)
             fprintf(report, "%s\t%s\t%s\n", c->cfg->name, row.state,

@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "chat.h"
+#include "chunk.h"
 #include "dispatch.h"
 #include "fcgi_io.h"
 #include "json_strict.h"
@@ -26,9 +27,11 @@ struct stream_ctx {
     struct buf pending[MAX_STREAM_CHOICES]; /* held-back content per choice */
     struct buf event;
     struct buf clean;
-    int done;           /* [DONE] seen */
-    int dropped;        /* events that were not JSON chunks, not relayed */
-    long relayed_chars; /* content relayed, for a usage estimate if the stream breaks */
+    struct buf piece;     /* a decoded delta text (the in-place path) */
+    struct buf rewritten; /* the event with its texts redacted in place */
+    int done;             /* [DONE] seen */
+    int dropped;          /* events that were not JSON chunks, not relayed */
+    long relayed_chars;   /* content relayed, for a usage estimate if the stream breaks */
 };
 
 /* Frames data as one SSE event in s->event (and in the audited answer). */
@@ -109,6 +112,37 @@ static int redact_chunk(struct stream_ctx *s, json_object *chunk)
     return changed;
 }
 
+/* The common event, relayed as its own bytes with each delta text replaced
+ * by its redacted text. 1 when relayed (*rc the send's result), 0 when a
+ * text does not decode (the json-c path takes the event). */
+static int relay_in_place(struct stream_ctx *s, const char *data, size_t len,
+                          const struct chunk_scan *cs, int *rc)
+{
+    /* Every text must decode before any reaches the redactor, whose
+     * held-back state may not see an event twice. */
+    for (int k = 0; k < cs->n; k++)
+        if (chunk_string_decode(data, cs->choice[k].content_at, cs->choice[k].content_end,
+                                &s->piece) < 0)
+            return 0;
+    struct buf *out = &s->rewritten;
+    buf_reset(out);
+    size_t pos = 0;
+    for (int k = 0; k < cs->n; k++) {
+        const struct chunk_choice *c = &cs->choice[k];
+        chunk_string_decode(data, c->content_at, c->content_end, &s->piece);
+        buf_reset(&s->clean);
+        redact_stream(s->req->w->redactor, &s->pending[c->index], s->piece.data, s->piece.len, 0,
+                      &s->clean);
+        s->relayed_chars += (long)s->clean.len;
+        buf_append(out, data + pos, c->content_at - pos);
+        buf_put_json_string(out, s->clean.data ? s->clean.data : "", s->clean.len);
+        pos = c->content_end;
+    }
+    buf_append(out, data + pos, len - pos);
+    *rc = send_event(s, out->data, out->len);
+    return 1;
+}
+
 static int on_stream_event(void *arg, const char *data, size_t len)
 {
     struct stream_ctx *s = arg;
@@ -119,7 +153,11 @@ static int on_stream_event(void *arg, const char *data, size_t len)
         frame_event(s, data, len);
         return fcgi_stream_hold(req, s->event.data, s->event.len);
     }
-    json_object *chunk = json_tokener_parse(data);
+    struct chunk_scan cs;
+    int rc = 0;
+    if (chunk_scan(data, len, &cs) && relay_in_place(s, data, len, &cs, &rc))
+        return rc;
+    json_object *chunk = worker_thread_parse(req->t, data, len);
     if (!chunk || !json_object_is_type(chunk, json_type_object)) {
         /* Not a chunk: it cannot be redacted in step with the content around
          * it (a secret could straddle it), so it is not relayed. */
@@ -135,7 +173,6 @@ static int on_stream_event(void *arg, const char *data, size_t len)
     int no_choices =
         !json_object_object_get_ex(chunk, "choices", &choices) ||
         (json_object_is_type(choices, json_type_array) && json_object_array_length(choices) == 0);
-    int rc = 0;
     if (has_usage && no_choices && !req->in.include_usage) {
         /* The usage chunk the gateway asked for on its own behalf. */
     } else {
@@ -184,12 +221,12 @@ static int proxy_accept(struct request *req, void *arg)
      * In valid JSON the text "usage": can only be a key or inside a string, and
      * a string would be followed by more of the string, not by an object. */
     for (const char *p = body + n; (p = memrchr_usage(body, p)) != NULL;) {
-        json_tokener *tok = json_tokener_new();
         const char *v = p + 8; /* past "usage": */
         while (*v == ' ' || *v == '\n' || *v == '\r' || *v == '\t')
             v++;
-        json_object *usage = *v == '{' ? json_tokener_parse_ex(tok, v, (int)(body + n - v)) : NULL;
-        json_tokener_free(tok);
+        /* The object ends before the end of the body: what follows is ignored. */
+        json_object *usage =
+            *v == '{' ? worker_thread_parse(req->t, v, (size_t)(body + n - v)) : NULL;
         if (usage && json_object_is_type(usage, json_type_object)) {
             chat_read_usage(req, usage);
             json_object_put(usage);
@@ -198,7 +235,7 @@ static int proxy_accept(struct request *req, void *arg)
         json_object_put(usage);
     }
     /* Not in the usual form ("usage" : {...} with a space, say): read it the long way. */
-    json_object *answer = json_tokener_parse(body), *usage;
+    json_object *answer = worker_thread_parse(req->t, body, n), *usage;
     if (answer && json_object_object_get_ex(answer, "usage", &usage))
         chat_read_usage(req, usage);
     json_object_put(answer);
@@ -266,6 +303,8 @@ enum aigw_err proxy_handle(struct request *req)
         buf_free(&s.pending[i]);
     buf_free(&s.event);
     buf_free(&s.clean);
+    buf_free(&s.piece);
+    buf_free(&s.rewritten);
     return e;
 }
 

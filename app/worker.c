@@ -1,13 +1,14 @@
 /*
  * worker.c - the worker process and its request threads (see worker.h).
  *
- * Each thread has its own FCGX_Request (libfcgi's threaded model): one
- * thread at a time waits for a connection, under accept_mu, so the others do
- * not stampede on the listening socket; the thread that gets one releases
- * the mutex and serves it while the next one waits. The listening socket is
- * non-blocking and watched with poll beside an eventfd, so a stop reaches
- * the waiting thread at once, whether another process took the connection it
- * was woken for or not. Stop signals are blocked in every thread and read
+ * Each thread has its own FCGX_Request (libfcgi's threaded model) and waits
+ * for a connection in its own epoll set, where the listening socket is
+ * registered with EPOLLEXCLUSIVE: the kernel wakes one idle thread per
+ * connection, so there is neither a stampede nor an accept lock that would
+ * make the threads take their requests one after another. The listening
+ * socket is non-blocking (a thread woken for a connection another process
+ * took just waits again) and an eventfd beside it reaches every waiting
+ * thread at once when the process stops. Stop signals are blocked in every thread and read
  * from a signalfd by the main thread, which then stops the acceptors and
  * waits for the in-flight requests to finish: a reload or shutdown never cuts
  * an answer off.
@@ -17,11 +18,13 @@
 #include <curl/curl.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <locale.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/epoll.h>
 #include <sys/eventfd.h>
 #include <sys/random.h>
 #include <sys/resource.h>
@@ -108,12 +111,18 @@ int worker_thread_init(struct worker_thread *t, struct worker *w)
     memset(t, 0, sizeof *t);
     t->w = w;
     t->pool = backend_pool_new(w->cfg);
-    if (!t->pool)
+    t->tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+    if (!t->pool || !t->tok) {
+        backend_pool_free(t->pool);
+        if (t->tok)
+            json_tokener_free(t->tok);
         return -1;
+    }
     if (getrandom(&t->rng, sizeof t->rng, 0) != sizeof t->rng)
         t->rng = (uint64_t)getpid() * 0x9E3779B97F4A7C15ull ^ (uint64_t)(uintptr_t)t;
     t->req.w = w;
     t->req.t = t;
+    t->epfd = -1;
     return 0;
 }
 
@@ -121,8 +130,23 @@ void worker_thread_cleanup(struct worker_thread *t)
 {
     request_free(&t->req);
     backend_pool_free(t->pool);
+    if (t->tok)
+        json_tokener_free(t->tok);
+    if (t->epfd >= 0)
+        close(t->epfd);
     audit_scratch_free(&t->audit_scratch);
     memset(t, 0, sizeof *t);
+}
+
+json_object *worker_thread_parse(struct worker_thread *t, const char *text, size_t n)
+{
+    json_tokener_reset(t->tok);
+    json_object *o = json_tokener_parse_ex(t->tok, text, (int)n);
+    if (json_tokener_get_error(t->tok) != json_tokener_success) {
+        json_object_put(o);
+        return NULL;
+    }
+    return o;
 }
 
 /* --- the request threads ------------------------------------------------------ */
@@ -132,7 +156,6 @@ struct server {
     int listen_fd;
     int stop_fd; /* eventfd: readable once the process is stopping */
     unsigned long max_requests;
-    pthread_mutex_t accept_mu;
 };
 
 static void server_stop(struct server *s)
@@ -169,49 +192,75 @@ static int next_on_kept_connection(struct server *s, FCGX_Request *fr)
     }
 }
 
-/* Waits for the next request: on a kept connection, else a new connection
- * under accept_mu. 0 with a request, -1 to stop. */
-static int accept_next(struct server *s, FCGX_Request *fr)
+/* Waits for the next request: on a kept connection, else a new connection.
+ * Each thread waits in its own epoll set holding the listening socket with
+ * EPOLLEXCLUSIVE, so the kernel wakes one idle thread (of any process) per
+ * connection rather than all of them, and a thread reads its request's
+ * parameters while the others go on accepting. 0 with a request, -1 to stop. */
+static int accept_next(struct server *s, struct worker_thread *t)
 {
+    FCGX_Request *fr = &t->fcgi;
     if (fr->ipcFd >= 0) {
         int rc = next_on_kept_connection(s, fr);
         if (rc <= 0)
             return rc;
     }
-    pthread_mutex_lock(&s->accept_mu);
     for (;;) {
-        struct pollfd p[2] = {{.fd = s->listen_fd, .events = POLLIN},
-                              {.fd = s->stop_fd, .events = POLLIN}};
-        if (poll(p, 2, -1) < 0) {
+        struct epoll_event ev[2];
+        int n = epoll_wait(t->epfd, ev, 2, -1);
+        if (n < 0) {
             if (errno == EINTR)
                 continue;
-            break;
+            log_error("cannot wait for FastCGI connections: %s", strerror(errno));
+            return -1;
         }
-        if (p[1].revents)
-            break;
+        for (int i = 0; i < n; i++)
+            if (ev[i].data.fd == s->stop_fd)
+                return -1;
         int rc = FCGX_Accept_r(fr);
-        if (rc >= 0) {
-            pthread_mutex_unlock(&s->accept_mu);
+        if (rc >= 0)
             return 0;
-        }
-        /* Another process took the connection we were woken for. */
+        /* Another thread or process took the connection we were woken for. */
         if (rc == -EAGAIN || rc == -EWOULDBLOCK || rc == -EINTR || rc == -ECONNABORTED)
             continue;
         log_error("cannot accept FastCGI connections: %s",
                   rc < 0 && rc > -4096 ? strerror(-rc) : "libfcgi error");
         server_stop(s);
-        break;
+        return -1;
     }
-    pthread_mutex_unlock(&s->accept_mu);
-    return -1;
+}
+
+/* t's epoll set: the listening socket (one waiter woken per connection) and
+ * the stop descriptor (every waiter woken). 0 or -1. */
+static int watch_listener(struct server *s, struct worker_thread *t)
+{
+    t->epfd = epoll_create1(EPOLL_CLOEXEC);
+    if (t->epfd < 0)
+        return -1;
+    struct epoll_event l = {.events = EPOLLIN | EPOLLEXCLUSIVE, .data.fd = s->listen_fd};
+    struct epoll_event st = {.events = EPOLLIN, .data.fd = s->stop_fd};
+    if (epoll_ctl(t->epfd, EPOLL_CTL_ADD, s->listen_fd, &l) < 0 ||
+        epoll_ctl(t->epfd, EPOLL_CTL_ADD, s->stop_fd, &st) < 0) {
+        close(t->epfd);
+        t->epfd = -1;
+        return -1;
+    }
+    return 0;
 }
 
 static void *request_thread(void *arg)
 {
     struct worker_thread *t = arg;
+    /* json-c switches to the C locale around every parse with duplocale,
+     * which takes glibc's global locale lock unless the thread already uses
+     * the static C locale: with hundreds of threads parsing stream events,
+     * that lock was a tenth of the worker's time. */
+    locale_t c_locale = newlocale(LC_ALL_MASK, "C", (locale_t)0);
+    if (c_locale)
+        uselocale(c_locale);
     struct server *s = t->server;
     struct worker *w = t->w;
-    while (!stopping(s) && accept_next(s, &t->fcgi) == 0) {
+    while (!stopping(s) && accept_next(s, t) == 0) {
         struct request *req = &t->req;
         request_reset(req);
         req->fcgi = &t->fcgi;
@@ -279,7 +328,6 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
         log_error("cannot create the stop descriptors: %s", strerror(errno));
         return 1;
     }
-    pthread_mutex_init(&s.accept_mu, NULL);
 
     struct worker_thread *threads = calloc((size_t)w->threads, sizeof *threads);
     pthread_attr_t attr;
@@ -291,7 +339,8 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
         if (worker_thread_init(t, w) < 0)
             break;
         t->server = &s;
-        if (FCGX_InitRequest(&t->fcgi, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0 ||
+        if (watch_listener(&s, t) < 0 ||
+            FCGX_InitRequest(&t->fcgi, listen_fd, FCGI_FAIL_ACCEPT_ON_INTR) != 0 ||
             pthread_create(&t->tid, &attr, request_thread, t) != 0) {
             worker_thread_cleanup(t);
             break;
@@ -327,7 +376,6 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
     }
     housekeeper_stop(hk);
     free(threads);
-    pthread_mutex_destroy(&s.accept_mu);
     close(sig_fd);
     close(s.stop_fd);
     return started ? 0 : 1;

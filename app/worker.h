@@ -18,6 +18,7 @@
 #define AIGW_WORKER_H
 
 #include <fcgiapp.h>
+#include <json-c/json.h>
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdint.h>
@@ -49,10 +50,12 @@ struct worker_thread {
     struct worker *w;
     struct backend_pool *pool;
     struct audit_scratch audit_scratch;
-    uint64_t rng; /* xorshift state for jitter and weighted choice */
+    uint64_t rng;      /* xorshift state for jitter and weighted choice */
+    json_tokener *tok; /* reused for every backend answer and stream event */
     FCGX_Request fcgi;
     struct request req;
     struct server *server; /* worker.c's accept loop */
+    int epfd;              /* where this thread waits for a connection */
     pthread_t tid;
 };
 
@@ -65,6 +68,12 @@ void worker_cleanup(struct worker *w);
  * 0, or -1 when out of memory. */
 int worker_thread_init(struct worker_thread *t, struct worker *w);
 void worker_thread_cleanup(struct worker_thread *t);
+
+/* Parses text[0, n) as one JSON value with t's tokener (a new tokener is a
+ * few kilobytes of calloc, and streams parse one per event). Returns a new
+ * tree the caller releases with json_object_put, or NULL when the text is
+ * not one complete JSON value. */
+json_object *worker_thread_parse(struct worker_thread *t, const char *text, size_t n);
 
 /* Serves requests from listen_fd with w->threads threads until told to stop
  * (SIGTERM, SIGINT or SIGHUP) or, when max_requests > 0, after about that

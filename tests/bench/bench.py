@@ -45,6 +45,7 @@ import sqlite3
 import statistics
 import subprocess
 import sys
+import threading
 import time
 
 BENCH_DIR = os.path.dirname(os.path.abspath(__file__))
@@ -69,6 +70,8 @@ SSE_CONCURRENCY = [int(x) for x in os.environ.get("BENCH_SSE_CONCURRENCY", "32")
 AUDIT_ROWS = int(os.environ.get("BENCH_AUDIT_ROWS", "3000000"))
 AUDIT_CONCURRENCY = int(os.environ.get("BENCH_AUDIT_CONCURRENCY", "32"))
 CALLGRIND_N = [int(x) for x in os.environ.get("BENCH_CALLGRIND_N", "100 1100").split()]
+# Clients at once: 1 (every write commits alone) and 16 (writes share batches).
+CALLGRIND_CONCURRENCY = [int(x) for x in os.environ.get("BENCH_CALLGRIND_CONCURRENCY", "1 16").split()]
 STREAM_REPEAT = int(os.environ.get("BENCH_STREAM_REPEAT", "3"))
 STREAM_EVENTS = 8            # content events per slow stream
 STREAM_DELAY_S = 0.1         # between events
@@ -1475,6 +1478,67 @@ def callgrind_by_object(path):
     return [(os.path.basename(k), v, v / total) for k, v in sorted(costs.items(), key=lambda kv: -kv[1])]
 
 
+def callgrind_run(gw, n, conc, warm=10):
+    """One worker under callgrind behind nginx; warm + n chat requests from conc
+    clients at once (each its own keep-alive connection). Returns (total Ir,
+    output file, requests not answered 200 with the mock's body)."""
+    lsock = socket.socket()
+    lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    lsock.bind(("127.0.0.1", 0))
+    lsock.listen(128)
+    fport = lsock.getsockname()[1]
+    out = os.path.join(WORK, "callgrind.c%d.%d.out" % (conc, n))
+    env = dict(os.environ, AIGW_CONFIG=gw.config_path)
+    # The worker as lighttpd/mod_fcgid start it: the listening socket is fd 0.
+    vg = spawn("valgrind-%d-%d" % (conc, n), ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out,
+                                             AIGW_BIN], env=env, stdin=lsock.fileno())
+    lsock.close()
+    port = free_port()
+    site = os.path.join(gw.dir, "nginx-site-%d-%d.conf" % (conc, n))
+    with open(site, "w") as f:
+        f.write(nginx_front_site("127.0.0.1:%d" % fport, port))
+    ngx = start_nginx("callgrind-nginx-%d-%d" % (conc, n), "    include %s;" % site, workers=1)
+    wait_port(port, ngx, what="nginx (callgrind)")
+    c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
+    c.request("GET", "/healthz")
+    c.getresponse().read()
+    c.close()
+    hdrs = dict(gw.headers(), **{"Content-Type": "application/json"})
+    data = json.dumps(CHAT_BODY).encode()
+    bad = [0]
+    lock = threading.Lock()
+
+    def client(count):
+        cc = http.client.HTTPConnection("127.0.0.1", port, timeout=300)
+        for _ in range(count):
+            cc.request("POST", azure_path("gpt-4o"), body=data, headers=hdrs)
+            r = cc.getresponse()
+            body = r.read()
+            if r.status != 200 or MOCK_MARK not in body:
+                with lock:
+                    bad[0] += 1
+        cc.close()
+
+    t = time.time()
+    total = warm + n
+    shares = [total // conc + (1 if i < total % conc else 0) for i in range(conc)]
+    threads = [threading.Thread(target=client, args=(k,)) for k in shares if k]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join()
+    log("callgrind: %d requests from %d client(s) in %.1f s under valgrind (%d not 200)" % (
+        total, conc, time.time() - t, bad[0]))
+    stop(ngx)
+    os.kill(vg.pid, signal.SIGTERM)
+    try:
+        vg.wait(60)
+    except subprocess.TimeoutExpired:
+        pass
+    stop(vg)
+    return callgrind_totals(out), out, bad[0]
+
+
 def section_callgrind(mock, res):
     if not shutil.which("valgrind"):
         res["callgrind"] = {"skipped": "valgrind not installed"}
@@ -1482,58 +1546,24 @@ def section_callgrind(mock, res):
     gw = Gateway("callgrind", mock).setup()
     n1, n2 = CALLGRIND_N
     warm = 10
-    totals = {}
-    outs = {}
-    for n in (n1, n2):
-        lsock = socket.socket()
-        lsock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        lsock.bind(("127.0.0.1", 0))
-        lsock.listen(128)
-        fport = lsock.getsockname()[1]
-        out = os.path.join(WORK, "callgrind.%d.out" % n)
-        env = dict(os.environ, AIGW_CONFIG=gw.config_path)
-        # The worker as lighttpd/mod_fcgid start it: the listening socket is fd 0.
-        vg = spawn("valgrind-%d" % n, ["valgrind", "--tool=callgrind", "--callgrind-out-file=" + out, AIGW_BIN],
-                   env=env, stdin=lsock.fileno())
-        lsock.close()
-        port = free_port()
-        site = os.path.join(gw.dir, "nginx-site-%d.conf" % n)
-        with open(site, "w") as f:
-            f.write(nginx_front_site("127.0.0.1:%d" % fport, port))
-        ngx = start_nginx("callgrind-nginx-%d" % n, "    include %s;" % site, workers=1)
-        wait_port(port, ngx, what="nginx (callgrind)")
-        c = http.client.HTTPConnection("127.0.0.1", port, timeout=120)
-        c.request("GET", "/healthz")
-        r = c.getresponse()
-        r.read()
-        hdrs = dict(gw.headers(), **{"Content-Type": "application/json"})
-        data = json.dumps(CHAT_BODY).encode()
-        bad = 0
-        t = time.time()
-        for i in range(warm + n):
-            c.request("POST", azure_path("gpt-4o"), body=data, headers=hdrs)
-            r = c.getresponse()
-            body = r.read()
-            if r.status != 200 or MOCK_MARK not in body:
-                bad += 1
-        c.close()
-        log("callgrind: %d requests in %.1f s under valgrind (%d not 200)" % (warm + n, time.time() - t, bad))
-        stop(ngx)
-        os.kill(vg.pid, signal.SIGTERM)
-        try:
-            vg.wait(60)
-        except subprocess.TimeoutExpired:
-            pass
-        stop(vg)
-        totals[n] = callgrind_totals(out)
-        outs[n] = out
-        if bad:
-            res["callgrind"] = {"error": "%d of %d requests under valgrind failed" % (bad, warm + n)}
-            return
+    # At one client every request commits alone; at several, admissions and
+    # settlements share group-committed transactions, as under real load.
+    by_conc = {}
+    for conc in CALLGRIND_CONCURRENCY:
+        totals, outs = {}, {}
+        for n in (n1, n2):
+            totals[n], outs[n], bad = callgrind_run(gw, n, conc, warm)
+            if bad:
+                res["callgrind"] = {"error": "%d of %d requests under valgrind failed" % (bad, warm + n)}
+                return
+        by_conc[conc] = (totals, outs)
+    conc_main = max(CALLGRIND_CONCURRENCY)
+    totals, outs = by_conc[conc_main]
     if not totals.get(n1) or not totals.get(n2):
         res["callgrind"] = {"error": "no callgrind totals (%r)" % totals}
         return
     per = (totals[n2] - totals[n1]) / (n2 - n1)
+    per_conc = {str(c): round((t[n2] - t[n1]) / (n2 - n1)) for c, (t, _) in by_conc.items()}
     ann = subprocess.run(["callgrind_annotate", outs[n2]], capture_output=True, text=True, timeout=120).stdout
     os.makedirs(os.path.dirname(RESULTS), exist_ok=True)
     with open(os.path.join(os.path.dirname(RESULTS), "callgrind-annotate.txt"), "w") as f:
@@ -1562,9 +1592,11 @@ def section_callgrind(mock, res):
     objs = callgrind_by_object(outs[n2])
     res["callgrind"] = {
         "instructions_per_request": round(per),
+        "instructions_per_request_by_concurrency": per_conc,
+        "concurrency": conc_main,
         "method": "Ir(%d requests) - Ir(%d requests), divided by %d; both runs: start-up, /healthz and %d "
-                  "warm-up requests; the worker behind nginx (shipped config), fd 0 a listening TCP socket"
-                  % (n2, n1, n2 - n1, warm),
+                  "warm-up requests, sent by %d client(s) at once; the worker behind nginx (shipped "
+                  "config), fd 0 a listening TCP socket" % (n2, n1, n2 - n1, warm, conc_main),
         "totals": {str(k): v for k, v in totals.items()},
         "totals_requests": n_total,
         "top15_self": top,
@@ -1698,12 +1730,16 @@ def print_report(res):
         cg = res["callgrind"]
         print()
         if "instructions_per_request" in cg:
-            ipr = cg["instructions_per_request"]
-            print("instructions per request in one worker (callgrind): %d  (target <= %d: %s)" % (
-                ipr, TARGET_INSTRUCTIONS, "target met" if ipr <= TARGET_INSTRUCTIONS else "MISSED"))
+            for c, ipr in sorted(cg.get("instructions_per_request_by_concurrency", {}).items(),
+                                 key=lambda kv: int(kv[0])):
+                print("instructions per request in one worker (callgrind), %s client(s) at once: %d  "
+                      "(target <= %d: %s)" % (c, ipr, TARGET_INSTRUCTIONS,
+                                              "target met" if ipr <= TARGET_INSTRUCTIONS else "MISSED"))
             k = [k for k in cg if k.startswith("by_object")][0]
             print("  by object: " + ", ".join("%s %.0f%%" % (o["object"], o["share"] * 100) for o in cg[k][:6]))
-            print("  top functions, self cost over the %s-request run:" % cg["totals_requests"])
+            print("  profile of the %s-request run at %s client(s) at once:" % (
+                cg["totals_requests"], cg.get("concurrency", 1)))
+            print("  top functions, self cost:")
             for t in cg["top15_self"][:15]:
                 print("    %12d  %s" % (t["ir"], t["function"][:110]))
             print("  aigw's functions, inclusive, per request:")

@@ -34,6 +34,7 @@
 #include "fuzz_common.h"
 #include "jwt.h"
 #include "request.h"
+#include "worker.h"
 
 #define SECRET   "fuzz-secret-0123456789abcdef0123456789abcdef"
 #define ISSUER   "https://login.example.com/tenant/v2.0"

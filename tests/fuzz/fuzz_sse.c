@@ -39,6 +39,7 @@
 #define MAX_CLIENT_CHOICES 64 /* distinct choice indexes tracked per input */
 
 static struct worker w;
+static struct worker_thread thread; /* the request thread: its JSON tokener */
 static regex_t res[2];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv)
@@ -51,6 +52,9 @@ int LLVMFuzzerInitialize(int *argc, char ***argv)
                  "\"max_match_chars\": 64}, " FUZZ_BACKENDS "}");
     w.redactor = redactor_new(w.cfg);
     FUZZ_CHECK(w.redactor, "redactor_new");
+    thread.w = &w;
+    thread.tok = json_tokener_new_ex(JSON_TOKENER_DEFAULT_DEPTH);
+    FUZZ_CHECK(thread.tok, "json_tokener_new_ex");
     for (size_t i = 0; i < 2; i++)
         FUZZ_CHECK(regcomp(&res[i], w.cfg->redaction.patterns[i], REG_EXTENDED) == 0, "regcomp");
     return 0;
@@ -319,6 +323,7 @@ static void check_answers(const char *body, size_t n)
     struct request req;
     memset(&req, 0, sizeof req);
     req.w = &w;
+    req.t = &thread;
     buf_append(&req.upstream, body, n);
     struct chat_ctx ctx = {0};
     if (chat_accept(&req, &ctx) == 0) {
@@ -365,6 +370,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct request req;
     memset(&req, 0, sizeof req);
     req.w = &w;
+    req.t = &thread;
     req.fcgi = &fcgi;
     snprintf(req.request_id, sizeof req.request_id, "fuzz");
     req.in.include_usage = flags & 1;
@@ -409,8 +415,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         buf_free(&s.pending[i]);
     buf_free(&s.event);
     buf_free(&s.clean);
-    buf_free(&a.sse_line);
-    buf_free(&b.sse_line);
+    buf_free(&s.piece);
+    buf_free(&s.rewritten);
+    upstream_call_free(&a);
+    upstream_call_free(&b);
     buf_free(&whole.events);
     buf_free(&pieces.events);
     buf_free(&cl.received);
