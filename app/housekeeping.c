@@ -3,11 +3,12 @@
  * background (see housekeeping.h).
  *
  * A passive checkpoint copies the WAL back into the database beside the
- * readers and writers, on the housekeeper's own connection. Past
- * WAL_RESET_FRAMES the WAL is reset (a truncating checkpoint) while holding
- * the writer lock, so writers wait in the kernel rather than spin on
- * SQLITE_BUSY; under constant load a passive checkpoint alone never finds the
- * moment to restart the WAL, and it would only grow.
+ * readers and writers, on the housekeeper's own connection. Under constant
+ * load the WAL never restarts by itself (a writer restarts it only when every
+ * frame has been copied, and new ones arrive during each copy), so past
+ * WAL_RESET_FRAMES it is restarted (a RESTART checkpoint; journal_size_limit
+ * then trims the file) while holding the writer lock, so writers wait in the
+ * kernel rather than spin on SQLITE_BUSY.
  */
 #include "housekeeping.h"
 

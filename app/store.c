@@ -394,7 +394,7 @@ int store_checkpoint(struct store *s, int reset, int *wal_frames)
 {
     int log = 0, done = 0;
     int rc = sqlite3_wal_checkpoint_v2(
-        s->db, NULL, reset ? SQLITE_CHECKPOINT_TRUNCATE : SQLITE_CHECKPOINT_PASSIVE, &log, &done);
+        s->db, NULL, reset ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log, &done);
     if (wal_frames)
         *wal_frames = log;
     return rc == SQLITE_OK || rc == SQLITE_BUSY ? log - done : -1;

@@ -31,7 +31,7 @@ void store_close(struct store *s);
 int store_migrate(struct store *s, struct buf *err);
 /* Copies what it can of the WAL back into the database without waiting for
  * anyone (a passive checkpoint), or with reset waits for the readers and
- * truncates the WAL (the caller holds the writer lock). Returns the frames
+ * restarts the WAL from its start (the caller holds the writer lock). Returns the frames
  * left, or -1; *wal_frames (when not NULL) gets the WAL's length in frames. */
 int store_checkpoint(struct store *s, int reset, int *wal_frames);
 /* 1 when a write transaction can be started and committed (for /readyz). */
