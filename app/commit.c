@@ -40,6 +40,7 @@ struct commit_queue {
     struct store *writer;     /* used only by the leader */
     struct counters counters; /* the leader's batch sums */
     int lock_fd;
+    int lock_warned; /* touched by the leader only */
     unsigned long batches, ops;
 };
 
@@ -80,7 +81,10 @@ static int writer_lock(struct commit_queue *q, short how)
     struct flock fl = {.l_type = how, .l_whence = SEEK_SET, .l_start = 0, .l_len = 1};
     while (fcntl(q->lock_fd, how == F_UNLCK ? F_OFD_SETLK : F_OFD_SETLKW, &fl) < 0) {
         if (errno != EINTR) {
-            log_error("writer lock: %s", strerror(errno));
+            if (!q->lock_warned++)
+                log_warn("the writer lock cannot be taken (%s); writers wait through SQLite's "
+                         "busy handler instead",
+                         strerror(errno));
             return -1;
         }
     }
@@ -165,18 +169,13 @@ static int submit(struct commit_queue *q, struct commit_op *op)
     pthread_mutex_unlock(&q->mu);
     /* Only the leader touches first..last now: their next pointers are fixed
      * (appends change only the tail, which we do not follow past last). */
-    if (locked) {
-        run_batch(q, op, last, n);
+    /* Without the lock (a file system without OFD locks) the batch still runs:
+     * SQLite's own locking keeps it exact; only the waiting is by polling. */
+    run_batch(q, op, last, n);
+    if (locked)
         writer_lock(q, F_UNLCK);
-    } else {
-        for (struct commit_op *p = op;; p = p->next) {
-            p->rc = -1;
-            if (p == last)
-                break;
-        }
-    }
     pthread_mutex_lock(&q->mu);
-    if (locked && !op->exclusive) {
+    if (!op->exclusive) {
         q->batches++;
         q->ops += (unsigned long)n;
     }
