@@ -168,6 +168,43 @@ static int each_member(struct scanner *c,
     }
 }
 
+/* Walks the elements of the array at c->i, calling element(c, arg) with c->i
+ * at each, which it must consume. */
+static int each_element(struct scanner *c, int (*element)(struct scanner *, void *), void *arg)
+{
+    if (c->s[c->i] != '[' || ++c->depth > SCAN_MAX_DEPTH)
+        return -1;
+    c->i++;
+    skip_ws(c);
+    if (c->i < c->n && c->s[c->i] == ']') {
+        c->i++;
+        c->depth--;
+        return 0;
+    }
+    for (;;) {
+        skip_ws(c);
+        if (c->i >= c->n || element(c, arg) < 0)
+            return -1;
+        skip_ws(c);
+        if (c->i < c->n && c->s[c->i] == ',') {
+            c->i++;
+            continue;
+        }
+        if (c->i < c->n && c->s[c->i] == ']') {
+            c->i++;
+            c->depth--;
+            return 0;
+        }
+        return -1;
+    }
+}
+
+static int skip_element(struct scanner *c, void *arg)
+{
+    (void)arg;
+    return skip_value(c);
+}
+
 static int skip_member(struct scanner *c, const char *key, size_t n, void *arg)
 {
     (void)key, (void)n, (void)arg;
@@ -182,32 +219,7 @@ static int skip_value(struct scanner *c)
     int escaped;
     switch (c->s[c->i]) {
     case '{': return each_member(c, skip_member, NULL);
-    case '[':
-        if (++c->depth > SCAN_MAX_DEPTH)
-            return -1;
-        c->i++;
-        skip_ws(c);
-        if (c->i < c->n && c->s[c->i] == ']') {
-            c->i++;
-            c->depth--;
-            return 0;
-        }
-        for (;;) {
-            skip_ws(c);
-            if (skip_value(c) < 0)
-                return -1;
-            skip_ws(c);
-            if (c->i < c->n && c->s[c->i] == ',') {
-                c->i++;
-                continue;
-            }
-            if (c->i < c->n && c->s[c->i] == ']') {
-                c->i++;
-                c->depth--;
-                return 0;
-            }
-            return -1;
-        }
+    case '[': return each_element(c, skip_element, NULL);
     case '"': return string_token(c, &at, &end, &escaped);
     case 't': return literal(c, "true");
     case 'f': return literal(c, "false");
@@ -267,6 +279,20 @@ struct top_read {
     struct chunk_scan *out;
 };
 
+/* One element of choices: an object with a content string. */
+static int choice_element(struct scanner *c, void *arg)
+{
+    struct top_read *t = arg;
+    if (t->out->n == CHUNK_MAX_CHOICES || c->s[c->i] != '{')
+        return -1;
+    struct choice_read r = {.out = &t->out->choice[t->out->n]};
+    memset(r.out, 0, sizeof *r.out);
+    if (each_member(c, choice_member, &r) < 0 || !r.seen_content)
+        return -1;
+    t->out->n++;
+    return 0;
+}
+
 static int top_member(struct scanner *c, const char *key, size_t n, void *arg)
 {
     struct top_read *t = arg;
@@ -277,30 +303,9 @@ static int top_member(struct scanner *c, const char *key, size_t n, void *arg)
     }
     if (!key_is(key, n, "choices"))
         return skip_value(c);
-    if (t->seen_choices++ || c->s[c->i] != '[' || ++c->depth > SCAN_MAX_DEPTH)
+    if (t->seen_choices++ || c->s[c->i] != '[')
         return -1;
-    c->i++;
-    for (;;) {
-        skip_ws(c);
-        if (c->i >= c->n || t->out->n == CHUNK_MAX_CHOICES || c->s[c->i] != '{')
-            return -1;
-        struct choice_read r = {.out = &t->out->choice[t->out->n]};
-        memset(r.out, 0, sizeof *r.out);
-        if (each_member(c, choice_member, &r) < 0 || !r.seen_content)
-            return -1;
-        t->out->n++;
-        skip_ws(c);
-        if (c->i < c->n && c->s[c->i] == ',') {
-            c->i++;
-            continue;
-        }
-        if (c->i < c->n && c->s[c->i] == ']') {
-            c->i++;
-            c->depth--;
-            return 0;
-        }
-        return -1;
-    }
+    return each_element(c, choice_element, t);
 }
 
 int chunk_scan(const char *text, size_t len, struct chunk_scan *out)

@@ -17,6 +17,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from http.client import HTTPConnection
 
 import pytest
 
@@ -355,3 +356,23 @@ def chat_body(content="Hello", **extra):
     body = {"messages": [{"role": "user", "content": content}], "user_id": "alice"}
     body.update(extra)
     return body
+
+
+def stream_events(gw, path, body, headers=None, timeout=30):
+    """POSTs a streamed request; returns (response, [(seconds since the headers, raw event)])."""
+    conn = HTTPConnection("127.0.0.1", gw.port, timeout=timeout)
+    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
+    resp = conn.getresponse()
+    t0 = time.time()
+    buf = b""
+    events = []
+    while True:
+        chunk = resp.read1(65536)
+        if not chunk:
+            break
+        buf += chunk
+        while b"\n\n" in buf:
+            ev, buf = buf.split(b"\n\n", 1)
+            events.append((time.time() - t0, ev.decode()))
+    conn.close()
+    return resp, events

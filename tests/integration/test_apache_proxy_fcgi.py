@@ -13,7 +13,7 @@ import socket
 import time
 
 import servers
-from conftest import chat_body
+from conftest import chat_body, stream_events
 
 AZ = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 SERVER = "apache_proxy_fcgi"
@@ -61,22 +61,6 @@ def test_chat_completion_passes_path_query_and_client_address(make_gateway, mock
     r = gw.post("/api/chat", "not json", headers={"Content-Type": "text/plain"})  # CONTENT_TYPE
     assert r.status in (400, 415) and is_openai_error(r)
     assert gw.get("/v1/models").status == 200
-
-
-def stream_events(gw, path, body, headers=None, timeout=30):
-    """POSTs and returns (response, [(seconds since the headers, raw event)])."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout)
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
-    resp = conn.getresponse()
-    t0 = time.time()
-    buf, events = b"", []
-    while chunk := resp.read1(65536):
-        buf += chunk
-        while b"\n\n" in buf:
-            ev, buf = buf.split(b"\n\n", 1)
-            events.append((time.time() - t0, ev.decode()))
-    conn.close()
-    return resp, events
 
 
 def test_stream_reaches_the_client_event_by_event(make_gateway, mocks):

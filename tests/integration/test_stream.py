@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from conftest import backend_config
+from conftest import backend_config, stream_events
 
 AZ = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
 
@@ -15,26 +15,6 @@ def chat(content="Hello", **extra):
     body = {"messages": [{"role": "user", "content": content}]}
     body.update(extra)
     return body
-
-
-def stream_events(gw, path, body, headers=None, timeout=30):
-    """POSTs and yields (arrival time, raw event text) as the events arrive."""
-    conn = http.client.HTTPConnection("127.0.0.1", gw.port, timeout=timeout)
-    conn.request("POST", path, json.dumps(body), {"Content-Type": "application/json", **(headers or {})})
-    resp = conn.getresponse()
-    t0 = time.time()
-    buf = b""
-    events = []
-    while True:
-        chunk = resp.read1(65536)
-        if not chunk:
-            break
-        buf += chunk
-        while b"\n\n" in buf:
-            ev, buf = buf.split(b"\n\n", 1)
-            events.append((time.time() - t0, ev.decode()))
-    conn.close()
-    return resp, events
 
 
 def data_of(events):
