@@ -245,11 +245,12 @@ def test_collector_down_costs_the_request_nothing(make_gateway, mocks, collector
 
 
 def test_audit_prune_deletes_old_rows_in_batches_and_keeps_the_rest(make_gateway, mocks):
-    # No retention in the configuration: the operator's command is the only pruner
-    # (with one, the elected worker would prune these rows itself, in the background).
+    # The operator's command alone, with the gateway stopped: a running one's
+    # elected worker would sweep the old pending row and prune in the background.
     gw = make_gateway(audit={"retention_days": 0})
     for _ in range(3):
         assert gw.post("/api/chat", chat_body()).status == 200
+    gw.stop()
     con = gw.db()
     old = int((time.time() - 100 * 86400) * 1000)
     con.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
@@ -263,6 +264,7 @@ def test_audit_prune_deletes_old_rows_in_batches_and_keeps_the_rest(make_gateway
     assert "deleted 2500 audit row(s)" in out
     ids = [r["request_id"] for r in gw.audit_rows()]
     assert len(ids) == 4 and "old-pending" in ids  # a pending row is the sweep's to close, not prune's
+    gw.start()
     assert gw.post("/api/chat", chat_body()).status == 200
     r = gw.cli("audit", "prune", check=False)
     assert r.returncode != 0 and "--older-than" in r.stderr
