@@ -94,7 +94,8 @@ enum aigw_err chat_handle(struct request *req)
     json_object *cv;
     const char *content = "";
     size_t content_len = 0;
-    if (json_object_object_get_ex(msg, "content", &cv) && json_object_is_type(cv, json_type_string)) {
+    if (json_object_object_get_ex(msg, "content", &cv) &&
+        json_object_is_type(cv, json_type_string)) {
         content = json_object_get_string(cv);
         content_len = (size_t)json_object_get_string_len(cv); /* may hold NUL bytes */
     }

@@ -352,7 +352,8 @@ static int regex_ok(struct loader *L, const char *path, const char *pattern, int
         return 0;
     }
     if (stacked_quantifiers(pattern)) {
-        problem(L, path, "has a quantifier right after another (such as \"a++\"); write one quantifier");
+        problem(L, path,
+                "has a quantifier right after another (such as \"a++\"); write one quantifier");
         return 0;
     }
     regex_t re;
@@ -372,10 +373,10 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     struct cfg *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    static const char *const top[] = {
-        "environment", "database",  "auth",          "limits", "validation",
-        "redaction",   "backends",  "default_model", "retry",  "circuit_breaker",
-        "audit",       "telemetry", "secrets",       "server", NULL};
+    static const char *const top[] = {"environment", "database",        "auth",     "limits",
+                                      "validation",  "redaction",       "backends", "default_model",
+                                      "retry",       "circuit_breaker", "audit",    "telemetry",
+                                      "secrets",     "server",          NULL};
     check_keys(L, root, "", top);
 
     c->environment = get_string(L, root, "", "environment",
@@ -397,8 +398,8 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     static const char *const k_srv[] = {"threads_per_worker", NULL};
     if (o)
         check_keys(L, o, "server", k_srv);
-    c->server.threads_per_worker = (int)get_int(L, o, "server", "threads_per_worker",
-                                                CFG_DEFAULT_THREADS, 1, CFG_MAX_THREADS);
+    c->server.threads_per_worker =
+        (int)get_int(L, o, "server", "threads_per_worker", CFG_DEFAULT_THREADS, 1, CFG_MAX_THREADS);
 
     o = get_object(L, root, "", "auth");
     static const char *const k_auth[] = {"enabled", "api_keys", "jwt", "on_behalf_of_role", NULL};

@@ -746,8 +746,7 @@ static int remote_sync_from_cache(struct worker *w, struct jwks *k)
     int changed = 0;
     int found = store_jwks_get(st, k->config_url, &body, &fetched_ms);
     db_reader_done(w->db, st);
-    if (found == 1 &&
-        (!k->remote_loaded || fetched_ms > k->remote_fetched_ms)) {
+    if (found == 1 && (!k->remote_loaded || fetched_ms > k->remote_fetched_ms)) {
         struct key_set ks = {0};
         if (key_set_load(buf_cstr(&body), body.len, "cached JWKS", &ks, &err) > 0) {
             key_set_free(&k->remote);

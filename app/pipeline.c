@@ -28,6 +28,7 @@
 
 /* What an api-version may hold: it is copied into backend URLs. */
 #define API_VERSION_CHARS "0123456789abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ-."
+
 static enum aigw_err route_request(struct request *req)
 {
     enum aigw_err e = router_match(req->method, req->path, &req->route, req->deployment);

@@ -1,5 +1,5 @@
 /*
- * secrets.c - secret references and the per-worker secret cache (see secrets.h).
+ * secrets.c - secret references and the per-process secret cache (see secrets.h).
  *
  * A reference is parsed once into a struct secret_ref (kind, ${env} expanded,
  * Key Vault URL checked), then resolved: env: from the process environment,
@@ -221,7 +221,7 @@ int secret_resolve(const char *ref, const char *environment, struct buf *out, st
     return rc;
 }
 
-/* --- the per-worker cache --------------------------------------------------- */
+/* --- the per-process cache -------------------------------------------------- */
 
 struct secret_entry {
     char *ref;

@@ -1,10 +1,13 @@
 /*
  * store.c - the SQLite store: every SQL statement of aigw.
  *
- * One connection per worker process, opened after fork. WAL mode lets readers
- * run beside the one writer; busy_timeout makes workers queue for the write
- * lock instead of failing. Statements are prepared once in store_open and
- * reset after each use, so the request path never compiles SQL.
+ * A struct store is one connection, used by one thread at a time: a worker
+ * process keeps a few for reading and one for the group commit (db.c,
+ * commit.c), all opened after fork. WAL mode lets readers run beside the one
+ * writer; the busy handler makes other programs' writers (the sqlite3 shell,
+ * the operator's commands) queue instead of failing. Statements are prepared
+ * once per connection and reset after each use, so the request path never
+ * compiles SQL.
  */
 #include "store.h"
 
@@ -342,8 +345,8 @@ static struct store *open_connection(const char *path, const char *synchronous, 
     /* mmap: pages are read from the shared mapping instead of one pread each.
      * journal_size_limit: the WAL file is truncated back after checkpoints
      * instead of keeping its high-water size forever. wal_autocheckpoint 0:
-     * no commit on the request path copies the WAL back; workers call
-     * store_checkpoint after their responses instead. */
+     * no commit on the request path copies the WAL back; the elected
+     * housekeeping thread checkpoints instead (housekeeping.c). */
     char pragmas[320];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;"
@@ -398,14 +401,6 @@ int store_checkpoint(struct store *s, int reset, int *wal_frames)
     if (wal_frames)
         *wal_frames = log;
     return rc == SQLITE_OK || rc == SQLITE_BUSY ? log - done : -1;
-}
-
-int store_writable(struct store *s)
-{
-    if (store_begin(s) < 0)
-        return 0;
-    store_rollback(s);
-    return 1;
 }
 
 int store_begin(struct store *s)

@@ -1,7 +1,7 @@
 /*
  * store.h - every question aigw asks its database, one function each.
  *
- * All SQL of the program lives in store.c, prepared once per worker and run
+ * All SQL of the program lives in store.c, prepared once per connection and run
  * with bound parameters only. The policy (GCRA arithmetic, breaker state
  * machine) lives in limits.c and breaker.c, which call these functions inside
  * the short transactions they open with store_begin/store_commit. A transaction
@@ -31,11 +31,10 @@ void store_close(struct store *s);
 int store_migrate(struct store *s, struct buf *err);
 /* Copies what it can of the WAL back into the database without waiting for
  * anyone (a passive checkpoint), or with reset waits for the readers and
- * restarts the WAL from its start (the caller holds the writer lock). Returns the frames
- * left, or -1; *wal_frames (when not NULL) gets the WAL's length in frames. */
+ * restarts the WAL from its start (the caller holds the writer lock).
+ * Returns the frames left, or -1; *wal_frames (when not NULL) gets the WAL's
+ * length in frames. */
 int store_checkpoint(struct store *s, int reset, int *wal_frames);
-/* 1 when a write transaction can be started and committed (for /readyz). */
-int store_writable(struct store *s);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. begin and commit return 0 or -1. */
 int store_begin(struct store *s);
