@@ -14,6 +14,7 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 
@@ -234,6 +235,36 @@ def test_vault_down_with_warm_cache_keeps_serving(make_gateway, mocks, kv, tmp_p
     chat_ok(gw, 1)
     assert kv.stats()["vault_requests"] > before
     assert "refreshed again" in log_text(gw)
+
+
+def test_expired_secret_is_fetched_once_by_a_process_however_many_threads_need_it(
+        make_gateway, mocks, kv, tmp_path):
+    """64 requests meet an expired key together in one worker process: one of its
+    threads fetches it from the vault while the others wait for that answer, so
+    the vault sees one call, not a stampede of 64."""
+    gw, value = start(make_gateway, mocks, kv, tmp_path, cache_ttl_s=1, workers=1, server="nginx")
+    chat_ok(gw)
+    kv.set(vault_latency_s=0.3)  # a slow vault: the others arrive while the first fetches
+    time.sleep(1.3)              # the cached value is past its TTL
+    before = kv.stats()["vault_requests"]
+    n = 64
+    barrier = threading.Barrier(n)
+    statuses = [None] * n
+
+    def client(i):
+        barrier.wait(30)
+        statuses[i] = gw.post("/api/chat", chat_body(), timeout=30).status
+
+    threads = [threading.Thread(target=client, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert statuses == [200] * n
+    assert kv.stats()["vault_requests"] - before == 1
+    # and not one thread failed to refresh it and fell back on the old value
+    assert "serving the cached value" not in log_text(gw), log_text(gw)[-3000:]
+    assert mocks["east"].stats()["last_headers"]["api-key"] == value
 
 
 def test_many_requests_one_token_until_it_expires(make_gateway, mocks, kv, tmp_path):
