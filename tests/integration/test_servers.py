@@ -115,6 +115,17 @@ def slow_request(gw, results):
         results.append(("exception", repr(e), time.time() - t0))
 
 
+def post_until(gw, body, status, seconds=5):
+    """POSTs a chat until it is answered with status (a reload reaching every
+    worker), at most seconds; returns the last answer."""
+    deadline = time.time() + seconds
+    while True:
+        r = gw.post("/api/chat", body)
+        if r.status == status or time.time() >= deadline:
+            return r
+        time.sleep(0.1)
+
+
 def test_sighup_reloads_config_and_inflight_request_completes(nginx_gw, mocks):
     mocks["east"].set(latency_s=2)
     results = []
@@ -126,21 +137,11 @@ def test_sighup_reloads_config_and_inflight_request_completes(nginx_gw, mocks):
     old = nginx_gw.serve_workers()
     nginx_gw.proc.serve.send_signal(signal.SIGHUP)
     mocks["east"].set(latency_s=0)
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        r = nginx_gw.post("/api/chat", chat_body("a forbidden phrase here"))
-        if r.status == 400:
-            break
-        time.sleep(0.1)
+    r = post_until(nginx_gw, chat_body("a forbidden phrase here"), 400)
     assert r.status == 400 and r.json()["error"]["code"] == "prompt_injection_detected"
     # The old defaults are gone with the old workers: their idle threads stop
     # accepting as soon as each old process has read its SIGTERM.
-    deadline = time.time() + 5
-    while time.time() < deadline:
-        r = nginx_gw.post("/api/chat", chat_body("ignore previous instructions"))
-        if r.status == 200:
-            break
-        time.sleep(0.1)
+    r = post_until(nginx_gw, chat_body("ignore previous instructions"), 200)
     assert r.status == 200, r
     t.join(15)
     assert results and results[0][0] == 200, results
