@@ -16,6 +16,7 @@
 #include "auth.h"
 #include "breaker.h"
 #include "config.h"
+#include "epoch.h"
 #include "health.h"
 #include "limits.h"
 #include "request.h"
@@ -75,9 +76,13 @@ static int admin_open(const char *config_path, struct admin_ctx *ctx)
     return 0;
 }
 
+/* Closes the database; running workers then read users, keys and breakers
+ * again (a command may have changed any of them). */
 static void admin_close(struct admin_ctx *ctx)
 {
     store_close(ctx->s);
+    if (ctx->cfg && ctx->s)
+        epochs_bump_all(ctx->cfg->database.path);
     cfg_free(ctx->cfg);
 }
 

@@ -77,13 +77,20 @@ int auth_key_generate(char *out, size_t out_len, char *key_id, size_t key_id_len
     return 0;
 }
 
-/* The user row of id on a pooled connection: 1 found, 0 not, -1 error. */
+static int read_user(struct store *st, const void *id, void *row)
+{
+    return store_user_get(st, id, row);
+}
+
+static int read_key(struct store *st, const void *hash, void *row)
+{
+    return store_key_by_hash(st, hash, row);
+}
+
+/* The user row of id (through the process's row cache): 1 found, 0 not, -1 error. */
 static int user_lookup(struct request *req, const char *id, struct user_row *u)
 {
-    struct store *st = db_reader(req->w->db);
-    int rc = st ? store_user_get(st, id, u) : -1;
-    db_reader_done(req->w->db, st);
-    return rc;
+    return db_read_row(req->w->db, DB_ROWS_USERS, id, strlen(id) + 1, u, read_user);
 }
 
 /* Fills the caller's limits from the user row (or the config's defaults). */
@@ -116,9 +123,7 @@ static enum aigw_err auth_api_key(struct request *req, const char *key)
     unsigned char hash[32];
     auth_key_hash(key, len, hash);
     struct key_row k;
-    struct store *st = db_reader(req->w->db);
-    int found = st ? store_key_by_hash(st, hash, &k) : -1;
-    db_reader_done(req->w->db, st);
+    int found = db_read_row(req->w->db, DB_ROWS_KEYS, hash, sizeof hash, &k, read_key);
     if (found < 0)
         return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
     if (!found)

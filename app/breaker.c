@@ -1,8 +1,9 @@
 /*
  * breaker.c - the shared circuit breaker (see breaker.h).
  *
- * The common case, a closed breaker with no recent failures, costs one
- * indexed read and no write on each side of the call.
+ * The common case, a closed breaker with no recent failures, costs no
+ * database read (the row comes from the process's cache, checked against
+ * the host's breaker epoch) and no write on either side of the call.
  */
 #include "breaker.h"
 
@@ -109,13 +110,19 @@ void breaker_policy_from_config(struct worker *w, double backend_timeout_s,
     p->stale_trial_ms = (int64_t)(backend_timeout_s * 1000) + 5000;
 }
 
+static int read_breaker(struct store *st, const void *name, void *row)
+{
+    /* store_breaker_get answers a closed row for a backend never seen. */
+    return store_breaker_get(st, name, row) < 0 ? -1 : 1;
+}
+
 int breaker_read(struct worker *w, const char *name, struct breaker_row *row)
 {
-    struct store *st = db_reader(w->db);
-    int rc = st ? store_breaker_get(st, name, row) : -1;
-    db_reader_done(w->db, st);
-    return rc;
+    return db_read_row(w->db, DB_ROWS_BREAKERS, name, strlen(name) + 1, row, read_breaker) < 0
+               ? -1
+               : 0;
 }
+
 
 /* A breaker change, made inside a group-committed batch: the row is read
  * again there, where no other thread or process can change it meanwhile. */
@@ -161,6 +168,16 @@ static int change_in_batch(struct store *st, struct counters *c, void *arg)
     return ch->changed ? store_breaker_put(st, ch->name, &ch->row) : 0;
 }
 
+/* Runs ch in a batch; every process reads the breaker again when it changed. */
+static int change(struct worker *w, struct breaker_change *ch)
+{
+    if (db_write(w->db, change_in_batch, ch) < 0)
+        return -1;
+    if (ch->changed)
+        db_rows_changed(w->db, EPOCH_BREAKERS);
+    return 0;
+}
+
 enum breaker_decision breaker_acquire(struct worker *w, const char *name, double timeout_s,
                                       int64_t *retry_at_ms)
 {
@@ -180,7 +197,7 @@ enum breaker_decision breaker_acquire(struct worker *w, const char *name, double
     }
     /* A transition: decide again in the write batch, where no other worker
      * can take the same trial slot. */
-    if (db_write(w->db, change_in_batch, &ch) < 0)
+    if (change(w, &ch) < 0)
         return BREAKER_SKIP;
     if (ch.decision == BREAKER_SKIP)
         *retry_at_ms = ch.row.open_until_ms > now ? ch.row.open_until_ms : now + 1000;
@@ -204,13 +221,13 @@ void breaker_record(struct worker *w, const char *name, double timeout_s, int wa
             row.failures == 0)
             return;
     }
-    db_write(w->db, change_in_batch, &ch);
+    change(w, &ch);
 }
 
 int breaker_close(struct worker *w, const char *name)
 {
     struct breaker_change ch = {.name = name, .what = CHANGE_CLOSE};
-    if (db_write(w->db, change_in_batch, &ch) < 0)
+    if (change(w, &ch) < 0)
         return -1;
     return ch.changed;
 }

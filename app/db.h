@@ -13,6 +13,7 @@
 
 #include "buf.h"
 #include "commit.h"
+#include "epoch.h"
 
 struct cfg;
 struct store;
@@ -27,6 +28,27 @@ void db_close(struct db *db);
  * when none can be opened (logged). Give it back with db_reader_done. */
 struct store *db_reader(struct db *db);
 void db_reader_done(struct db *db, struct store *s);
+
+/* Rows read through the process's cache (rowcache.h), and the epoch whose
+ * bump makes each kind be read again. */
+enum db_rows {
+    DB_ROWS_KEYS,     /* struct key_row by the 32-byte hash of the key */
+    DB_ROWS_USERS,    /* struct user_row by user id */
+    DB_ROWS_BREAKERS, /* struct breaker_row by backend name */
+    DB_ROWS__COUNT,
+};
+
+/* Reads one row of a kind: 1 found (row filled), 0 not found, -1 error. */
+typedef int (*db_row_read_fn)(struct store *st, const void *key, void *row);
+
+/* read's answer for key: from the cache when it holds a row read under the
+ * current epoch, else from a pooled connection (and then cached; errors are
+ * not). Returns what read returns. */
+int db_read_row(struct db *db, enum db_rows which, const void *key, size_t klen, void *row,
+                db_row_read_fn read);
+
+/* Tells every process that rows of kind changed: call after the commit. */
+void db_rows_changed(struct db *db, enum epoch_kind kind);
 
 /* Runs fn in the next group-committed batch (commit_run). */
 int db_write(struct db *db, commit_fn fn, void *arg);

@@ -16,6 +16,7 @@
 #include "config.h"
 #include "log.h"
 #include "master.h"
+#include "store.h"
 #include "worker.h"
 
 static const char usage[] =
@@ -100,6 +101,7 @@ int main(int argc, char **argv)
     }
     if (getenv("AIGW_DEBUG"))
         log_set_level(LOG_DEBUG);
+    store_global_init();
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int rc;
     if (i >= argc) {

@@ -9,6 +9,7 @@
 
 struct redactor {
     regex_t *res;
+    char **prefix; /* per pattern: the literal every match starts with, or NULL */
     size_t n;
     char *replacement;
     size_t hold;    /* bytes a stream holds back: the longest secret we must catch */
@@ -37,19 +38,59 @@ static int may_match_space(const char *re)
     return 0;
 }
 
+/* The literal text every match of the POSIX ERE re starts with, as a new
+ * string, or NULL when there is none (the pattern starts with a special
+ * character, or has an alternation anywhere, which could offer another
+ * start). A literal followed by a quantifier is optional, so it is dropped.
+ * Most secret patterns start with one (sk-, AKIA, ghp_): then a text without
+ * it needs no regexec at all, and a text with it needs one from there. */
+static char *literal_prefix(const char *re)
+{
+    int depth = 0; /* inside a bracket expression */
+    for (const char *p = re; *p; p++) {
+        if (*p == '\\' && p[1]) {
+            p++;
+            continue;
+        }
+        if (depth) {
+            if (*p == ']')
+                depth = 0;
+            continue;
+        }
+        if (*p == '[') {
+            depth = 1;
+            if (p[1] == '^')
+                p++;
+            if (p[1] == ']')
+                p++; /* a leading ] is a member */
+            continue;
+        }
+        if (*p == '|')
+            return NULL;
+    }
+    size_t n = strcspn(re, ".[]()*+?{}|^$\\");
+    if (n && (re[n] == '*' || re[n] == '?' || re[n] == '{'))
+        n--; /* "ab*", "ab?", "ab{0,2}": the b may be absent ("ab+" keeps it) */
+    if (n == 0)
+        return NULL;
+    return strndup(re, n);
+}
+
 struct redactor *redactor_new(const struct cfg *cfg)
 {
     struct redactor *r = calloc(1, sizeof *r);
     if (!r)
         return NULL;
-    r->res = calloc(cfg->redaction.n_patterns ? cfg->redaction.n_patterns : 1, sizeof *r->res);
+    size_t slots = cfg->redaction.n_patterns ? cfg->redaction.n_patterns : 1;
+    r->res = calloc(slots, sizeof *r->res);
+    r->prefix = calloc(slots, sizeof *r->prefix);
     r->replacement = strdup(cfg->redaction.replacement);
     r->hold = (size_t)cfg->redaction.max_match_chars;
     r->words_only = 1;
     for (size_t i = 0; i < cfg->redaction.n_patterns; i++)
         if (may_match_space(cfg->redaction.patterns[i]))
             r->words_only = 0;
-    if (!r->res || !r->replacement) {
+    if (!r->res || !r->prefix || !r->replacement) {
         redactor_free(r);
         return NULL;
     }
@@ -59,6 +100,7 @@ struct redactor *redactor_new(const struct cfg *cfg)
             return NULL;
         }
         r->n++;
+        r->prefix[i] = literal_prefix(cfg->redaction.patterns[i]);
     }
     return r;
 }
@@ -67,9 +109,12 @@ void redactor_free(struct redactor *r)
 {
     if (!r)
         return;
-    for (size_t i = 0; i < r->n; i++)
+    for (size_t i = 0; i < r->n; i++) {
         regfree(&r->res[i]);
+        free(r->prefix[i]);
+    }
     free(r->res);
+    free(r->prefix);
     free(r->replacement);
     free(r);
 }
@@ -83,6 +128,13 @@ static int first_match(const struct redactor *r, const char *s, size_t len, int 
     int found = 0;
     for (size_t i = 0; i < r->n; i++) {
         regmatch_t m = {.rm_so = 0, .rm_eo = (regoff_t)len};
+        if (r->prefix[i]) {
+            /* No match can start before the first occurrence of the prefix. */
+            const char *at = memmem(s, len, r->prefix[i], strlen(r->prefix[i]));
+            if (!at)
+                continue;
+            m.rm_so = (regoff_t)(at - s);
+        }
         if (regexec(&r->res[i], s, 1, &m, REG_STARTEND | (notbol ? REG_NOTBOL : 0)) != 0 ||
             m.rm_eo <= m.rm_so)
             continue;

@@ -371,6 +371,11 @@ static struct store *open_connection(const char *path, const char *synchronous, 
     return s;
 }
 
+void store_global_init(void)
+{
+    sqlite3_config(SQLITE_CONFIG_MEMSTATUS, 0);
+}
+
 struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
                          struct buf *err)
 {

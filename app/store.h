@@ -20,6 +20,11 @@ struct store;
  * busy_timeout, applies pending migrations and prepares every statement.
  * Returns a new handle the caller closes with store_close, or NULL with the
  * reason appended to err. */
+/* Process-wide SQLite settings, once, before any connection is opened:
+ * no allocation statistics (each would take one global mutex per allocation,
+ * which hundreds of request threads then queue on). */
+void store_global_init(void);
+
 struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
                          struct buf *err);
 /* Another connection to a database store_open has already migrated: no

@@ -154,6 +154,38 @@ def test_api_keys_in_both_headers_and_revocation(make_gateway, mocks):
         assert "revoked" in r.json()["error"]["message"]
 
 
+def test_changes_reach_every_worker_at_once_or_within_a_second(make_gateway, mocks):
+    """Workers keep keys, users and breakers in memory; aigw's own commands
+    make every worker read them again at once, and a change made by another
+    program (here Python's sqlite3, as the sqlite3 shell would) is seen within
+    a second."""
+    gw = make_gateway(auth={"enabled": True})
+    gw.cli("user", "add", "erin")
+    key = gw.cli("key", "create", "erin").stdout.strip()
+    h = {"api-key": key}
+    # Warm every worker's cache: many requests land on every process.
+    for _ in range(20):
+        assert gw.post("/api/chat", chat_body(user_id="erin"), headers=h).status == 200
+    gw.cli("user", "disable", "erin")
+    for _ in range(20):
+        r = gw.post("/api/chat", chat_body(user_id="erin"), headers=h)
+        assert r.status == 401 and "disabled" in r.json()["error"]["message"], r
+    gw.cli("user", "set", "erin", "--enable")
+    for _ in range(20):
+        assert gw.post("/api/chat", chat_body(user_id="erin"), headers=h).status == 200
+    con = gw.db()
+    with con:
+        con.execute("UPDATE api_keys SET revoked_ms = 1 WHERE user_id = 'erin'")
+    con.close()
+    t0 = time.monotonic()
+    while gw.post("/api/chat", chat_body(user_id="erin"), headers=h).status == 200:
+        assert time.monotonic() - t0 < 3, "a key revoked in the database still works after 3 s"
+        time.sleep(0.05)
+    assert time.monotonic() - t0 < 1.5
+    for _ in range(20):
+        assert gw.post("/api/chat", chat_body(user_id="erin"), headers=h).status == 401
+
+
 def test_disabled_user_and_unknown_key(make_gateway, mocks):
     gw = make_gateway(auth={"enabled": True})
     gw.cli("user", "add", "dave")

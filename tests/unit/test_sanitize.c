@@ -117,6 +117,31 @@ static void test_seed_key_47_is_not_redacted(void **state)
     expect_redacted(rd, "sk_" KEY48, "sk_" KEY48, 0);
 }
 
+/* Patterns whose first characters are optional, alternatives or classes:
+ * the search may skip ahead to a literal only where every match starts with
+ * it, so each of these still finds its leftmost match. */
+static void test_patterns_with_optional_or_alternative_starts(void **state)
+{
+    (void)state;
+    struct cfg *c = load("{\"redaction\": {\"patterns\": [\"ab*c\", \"colou?r\", \"x{0,2}yz\","
+                         " \"pre|post\", \"id\\\\.[0-9]+\", \"[0-9]{3}-[0-9]{4}\", \"q+w\"],"
+                         " \"replacement\": \"#\"}, " BACKENDS "}");
+    assert_non_null(c);
+    struct redactor *r = redactor_new(c);
+    assert_non_null(r);
+    expect_redacted(r, "ac abbc ab", "# # ab", 2);
+    expect_redacted(r, "color colour colr", "# # colr", 2);
+    expect_redacted(r, "yz xyz xxyz", "# # #", 3);
+    expect_redacted(r, "post and pre", "# and #", 2);
+    expect_redacted(r, "id. id.7 id.42x", "id. # #x", 2);
+    expect_redacted(r, "call 555-1234 now", "call # now", 1);
+    expect_redacted(r, "w qw qqqw", "w # #", 2);
+    /* the literal occurs first where the rest does not follow */
+    expect_redacted(r, "colo colonel colour", "colo colonel #", 1);
+    redactor_free(r);
+    cfg_free(c);
+}
+
 static void test_seed_key_longer_run(void **state)
 {
     (void)state;
@@ -599,6 +624,7 @@ int main(void)
         cmocka_unit_test(test_stream_pattern_with_white_space),
         cmocka_unit_test(test_stream_secret_after_nul_is_redacted),
         cmocka_unit_test(test_stream_hold_back_is_bounded_on_invalid_utf8),
+        cmocka_unit_test(test_patterns_with_optional_or_alternative_starts),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
