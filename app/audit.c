@@ -84,6 +84,7 @@ void audit_fill(struct request *req, const char *status, struct audit_row *row,
     }
     row->response_body = body_for_audit(req, &req->out, &scratch->response_body);
     row->completed_ms = now_ms();
+    row->response_id = req->response_id[0] ? req->response_id : NULL;
 }
 
 void audit_scratch_free(struct audit_scratch *s)

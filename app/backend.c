@@ -306,6 +306,8 @@ int backend_perform(struct backend_conn *c, struct upstream_call *call)
     curl_easy_setopt(curl, CURLOPT_HEADERDATA, call);
     curl_easy_setopt(curl, CURLOPT_WRITEFUNCTION, on_body_first);
     curl_easy_setopt(curl, CURLOPT_WRITEDATA, &ctx);
+    if (call->method)
+        curl_easy_setopt(curl, CURLOPT_CUSTOMREQUEST, call->method);
     if (call->body) {
         curl_easy_setopt(curl, CURLOPT_POST, 1L);
         curl_easy_setopt(curl, CURLOPT_POSTFIELDS, call->body);

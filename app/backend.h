@@ -42,6 +42,7 @@ typedef int (*sse_event_fn)(void *arg, const char *data, size_t len);
 struct upstream_call {
     /* in */
     const char *url;
+    const char *method; /* "DELETE", or NULL: POST with body, GET without */
     const char *body;
     size_t body_len;
     const char *traceparent;

@@ -19,10 +19,13 @@ void chat_read_usage(struct request *req, json_object *usage)
     json_object *v;
     if (!usage || !json_object_is_type(usage, json_type_object))
         return;
-    if (json_object_object_get_ex(usage, "prompt_tokens", &v) &&
+    /* Chat and embeddings say prompt/completion; the Responses API says input/output. */
+    if ((json_object_object_get_ex(usage, "prompt_tokens", &v) ||
+         json_object_object_get_ex(usage, "input_tokens", &v)) &&
         json_object_is_type(v, json_type_int))
         req->prompt_tokens = json_object_get_int64(v);
-    if (json_object_object_get_ex(usage, "completion_tokens", &v) &&
+    if ((json_object_object_get_ex(usage, "completion_tokens", &v) ||
+         json_object_object_get_ex(usage, "output_tokens", &v)) &&
         json_object_is_type(v, json_type_int))
         req->completion_tokens = json_object_get_int64(v);
     if (json_object_object_get_ex(usage, "total_tokens", &v) &&

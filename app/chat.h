@@ -14,7 +14,8 @@
 /* Dispatches and writes the response; returns the outcome. */
 enum aigw_err chat_handle(struct request *req);
 
-/* Reads usage.{prompt,completion,total}_tokens of a backend answer into req. */
+/* Reads usage.{prompt,completion,total}_tokens (or the Responses API's
+ * input_tokens and output_tokens) of a backend answer into req. */
 void chat_read_usage(struct request *req, json_object *usage);
 
 #endif

@@ -240,12 +240,83 @@ static void check_secret_ref(struct loader *L, const char *path, const char *ref
     buf_free(&err);
 }
 
+/* An environment variable's value, or NULL when unset or empty. */
+static const char *env_or_null(const char *name)
+{
+    const char *v = getenv(name);
+    return v && *v ? v : NULL;
+}
+
+/* Reads how to sign in with Entra ID from o (which may be NULL: defaults).
+ * Workload identity takes what AKS injects ($AZURE_TENANT_ID, $AZURE_CLIENT_ID,
+ * $AZURE_FEDERATED_TOKEN_FILE, $AZURE_AUTHORITY_HOST) unless set here. */
+static void load_entra(struct loader *L, json_object *o, const char *path,
+                       const char *default_scope, const char *environment, struct cfg_entra *e)
+{
+    char p[256];
+    e->auth = get_string(L, o, path, "auth", "managed_identity");
+    int workload = strcmp(e->auth, "workload_identity") == 0;
+    int client = strcmp(e->auth, "client_credentials") == 0;
+    if (!workload && !client && strcmp(e->auth, "managed_identity") != 0) {
+        join_path(p, sizeof p, path, "auth");
+        problem(L, p,
+                "must be \"managed_identity\", \"workload_identity\" or \"client_credentials\"");
+    }
+    e->tenant_id =
+        get_string(L, o, path, "tenant_id", workload ? env_or_null("AZURE_TENANT_ID") : NULL);
+    e->client_id =
+        get_string(L, o, path, "client_id", workload ? env_or_null("AZURE_CLIENT_ID") : NULL);
+    e->client_secret_ref = get_string(L, o, path, "client_secret", NULL);
+    join_path(p, sizeof p, path, "client_secret");
+    if (e->client_secret_ref && strncmp(e->client_secret_ref, "keyvault:", 9) == 0)
+        problem(L, p, "cannot itself come from Key Vault; use env: or file:");
+    check_secret_ref(L, p, e->client_secret_ref, environment);
+    e->token_file = get_string(L, o, path, "token_file",
+                               workload ? env_or_null("AZURE_FEDERATED_TOKEN_FILE") : NULL);
+    if (client && (!e->tenant_id || !e->client_id || !e->client_secret_ref))
+        problem(L, path, "client_credentials needs tenant_id, client_id and client_secret");
+    if (workload && (!e->tenant_id || !e->client_id || !e->token_file))
+        problem(L, path,
+                "workload_identity needs tenant_id, client_id and token_file (or "
+                "$AZURE_TENANT_ID, $AZURE_CLIENT_ID and $AZURE_FEDERATED_TOKEN_FILE)");
+    const char *authority = workload && env_or_null("AZURE_AUTHORITY_HOST")
+                                ? env_or_null("AZURE_AUTHORITY_HOST")
+                                : "https://login.microsoftonline.com";
+    e->authority_host = get_string(L, o, path, "authority_host", authority);
+    e->imds_endpoint = get_string(L, o, path, "imds_endpoint",
+                                  "http://169.254.169.254/metadata/identity/oauth2/token");
+    e->identity_endpoint = get_string(L, o, path, "identity_endpoint", NULL);
+    e->scope = get_string(L, o, path, "scope", default_scope);
+    if (strncmp(e->scope, "https://", 8) != 0 || strlen(e->scope) < 16 ||
+        strcmp(e->scope + strlen(e->scope) - 9, "/.default") != 0) {
+        join_path(p, sizeof p, path, "scope");
+        problem(L, p, "must be a resource's default scope, such as %s", default_scope);
+    }
+    e->timeout_s = get_number(L, o, path, "timeout_s", 5, 0.1, 120);
+}
+
+static void entra_free(struct cfg_entra *e)
+{
+    if (!e)
+        return;
+    free(e->auth);
+    free(e->tenant_id);
+    free(e->client_id);
+    free(e->client_secret_ref);
+    free(e->token_file);
+    free(e->authority_host);
+    free(e->imds_endpoint);
+    free(e->identity_endpoint);
+    free(e->scope);
+}
+
 static void load_backend(struct loader *L, json_object *o, const char *path, struct cfg_backend *b,
                          const char *environment)
 {
     static const char *const known[] = {
         "name",        "type",        "url",       "api_key",           "priority", "weight",
-        "api_version", "deployments", "timeout_s", "connect_timeout_s", NULL};
+        "api_version", "deployments", "timeout_s", "connect_timeout_s", "api_style", "entra",
+        NULL};
     check_keys(L, o, path, known);
     char p[256];
     b->name = get_string(L, o, path, "name", NULL);
@@ -285,9 +356,41 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
     b->api_key_ref = get_string(L, o, path, "api_key", NULL);
     join_path(p, sizeof p, path, "api_key");
     check_secret_ref(L, p, b->api_key_ref, environment);
+    json_object *entra = get_object(L, o, path, "entra");
+    if (entra) {
+        static const char *const k_entra[] = {"auth",           "tenant_id",     "client_id",
+                                              "client_secret",  "token_file",    "authority_host",
+                                              "imds_endpoint",  "identity_endpoint", "scope",
+                                              "timeout_s",      NULL};
+        char pe[256];
+        join_path(pe, sizeof pe, path, "entra");
+        check_keys(L, entra, pe, k_entra);
+        b->entra = calloc(1, sizeof *b->entra);
+        if (b->entra)
+            load_entra(L, entra, pe, "https://cognitiveservices.azure.com/.default", environment,
+                       b->entra);
+        if (b->api_key_ref)
+            problem(L, pe, "and api_key exclude each other: a backend signs in one way");
+        if (b->type != BACKEND_AZURE)
+            problem(L, pe, "applies to type \"azure\" only");
+    }
     b->priority = (int)get_int(L, o, path, "priority", 1, 0, 1000);
     b->weight = (int)get_int(L, o, path, "weight", 1, 1, 1000);
     b->api_version = get_string(L, o, path, "api_version", NULL);
+    char *style = get_string(L, o, path, "api_style", "deployments");
+    if (strcmp(style, "v1") == 0)
+        b->v1_api = 1;
+    else if (strcmp(style, "deployments") != 0) {
+        join_path(p, sizeof p, path, "api_style");
+        problem(L, p,
+                "must be \"deployments\" (Azure's /openai/deployments/NAME/... with api-version) "
+                "or \"v1\" (Azure's /openai/v1/..., the deployment as model)");
+    }
+    if (b->v1_api && b->type != BACKEND_AZURE) {
+        join_path(p, sizeof p, path, "api_style");
+        problem(L, p, "applies to type \"azure\" only (an openai backend's url names its API)");
+    }
+    free(style);
     b->timeout_s = get_number(L, o, path, "timeout_s", 60, 0.1, 3600);
     b->connect_timeout_s = get_number(L, o, path, "connect_timeout_s", 5, 0.1, 600);
 
@@ -585,36 +688,13 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     json_object *kv = get_object(L, o, "secrets", "keyvault");
     static const char *const k_kv[] = {
         "auth",          "tenant_id",         "client_id",   "client_secret", "authority_host",
-        "imds_endpoint", "identity_endpoint", "api_version", "timeout_s",     NULL};
+        "imds_endpoint", "identity_endpoint", "api_version", "timeout_s",     "token_file",
+        NULL};
     if (kv)
         check_keys(L, kv, "secrets.keyvault", k_kv);
-    c->secrets.kv_auth = get_string(L, kv, "secrets.keyvault", "auth", "managed_identity");
-    if (strcmp(c->secrets.kv_auth, "managed_identity") &&
-        strcmp(c->secrets.kv_auth, "client_credentials"))
-        problem(L, "secrets.keyvault.auth",
-                "must be \"managed_identity\" or \"client_credentials\"");
-    c->secrets.kv_tenant_id = get_string(L, kv, "secrets.keyvault", "tenant_id", NULL);
-    c->secrets.kv_client_id = get_string(L, kv, "secrets.keyvault", "client_id", NULL);
-    c->secrets.kv_client_secret_ref = get_string(L, kv, "secrets.keyvault", "client_secret", NULL);
-    if (c->secrets.kv_client_secret_ref &&
-        strncmp(c->secrets.kv_client_secret_ref, "keyvault:", 9) == 0)
-        problem(L, "secrets.keyvault.client_secret",
-                "cannot itself come from Key Vault; use env: or file:");
-    check_secret_ref(L, "secrets.keyvault.client_secret", c->secrets.kv_client_secret_ref,
-                     c->environment);
-    if (strcmp(c->secrets.kv_auth, "client_credentials") == 0 &&
-        (!c->secrets.kv_tenant_id || !c->secrets.kv_client_id || !c->secrets.kv_client_secret_ref))
-        problem(L, "secrets.keyvault",
-                "client_credentials needs tenant_id, client_id and client_secret");
-    c->secrets.kv_authority_host = get_string(L, kv, "secrets.keyvault", "authority_host",
-                                              "https://login.microsoftonline.com");
-    c->secrets.kv_imds_endpoint =
-        get_string(L, kv, "secrets.keyvault", "imds_endpoint",
-                   "http://169.254.169.254/metadata/identity/oauth2/token");
-    c->secrets.kv_identity_endpoint =
-        get_string(L, kv, "secrets.keyvault", "identity_endpoint", NULL);
+    load_entra(L, kv, "secrets.keyvault", "https://vault.azure.net/.default", c->environment,
+               &c->secrets.keyvault);
     c->secrets.kv_api_version = get_string(L, kv, "secrets.keyvault", "api_version", "7.4");
-    c->secrets.kv_timeout_s = get_number(L, kv, "secrets.keyvault", "timeout_s", 5, 0.1, 120);
     return c;
 }
 
@@ -714,6 +794,8 @@ void cfg_free(struct cfg *c)
         free(b->name);
         free(b->url);
         free(b->api_key_ref);
+        entra_free(b->entra);
+        free(b->entra);
         free(b->api_version);
         for (size_t j = 0; j < b->n_deployments; j++) {
             free(b->deployments[j].model);
@@ -725,13 +807,7 @@ void cfg_free(struct cfg *c)
     free(c->default_model);
     free(c->telemetry.otlp_endpoint);
     free(c->telemetry.service_name);
-    free(c->secrets.kv_auth);
-    free(c->secrets.kv_tenant_id);
-    free(c->secrets.kv_client_id);
-    free(c->secrets.kv_client_secret_ref);
-    free(c->secrets.kv_authority_host);
-    free(c->secrets.kv_imds_endpoint);
-    free(c->secrets.kv_identity_endpoint);
+    entra_free(&c->secrets.keyvault);
     free(c->secrets.kv_api_version);
     free(c);
 }

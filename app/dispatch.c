@@ -18,6 +18,8 @@
 #include "worker.h"
 
 #define DEFAULT_API_VERSION "2024-10-21"
+/* The Responses API exists on Azure's preview versions only (or in v1). */
+#define DEFAULT_RESPONSES_API_VERSION "2025-04-01-preview"
 #define MAX_ANSWER_BYTES    (16u << 20) /* a model answer larger than this is refused */
 
 uint64_t rng_next(uint64_t *s)
@@ -97,30 +99,44 @@ int64_t dispatch_backoff_ms(int round, int base_ms, int max_ms, double rnd, int6
     return retry_after_ms > ms ? retry_after_ms : ms;
 }
 
-static void build_url(const struct cfg_backend *b, const char *deployment, const char *op,
-                      const char *client_version, struct buf *out)
+static void build_url(const struct cfg_backend *b, const char *deployment,
+                      const struct dispatch_target *t, const char *client_version, struct buf *out)
 {
     buf_reset(out);
-    if (b->type == BACKEND_AZURE) {
-        const char *v = b->api_version                      ? b->api_version
-                        : client_version && *client_version ? client_version
-                                                            : DEFAULT_API_VERSION;
-        /* A client's version was checked in the pipeline: letters, digits, '-', '.'. */
-        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=%s", b->url, deployment, op, v);
-    } else {
-        buf_printf(out, "%s/%s", b->url, op);
-    }
+    const char *v = b->api_version                      ? b->api_version
+                    : client_version && *client_version ? client_version
+                    : t->resource_op                    ? DEFAULT_RESPONSES_API_VERSION
+                                                        : DEFAULT_API_VERSION;
+    /* A client's version was checked in the pipeline: letters, digits, '-', '.'. */
+    if (b->type == BACKEND_AZURE && b->v1_api)
+        buf_printf(out, "%s/openai/v1/%s", b->url, t->op);
+    else if (b->type == BACKEND_AZURE && t->resource_op)
+        buf_printf(out, "%s/openai/%s?api-version=%s", b->url, t->op, v);
+    else if (b->type == BACKEND_AZURE)
+        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=%s", b->url, deployment, t->op,
+                   v);
+    else
+        buf_printf(out, "%s/%s", b->url, t->op);
+    if (t->query && *t->query)
+        buf_printf(out, "%c%s", strchr(buf_cstr(out), '?') ? '&' : '?', t->query);
 }
 
 /* The body for backend b: the client's bytes when they can go unchanged. */
 static const char *body_for(struct request *req, struct dispatch_target *t,
                             const struct cfg_backend *b, const char *deployment, size_t *len)
 {
-    if (b->type == BACKEND_AZURE && t->body_is_raw_ok) {
+    if (!t->body) {
+        *len = 0;
+        return NULL;
+    }
+    /* Azure's deployment paths name the model in the URL; its v1 and
+     * resource-level routes, like OpenAI, take it in the body. */
+    int model_in_body = b->type == BACKEND_OPENAI || b->v1_api || t->resource_op;
+    if (!model_in_body && t->body_is_raw_ok) {
         *len = req->body.len;
         return req->body.data;
     }
-    if (b->type == BACKEND_OPENAI)
+    if (model_in_body)
         json_object_object_add(t->body, "model", json_object_new_string(deployment));
     else
         json_object_object_del(t->body, "model");
@@ -133,9 +149,10 @@ static const char *body_for(struct request *req, struct dispatch_target *t,
 /* Statuses that describe the request, not the backend: relayed, never retried.
  * 401, 403 and 404 from a backend mean its key or deployment is wrong, which
  * another region may not share, so those fail over. */
-static int client_error(long status)
+static int client_error(const struct dispatch_target *t, long status)
 {
-    return status == 400 || status == 409 || status == 413 || status == 415 || status == 422;
+    return status == 400 || status == 409 || status == 413 || status == 415 || status == 422 ||
+           (status == 404 && t->relay_not_found);
 }
 
 static struct attempt *record_attempt(struct request *req, const char *backend)
@@ -234,7 +251,7 @@ static enum attempt_verdict judge_answer(struct request *req, struct dispatch_ta
             st->retry_after_max = call->retry_after_ms;
         return VERDICT_NEXT;
     }
-    if (client_error(call->status)) {
+    if (client_error(t, call->status)) {
         /* The caller's mistake: relay it, do not retry, the backend is healthy. */
         record(req, b, d, OUTCOME_SUCCESS, 0, NULL);
         req->upstream_status = (int)call->status;
@@ -285,10 +302,11 @@ static enum attempt_verdict attempt_backend(struct request *req, struct dispatch
     if (!have_key)
         return VERDICT_NEXT;
     struct upstream_call *call = &st->call;
-    build_url(b, deployment, t->op, req->api_version, &st->url);
+    build_url(b, deployment, t, req->api_version, &st->url);
     size_t body_len;
     call->body = body_for(req, t, b, deployment, &body_len);
     call->body_len = body_len;
+    call->method = t->method && strcmp(t->method, "GET") != 0 ? t->method : NULL;
     call->url = buf_cstr(&st->url);
     call->traceparent = st->traceparent;
     call->timeout_s = remaining < b->timeout_s ? remaining : b->timeout_s;
@@ -319,6 +337,18 @@ static enum attempt_verdict attempt_backend(struct request *req, struct dispatch
 /* The message of a dispatch that found no answer. */
 static void explain_failure(struct request *req, enum aigw_err result)
 {
+    if (req->pinned_backend) {
+        /* Only that backend holds the stored response: say which one failed. */
+        if (!req->retry_after_s)
+            req->retry_after_s = 5;
+        request_fail(req, AIGW_ERR_BACKEND_UNAVAILABLE, "",
+                     "The backend %s, which holds the stored response this request needs, is "
+                     "unavailable%s; retry after %d s.",
+                     req->pinned_backend,
+                     result == AIGW_ERR_BACKEND_UNAVAILABLE ? " (circuit open)" : "",
+                     req->retry_after_s);
+        return;
+    }
     if (result == AIGW_ERR_BACKEND_UNAVAILABLE)
         request_fail(
             req, result, "",
@@ -372,7 +402,20 @@ enum aigw_err dispatch_call(struct request *req, struct dispatch_target *t)
 {
     const struct cfg *cfg = req->w->cfg;
     size_t order[CFG_MAX_BACKENDS];
-    size_t n = dispatch_order(cfg, req->model, &req->t->rng, order);
+    size_t n;
+    if (req->pinned_backend) {
+        n = 0;
+        for (size_t i = 0; i < cfg->n_backends && !n; i++)
+            if (strcmp(cfg->backends[i].name, req->pinned_backend) == 0)
+                order[n++] = i;
+        if (n == 0)
+            return request_fail(req, AIGW_ERR_BACKEND_UNAVAILABLE, "",
+                                "The backend %s, which holds the stored response this request "
+                                "needs, is no longer configured.",
+                                req->pinned_backend);
+    } else {
+        n = dispatch_order(cfg, req->model, &req->t->rng, order);
+    }
     if (n == 0)
         return request_fail(req, AIGW_ERR_MODEL_NOT_FOUND, "model",
                             "The model '%s' does not exist or no backend serves it.", req->model);

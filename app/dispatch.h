@@ -8,7 +8,9 @@
  * candidate at once; when every candidate has failed the round is retried
  * after an exponential, jittered backoff that honours Retry-After, all within
  * one deadline. Other 4xx are the caller's and pass through. A stream can fail
- * over only until its first byte reaches the client.
+ * over only until its first byte reaches the client. A request about a stored
+ * response (req->pinned_backend) goes to the backend that holds it, or fails
+ * naming it.
  */
 #ifndef AIGW_DISPATCH_H
 #define AIGW_DISPATCH_H
@@ -20,8 +22,14 @@
 #include "request.h"
 
 struct dispatch_target {
-    const char *op;        /* "chat/completions" or "embeddings" */
-    json_object *body;     /* what to send; "model" is set per backend for OpenAI types */
+    /* "chat/completions" or "embeddings" (under an Azure deployment), or
+     * "responses", "responses/ID", "responses/ID/input_items" (resource_op) */
+    const char *op;
+    int resource_op;       /* Azure: {url}/openai/{op}, the deployment as "model" */
+    const char *method;    /* "GET" or "DELETE"; NULL: POST body */
+    const char *query;     /* the client's query to forward (checked), or NULL */
+    int relay_not_found;   /* a backend's 404 is the answer (a stored response it lacks) */
+    json_object *body;     /* what to send; "model" is set per backend where it names one */
     int body_is_raw_ok;    /* req->body may be sent unchanged to Azure backends */
     sse_event_fn on_event; /* non-NULL for streams */
     void *arg;

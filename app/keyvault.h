@@ -2,10 +2,9 @@
  * keyvault.h - reading secrets from Azure Key Vault.
  *
  * Used only by secrets.c, which turns keyvault:URL references into values and
- * caches them. This file knows the Key Vault REST call and the three ways of
- * getting an access token for it (VM managed identity through IMDS, App
- * Service managed identity, client credentials), and caches the token. It
- * never logs, and never puts a secret value or a token in an error message.
+ * caches them. This file knows the Key Vault REST call; entra.c gets and
+ * keeps its access token. It never logs, and never puts a secret value or a
+ * token in an error message.
  */
 #ifndef AIGW_KEYVAULT_H
 #define AIGW_KEYVAULT_H
@@ -58,23 +57,5 @@ int keyvault_get(struct keyvault *kv, const struct keyvault_ref *ref, struct buf
 
 /* How many tokens kv has asked for (for check output and tests). */
 unsigned long keyvault_token_requests(const struct keyvault *kv);
-
-/*
- * When a token obtained at now_s that expires at expires_s (both epoch
- * seconds) should be replaced: KEYVAULT_TOKEN_MARGIN_S before it expires, or
- * half way through its life when that is shorter. An already expired token
- * gives now_s (use it once, do not keep it).
- */
-#define KEYVAULT_TOKEN_MARGIN_S 300
-int64_t keyvault_token_refresh_at(int64_t now_s, int64_t expires_s);
-
-/*
- * Reads a token endpoint's JSON answer: access_token, and its expiry from
- * expires_on (epoch seconds, a string or a number: IMDS, App Service) or else
- * expires_in (seconds from now_s: Entra ID). Sets token and *expires_s.
- * Returns 0, or -1 with a sentence in err (never quoting the body).
- */
-int keyvault_parse_token(const char *body, size_t len, int64_t now_s, struct buf *token,
-                         int64_t *expires_s, struct buf *err);
 
 #endif

@@ -227,10 +227,14 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
 enum aigw_err limits_admit(struct request *req)
 {
     struct admission a = {.req = req};
-    a.estimate = validate_prompt_token_estimate(&req->in) +
-                 (req->in.max_tokens > 0           ? req->in.max_tokens
-                  : req->in.kind == API_EMBEDDINGS ? 0
-                                                   : req->w->cfg->validation.max_tokens);
+    /* A stored response's GET or DELETE spends no tokens; a call reserves its
+     * prompt's estimate and the most it may answer. */
+    a.estimate = router_is_stored_response(req->route)
+                     ? 0
+                     : validate_prompt_token_estimate(&req->in) +
+                           (req->in.max_tokens > 0           ? req->in.max_tokens
+                            : req->in.kind == API_EMBEDDINGS ? 0
+                                                             : req->w->cfg->validation.max_tokens);
     /* The row, its redacted body included, is made before the batch: the
      * writer lock is held for SQL only. */
     audit_fill(req, "pending", &a.row, &req->t->audit_scratch);

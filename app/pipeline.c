@@ -22,6 +22,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "proxy.h"
+#include "responses.h"
 #include "store.h"
 #include "telemetry.h"
 #include "worker.h"
@@ -36,20 +37,67 @@ static enum aigw_err route_request(struct request *req)
         return request_fail(req, e, "", "Method %s is not allowed on %s.", req->method, req->path);
     if (e != AIGW_OK)
         return request_fail(req, e, "", "No endpoint at %s.", req->path);
+    if (router_is_stored_response(req->route)) {
+        /* The path's segment is a response id, not a deployment. */
+        memcpy(req->stored_id, req->deployment, sizeof req->stored_id);
+        req->deployment[0] = '\0';
+    }
     return AIGW_OK;
 }
 
+/* The routes that call a model backend: authenticated, limited, audited. */
 static int is_model_route(enum route r)
 {
     return r == ROUTE_SEED_CHAT || r == ROUTE_AZURE_CHAT || r == ROUTE_AZURE_EMBED ||
-           r == ROUTE_OAI_CHAT || r == ROUTE_OAI_EMBED;
+           r == ROUTE_OAI_CHAT || r == ROUTE_OAI_EMBED || r == ROUTE_RESPONSES ||
+           r == ROUTE_AZURE_RESPONSES || router_is_stored_response(r);
+}
+
+static int is_responses_route(enum route r)
+{
+    return r == ROUTE_RESPONSES || r == ROUTE_AZURE_RESPONSES;
 }
 
 static enum api_kind route_kind(enum route r)
 {
     return r == ROUTE_SEED_CHAT                             ? API_SEED_CHAT
            : r == ROUTE_AZURE_EMBED || r == ROUTE_OAI_EMBED ? API_EMBEDDINGS
+           : is_responses_route(r)                          ? API_RESPONSES
                                                             : API_CHAT_COMPLETIONS;
+}
+
+/* What a query parameter forwarded to a backend may hold. */
+#define QUERY_CHARS API_VERSION_CHARS "_~%=[]+,"
+
+/* A stored response's query (limit, order, after, include[]) goes to the
+ * backend; api-version is the gateway's own business. */
+static enum aigw_err read_forward_query(struct request *req)
+{
+    struct buf query = {0}, *q = &query;
+    enum aigw_err e = AIGW_OK;
+    for (const char *p = req->query; p && *p && e == AIGW_OK;) {
+        size_t n = strcspn(p, "&");
+        if (n && strncmp(p, "api-version=", 12) != 0) {
+            if (strspn(p, QUERY_CHARS) < n) {
+                e = request_fail(req, AIGW_ERR_INVALID_VALUE, "query",
+                                 "The query string may hold only letters, digits and "
+                                 "-._~%%=[]+, in its parameters.");
+                break;
+            }
+            if (q->len)
+                buf_putc(q, '&');
+            buf_append(q, p, n);
+        }
+        p += n;
+        if (*p == '&')
+            p++;
+    }
+    if (e == AIGW_OK && q->len >= sizeof req->forward_query)
+        e = request_fail(req, AIGW_ERR_INVALID_VALUE, "query", "The query string is too long.");
+    if (e == AIGW_OK)
+        memcpy(req->forward_query, buf_cstr(q), q->len + 1);
+    buf_free(&query);
+    return e;
 }
 
 /* Copies the api-version query parameter (Azure routes require it). */
@@ -83,6 +131,11 @@ static enum aigw_err read_api_version(struct request *req)
 
 static enum aigw_err validate_request(struct request *req)
 {
+    if (router_is_stored_response(req->route)) {
+        /* No body: the id in the path, and the query. */
+        enum aigw_err e = read_api_version(req);
+        return e == AIGW_OK ? read_forward_query(req) : e;
+    }
     const char *ct = req->content_type;
     if (!ct || strncasecmp(ct, "application/json", 16) != 0 ||
         (ct[16] != '\0' && ct[16] != ';' && ct[16] != ' '))
@@ -102,7 +155,10 @@ static enum aigw_err resolve_model(struct request *req)
 {
     const struct cfg *cfg = req->w->cfg;
     const char *model;
-    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
+    if (router_is_stored_response(req->route))
+        return AIGW_OK; /* the model its origin named (responses_locate) */
+    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED ||
+        req->route == ROUTE_AZURE_RESPONSES)
         model = req->deployment;
     else if (req->in.model)
         model = req->in.model;
@@ -121,6 +177,10 @@ static enum aigw_err dispatch_request(struct request *req)
 {
     if (req->route == ROUTE_SEED_CHAT)
         return chat_handle(req);
+    if (is_responses_route(req->route))
+        return responses_handle(req);
+    if (router_is_stored_response(req->route))
+        return responses_stored(req);
     return proxy_handle(req);
 }
 
@@ -199,8 +259,8 @@ void pipeline_handle(struct request *req)
     if (e == AIGW_OK && (e = auth_authenticate(req)) == AIGW_OK) {
         past_auth = 1;
         if ((e = validate_request(req)) == AIGW_OK &&
-            (e = auth_authorize_subject(req)) == AIGW_OK && (e = resolve_model(req)) == AIGW_OK &&
-            (e = limits_admit(req)) == AIGW_OK)
+            (e = auth_authorize_subject(req)) == AIGW_OK && (e = responses_locate(req)) == AIGW_OK &&
+            (e = resolve_model(req)) == AIGW_OK && (e = limits_admit(req)) == AIGW_OK)
             e = dispatch_request(req);
     }
     /* respond: an error not yet answered gets its one OpenAI-shaped body. */

@@ -102,6 +102,7 @@ struct request {
     /* route */
     enum route route;
     char deployment[ROUTER_DEPLOYMENT_MAX];
+    char stored_id[ROUTER_DEPLOYMENT_MAX]; /* a stored response's id from the path */
 
     /* authenticate */
     struct caller caller;
@@ -115,6 +116,7 @@ struct request {
     char model[257];
     const char *api_version;
     char api_version_buf[64];
+    char forward_query[512]; /* a stored-response GET's own parameters (limit, after, ...) */
 
     /* admit */
     int audited; /* an audit row exists for this request */
@@ -128,6 +130,10 @@ struct request {
     const char *backend_name;
     const char *backend_deployment;
     int upstream_status; /* status relayed from the backend (0 if none) */
+    /* The Responses API: the only backend that may be called (the one that
+     * holds the stored response named), and the id of the response made. */
+    const char *pinned_backend;
+    char response_id[128];
     char upstream_processing_ms[24];
     struct buf upstream; /* the backend's response body */
     int client_gone;

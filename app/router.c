@@ -1,9 +1,9 @@
 /*
  * router.c - maps method and path to an endpoint (see router.h).
  *
- * Paths are compared exactly; the one variable segment (the Azure deployment)
- * is percent-decoded and must be a plain name, so "..", "/" and control bytes
- * never reach a backend URL.
+ * Paths are compared exactly; the one variable segment (the Azure deployment,
+ * or a stored response's id) is percent-decoded and must be a plain name, so
+ * "..", "/" and control bytes never reach a backend URL.
  */
 #include "router.h"
 
@@ -24,6 +24,9 @@ static const struct route_entry fixed_routes[] = {
     {"/openai/models", "GET", ROUTE_MODELS},
     {"/v1/models", "GET", ROUTE_MODELS},
     {"/openai/v1/models", "GET", ROUTE_MODELS},
+    {"/v1/responses", "POST", ROUTE_RESPONSES},
+    {"/openai/v1/responses", "POST", ROUTE_RESPONSES},
+    {"/openai/responses", "POST", ROUTE_RESPONSES},
     {"/healthz", "GET", ROUTE_HEALTHZ},
     {"/readyz", "GET", ROUTE_READYZ},
     {"/metrics", "GET", ROUTE_METRICS},
@@ -65,6 +68,45 @@ static int decode_name(const char *s, const char *e, char out[ROUTER_DEPLOYMENT_
     return 0;
 }
 
+/* GET|DELETE {prefix}responses/{id}[/input_items] for the three prefixes a
+ * stored response is reached under; AIGW_ERR_NOT_FOUND when path is not one. */
+static enum aigw_err match_stored_response(const char *method, const char *path,
+                                           enum route *route, char id[ROUTER_DEPLOYMENT_MAX])
+{
+    static const char *const prefixes[] = {"/v1/responses/", "/openai/v1/responses/",
+                                           "/openai/responses/"};
+    for (size_t i = 0; i < sizeof prefixes / sizeof prefixes[0]; i++) {
+        size_t n = strlen(prefixes[i]);
+        if (strncmp(path, prefixes[i], n) != 0)
+            continue;
+        const char *name = path + n, *slash = strchr(name, '/');
+        const char *end = slash ? slash : name + strlen(name);
+        int items = slash && strcmp(slash, "/input_items") == 0;
+        if ((slash && !items) || decode_name(name, end, id) < 0)
+            return AIGW_ERR_NOT_FOUND;
+        int get = strcmp(method, "GET") == 0 || strcmp(method, "HEAD") == 0;
+        if (items) {
+            if (!get)
+                return AIGW_ERR_METHOD_NOT_ALLOWED;
+            *route = ROUTE_RESPONSE_INPUT_ITEMS;
+        } else if (get) {
+            *route = ROUTE_RESPONSE_GET;
+        } else if (strcmp(method, "DELETE") == 0) {
+            *route = ROUTE_RESPONSE_DELETE;
+        } else {
+            return AIGW_ERR_METHOD_NOT_ALLOWED;
+        }
+        return AIGW_OK;
+    }
+    return AIGW_ERR_NOT_FOUND;
+}
+
+int router_is_stored_response(enum route r)
+{
+    return r == ROUTE_RESPONSE_GET || r == ROUTE_RESPONSE_DELETE ||
+           r == ROUTE_RESPONSE_INPUT_ITEMS;
+}
+
 enum aigw_err router_match(const char *method, const char *path, enum route *route,
                            char deployment[ROUTER_DEPLOYMENT_MAX])
 {
@@ -90,6 +132,8 @@ enum aigw_err router_match(const char *method, const char *path, enum route *rou
             r = ROUTE_AZURE_CHAT;
         else if (strcmp(slash, "/embeddings") == 0)
             r = ROUTE_AZURE_EMBED;
+        else if (strcmp(slash, "/responses") == 0)
+            r = ROUTE_AZURE_RESPONSES;
         if (r == ROUTE_NONE || decode_name(name, slash, deployment) < 0)
             return AIGW_ERR_NOT_FOUND;
         if (strcmp(method, "POST") != 0)
@@ -97,7 +141,7 @@ enum aigw_err router_match(const char *method, const char *path, enum route *rou
         *route = r;
         return AIGW_OK;
     }
-    return AIGW_ERR_NOT_FOUND;
+    return match_stored_response(method, path, route, deployment);
 }
 
 const char *router_operation(enum route route)
@@ -109,6 +153,11 @@ const char *router_operation(enum route route)
     case ROUTE_AZURE_EMBED:
     case ROUTE_OAI_EMBED: return "embeddings";
     case ROUTE_MODELS: return "models";
+    case ROUTE_RESPONSES:
+    case ROUTE_AZURE_RESPONSES: return "responses";
+    case ROUTE_RESPONSE_GET: return "responses.get";
+    case ROUTE_RESPONSE_DELETE: return "responses.delete";
+    case ROUTE_RESPONSE_INPUT_ITEMS: return "responses.input_items";
     case ROUTE_HEALTHZ: return "healthz";
     case ROUTE_READYZ: return "readyz";
     case ROUTE_METRICS: return "metrics";

@@ -19,6 +19,11 @@ enum route {
     ROUTE_OAI_CHAT,    /* POST /v1/chat/completions, /openai/v1/chat/completions */
     ROUTE_OAI_EMBED,   /* POST /v1/embeddings, /openai/v1/embeddings */
     ROUTE_MODELS,      /* GET /openai/models, /v1/models */
+    ROUTE_RESPONSES,   /* POST /v1/responses, /openai/v1/responses, /openai/responses */
+    ROUTE_AZURE_RESPONSES,      /* POST /openai/deployments/{d}/responses */
+    ROUTE_RESPONSE_GET,         /* GET {/v1,/openai/v1,/openai}/responses/{id} */
+    ROUTE_RESPONSE_DELETE,      /* DELETE the same */
+    ROUTE_RESPONSE_INPUT_ITEMS, /* GET .../responses/{id}/input_items */
     ROUTE_HEALTHZ,     /* GET /healthz */
     ROUTE_READYZ,      /* GET /readyz */
     ROUTE_METRICS,     /* GET /metrics */
@@ -28,10 +33,15 @@ enum route {
 
 /*
  * Matches method and path (without the query string). On success *route is
- * set and, for Azure paths, deployment holds the decoded deployment name.
+ * set and segment holds the path's one variable part, decoded: the
+ * deployment of an Azure deployment path, or the id of a stored response
+ * (empty for other routes).
  */
 enum aigw_err router_match(const char *method, const char *path, enum route *route,
-                           char deployment[ROUTER_DEPLOYMENT_MAX]);
+                           char segment[ROUTER_DEPLOYMENT_MAX]);
+
+/* 1 for the routes of stored responses (an id in the path, no body). */
+int router_is_stored_response(enum route route);
 
 /* The operation name recorded in the audit log for a route. */
 const char *router_operation(enum route route);

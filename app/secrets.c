@@ -428,9 +428,9 @@ int secrets_check_all(const struct cfg *cfg, FILE *out)
     }
     if (cfg->auth.jwt_hs256_secret_ref)
         failures += check_one(s, "auth.jwt.hs256_secret", cfg->auth.jwt_hs256_secret_ref, out);
-    if (cfg->secrets.kv_client_secret_ref)
+    if (cfg->secrets.keyvault.client_secret_ref)
         failures +=
-            check_one(s, "secrets.keyvault.client_secret", cfg->secrets.kv_client_secret_ref, out);
+            check_one(s, "secrets.keyvault.client_secret", cfg->secrets.keyvault.client_secret_ref, out);
     secrets_free(s);
     return failures;
 }

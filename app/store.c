@@ -38,6 +38,7 @@ enum stmt_id {
     ST_BUDGET_ADD,
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
+    ST_RESPONSE_ORIGIN,
     ST_AUDIT_STALE,
     ST_AUDIT_ABANDON,
     ST_AUDIT_PRUNE,
@@ -92,15 +93,20 @@ static const char *const stmt_sql[ST__COUNT] = {
         "INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"
         " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"
         " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"
-        " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms)"
+        " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"
+        " response_id)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-        " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26)",
+        " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
     [ST_AUDIT_COMPLETE] =
         "UPDATE audit_log SET model = coalesce(?6, model), deployment = coalesce(?7, deployment),"
         " backend = ?8, attempts = ?9, attempts_detail = ?10, prompt_tokens = ?14,"
         " completion_tokens = ?15, total_tokens = ?16, latency_ms = ?17, status = ?18,"
         " http_status = ?19, error_code = ?20, error = ?21, response_body = ?25,"
-        " completed_ms = ?26 WHERE request_id = ?1 AND status = 'pending'",
+        " completed_ms = ?26, response_id = coalesce(?27, response_id)"
+        " WHERE request_id = ?1 AND status = 'pending'",
+    [ST_RESPONSE_ORIGIN] =
+        "SELECT backend, coalesce(end_user, user_id), model, total_tokens FROM audit_log"
+        " WHERE response_id = ?1 AND status = 'success' ORDER BY id DESC LIMIT 1",
     [ST_AUDIT_STALE] = "SELECT request_id, coalesce(end_user, user_id), reserved_tokens, "
                        "budget_period_start FROM audit_log"
                        " WHERE status = 'pending' AND ts_ms < ?1 ORDER BY ts_ms LIMIT ?2",
@@ -662,6 +668,23 @@ static void bind_audit(sqlite3_stmt *st, const struct audit_row *r)
     bind_text(st, 24, r->request_body);
     bind_text(st, 25, r->response_body);
     bind_int_or_null(st, 26, r->completed_ms, 0);
+    bind_text(st, 27, r->response_id);
+}
+
+int store_response_origin(struct store *s, const char *response_id, struct response_origin *out)
+{
+    sqlite3_stmt *st = stmt(s, ST_RESPONSE_ORIGIN);
+    bind_text(st, 1, response_id);
+    int rc = sqlite3_step(st);
+    memset(out, 0, sizeof *out);
+    if (rc == SQLITE_ROW) {
+        copy_col(st, 0, out->backend, sizeof out->backend);
+        copy_col(st, 1, out->owner, sizeof out->owner);
+        copy_col(st, 2, out->model, sizeof out->model);
+        out->total_tokens = sqlite3_column_int64(st, 3);
+    }
+    sqlite3_reset(st);
+    return rc == SQLITE_ROW ? 1 : rc == SQLITE_DONE ? 0 : -1;
 }
 
 int store_audit_insert(struct store *s, const struct audit_row *r)

@@ -129,7 +129,19 @@ struct audit_row {
     const char *request_body;
     const char *response_body;
     int64_t completed_ms;
+    const char *response_id; /* the Responses API id the backend gave, or NULL */
 };
+/* The backend that made a stored response, whose subject it belongs to, its
+ * model and the tokens it used: from the audit row of its successful call. */
+struct response_origin {
+    char backend[128];
+    char owner[257];
+    char model[257];
+    int64_t total_tokens;
+};
+/* 1 found, 0 not found (no such id went through the gateway), -1 error. */
+int store_response_origin(struct store *s, const char *response_id, struct response_origin *out);
+
 int store_audit_insert(struct store *s, const struct audit_row *r);
 /* Completes the row of r->request_id with the outcome fields of r. */
 int store_audit_complete(struct store *s, const struct audit_row *r);

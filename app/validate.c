@@ -102,6 +102,14 @@ static enum aigw_err check_text(const struct cfg *cfg, const char *s, size_t len
     return AIGW_OK;
 }
 
+/* Content parts whose text the rules read: chat's "text", and the Responses
+ * API's "input_text" and "output_text" (earlier assistant turns). */
+static int is_text_part(const char *type)
+{
+    return strcmp(type, "text") == 0 || strcmp(type, "input_text") == 0 ||
+           strcmp(type, "output_text") == 0;
+}
+
 static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *content,
                                         const char *param, struct validation_error *e)
 {
@@ -110,7 +118,7 @@ static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *cont
     for (size_t j = 0; j < np; j++) {
         json_object *part = json_object_array_get_idx(content, j), *type, *text;
         if (json_object_object_get_ex(part, "type", &type) &&
-            strcmp(json_object_get_string(type), "text") == 0 &&
+            is_text_part(json_object_get_string(type)) &&
             json_object_object_get_ex(part, "text", &text)) {
             if (joined.len)
                 buf_putc(&joined, ' ');
@@ -205,7 +213,7 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
                 !json_object_object_get_ex(part, "type", &type) ||
                 !json_object_is_type(type, json_type_string))
                 return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be an object with a type.", pp);
-            if (strcmp(json_object_get_string(type), "text") != 0)
+            if (!is_text_part(json_object_get_string(type)))
                 continue; /* images, audio, files: forwarded as they are */
             snprintf(pp, sizeof pp, "messages[%zu].content[%zu].text", i, j);
             if (!json_object_object_get_ex(part, "text", &text) ||
@@ -408,6 +416,144 @@ static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root,
     return AIGW_OK;
 }
 
+/* One content value of a Responses input item: a string, or parts. */
+static enum aigw_err check_item_content(const struct cfg *cfg, json_object *content,
+                                        const char *param, int allow_empty,
+                                        struct chat_input *in, struct validation_error *e)
+{
+    if (json_object_is_type(content, json_type_string))
+        return check_text(cfg, json_object_get_string(content),
+                          (size_t)json_object_get_string_len(content), param, allow_empty, in, e);
+    if (!json_object_is_type(content, json_type_array) || json_object_array_length(content) == 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                    "%s must be a string or a non-empty array of content parts.", param);
+    size_t np = json_object_array_length(content);
+    for (size_t j = 0; j < np; j++) {
+        json_object *part = json_object_array_get_idx(content, j), *type, *text;
+        char pp[160];
+        snprintf(pp, sizeof pp, "%s[%zu]", param, j);
+        if (!json_object_is_type(part, json_type_object) ||
+            !json_object_object_get_ex(part, "type", &type) ||
+            !json_object_is_type(type, json_type_string))
+            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be an object with a type.", pp);
+        if (!is_text_part(json_object_get_string(type)))
+            continue; /* images, files: forwarded as they are */
+        snprintf(pp, sizeof pp, "%s[%zu].text", param, j);
+        if (!json_object_object_get_ex(part, "text", &text) ||
+            !json_object_is_type(text, json_type_string))
+            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
+        enum aigw_err r = check_text(cfg, json_object_get_string(text),
+                                     (size_t)json_object_get_string_len(text), pp, allow_empty, in,
+                                     e);
+        if (r != AIGW_OK)
+            return r;
+    }
+    return np > 1 ? check_joined_parts(cfg, content, param, e) : AIGW_OK;
+}
+
+/* input: a string, or a list of items. Message items (those with a role) are
+ * checked like chat messages; other items (function call outputs, item
+ * references, reasoning) are the backend's to judge and pass through. */
+static enum aigw_err check_response_input(const struct cfg *cfg, json_object *root,
+                                          struct chat_input *in, struct validation_error *e)
+{
+    static const char *const roles[] = {"user", "assistant", "system", "developer", NULL};
+    json_object *input;
+    if (!json_object_object_get_ex(root, "input", &input) ||
+        json_object_is_type(input, json_type_null))
+        return verr(e, AIGW_ERR_MISSING_FIELD, "input", "input is required.");
+    if (json_object_is_type(input, json_type_string)) {
+        in->n_messages = 1;
+        return check_text(cfg, json_object_get_string(input),
+                          (size_t)json_object_get_string_len(input), "input", 0, in, e);
+    }
+    if (!json_object_is_type(input, json_type_array) || json_object_array_length(input) == 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, "input",
+                    "input must be a string or a non-empty array of input items.");
+    size_t n = json_object_array_length(input);
+    if (n > (size_t)cfg->validation.max_messages)
+        return verr(e, AIGW_ERR_TOO_MANY_MESSAGES, "input",
+                    "Too many input items: %zu; at most %d are allowed.", n,
+                    cfg->validation.max_messages);
+    in->n_messages = n;
+    for (size_t i = 0; i < n; i++) {
+        json_object *item = json_object_array_get_idx(input, i), *role, *type, *content;
+        char param[96];
+        snprintf(param, sizeof param, "input[%zu]", i);
+        if (!json_object_is_type(item, json_type_object))
+            return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                        "%s must be an object (a message with role and content, or an item "
+                        "with a type).",
+                        param);
+        if (!json_object_object_get_ex(item, "role", &role)) {
+            if (json_object_object_get_ex(item, "type", &type) &&
+                json_object_is_type(type, json_type_string))
+                continue;
+            return verr(e, AIGW_ERR_MISSING_FIELD, param, "%s needs a role or a type.", param);
+        }
+        snprintf(param, sizeof param, "input[%zu].role", i);
+        const char *r = json_object_is_type(role, json_type_string) ? json_object_get_string(role)
+                                                                     : "";
+        const char *const *ok = roles;
+        while (*ok && strcmp(*ok, r) != 0)
+            ok++;
+        if (!*ok)
+            return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                        "%s must be one of user, assistant, system, developer.", param);
+        snprintf(param, sizeof param, "input[%zu].content", i);
+        if (!json_object_object_get_ex(item, "content", &content) ||
+            json_object_is_type(content, json_type_null))
+            return verr(e, AIGW_ERR_MISSING_FIELD, param, "%s is required.", param);
+        enum aigw_err er =
+            check_item_content(cfg, content, param, strcmp(r, "assistant") == 0, in, e);
+        if (er != AIGW_OK)
+            return er;
+    }
+    return AIGW_OK;
+}
+
+/* What the gateway reads of a Responses request; every other field (tools,
+ * reasoning, text.format, include, ...) passes through unchanged. */
+static enum aigw_err check_responses(const struct cfg *cfg, json_object *root,
+                                     struct chat_input *in, struct validation_error *e)
+{
+    enum aigw_err r = check_response_input(cfg, root, in, e);
+    if (r != AIGW_OK)
+        return r;
+    json_object *v;
+    if (json_object_object_get_ex(root, "instructions", &v) &&
+        !json_object_is_type(v, json_type_null)) {
+        if (!json_object_is_type(v, json_type_string))
+            return verr(e, AIGW_ERR_INVALID_VALUE, "instructions", "instructions must be a string.");
+        if ((r = check_text(cfg, json_object_get_string(v), (size_t)json_object_get_string_len(v),
+                            "instructions", 1, in, e)) != AIGW_OK)
+            return r;
+    }
+    double t;
+    if (get_number(root, "temperature", 0, 2, &t) < 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, "temperature",
+                    "temperature must be a number from 0 to 2.");
+    long mt;
+    int got = get_integer(root, "max_output_tokens", 1, cfg->validation.max_tokens, &mt);
+    if (got < 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, "max_output_tokens",
+                    "max_output_tokens must be an integer from 1 to %d.",
+                    cfg->validation.max_tokens);
+    if (got > 0)
+        in->max_tokens = (int)mt;
+    if (json_object_object_get_ex(root, "previous_response_id", &v) &&
+        !json_object_is_type(v, json_type_null)) {
+        const char *id = json_object_is_type(v, json_type_string) ? json_object_get_string(v) : "";
+        size_t len = strlen(id);
+        if (len == 0 || len >= 128 ||
+            strspn(id, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_-.") != len)
+            return verr(e, AIGW_ERR_INVALID_VALUE, "previous_response_id",
+                        "previous_response_id must be the id of an earlier response (resp_...).");
+        in->previous_response_id = id;
+    }
+    return check_stream(root, in, e);
+}
+
 enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const char *body, size_t len,
                             struct chat_input *in, struct validation_error *err)
 {
@@ -447,6 +593,13 @@ enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const cha
             (r = check_model(root, 0, in, err)) != AIGW_OK)
             goto out;
         break;
+    case API_RESPONSES:
+        in->temperature = -1;
+        if ((r = check_responses(cfg, root, in, err)) != AIGW_OK ||
+            (r = check_user(root, "user", 0, in, err)) != AIGW_OK ||
+            (r = check_model(root, 0, in, err)) != AIGW_OK)
+            goto out;
+        break;
     case API_EMBEDDINGS:
         if ((r = check_embeddings(cfg, root, in, err)) != AIGW_OK ||
             (r = check_user(root, "user", 0, in, err)) != AIGW_OK ||
@@ -464,7 +617,7 @@ long validate_prompt_token_estimate(const struct chat_input *in)
 {
     /* Real tokenizers give about four bytes of English per token; two bytes per
      * token errs high for every script, plus the per-message framing. */
-    return (long)(in->prompt_bytes / 2) + 4 * (long)in->n_messages + 3;
+    return (long)(in->prompt_bytes / 2) + 4 * (long)in->n_messages + 3 + in->context_tokens;
 }
 
 void chat_input_clear(struct chat_input *in)

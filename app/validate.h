@@ -18,6 +18,7 @@ enum api_kind {
     API_SEED_CHAT,        /* POST /api/chat, the seed's own shape */
     API_CHAT_COMPLETIONS, /* Azure/OpenAI chat completions */
     API_EMBEDDINGS,       /* Azure/OpenAI embeddings */
+    API_RESPONSES,        /* the Responses API (POST /v1/responses) */
 };
 
 struct chat_input {
@@ -31,6 +32,9 @@ struct chat_input {
     int include_usage;   /* the client itself asked for stream_options.include_usage */
     size_t n_messages;
     size_t prompt_bytes; /* UTF-8 bytes of all checked text, for the token estimate */
+    /* Responses API */
+    const char *previous_response_id; /* the stored response this one continues, or NULL */
+    long context_tokens; /* tokens of that stored conversation, for the estimate */
 };
 
 /* Why validation failed: the JSON path of the field and a sentence for the caller. */

@@ -4,15 +4,77 @@
 # A fake "Azure OpenAI region" (one resource endpoint) that the integration
 # tests start as a subprocess on 127.0.0.1 and point the gateway at. It speaks
 # the Azure OpenAI REST API (chat completions, streamed or not, embeddings,
-# model list) plus the OpenAI-style /v1 variants, and its behaviour can be
-# changed at runtime through the /_mock/* control routes so that tests can
-# inject the failures real regions produce (500, 429 + Retry-After, 400, 401,
-# hangs, dropped connections, malformed JSON, broken streams, refused
-# connections).
+# model list, the Responses API) plus the OpenAI-style /v1 variants, and its
+# behaviour can be changed at runtime through the /_mock/* control routes so
+# that tests can inject the failures real regions produce (500, 429 +
+# Retry-After, 400, 401, hangs, dropped connections, malformed JSON, broken
+# streams, refused connections).
 #
 # Usage: python3 tests/mock_region.py --port PORT [--name east] [--host 127.0.0.1]
 # Once listening it prints exactly one line "READY <port>" on stdout.
 # Python 3.11, standard library only.
+#
+# API routes (a trailing slash is accepted on each):
+#   azure flavour -- key in the api-key header (or "Authorization: Bearer T"
+#   when the expect_bearer setting is T); 401 otherwise:
+#     POST /openai/deployments/{deployment}/chat/completions?api-version=V
+#     POST /openai/deployments/{deployment}/embeddings?api-version=V
+#     GET  /openai/models?api-version=V
+#     POST /openai/responses?api-version=V                  (preview API)
+#     GET|DELETE /openai/responses/{id}?api-version=V
+#     GET  /openai/responses/{id}/input_items?api-version=V
+#     (a missing api-version on these is a 404, as on Azure)
+#     GA v1, no api-version needed; the deployment is the body's "model":
+#     POST /openai/v1/chat/completions      POST /openai/v1/embeddings
+#     GET  /openai/v1/models                POST /openai/v1/responses
+#     GET|DELETE /openai/v1/responses/{id}  GET /openai/v1/responses/{id}/input_items
+#   openai flavour -- "Authorization: Bearer KEY"; 401 invalid_api_key otherwise:
+#     POST /v1/chat/completions   POST /v1/embeddings   GET /v1/models
+#     POST /v1/responses   GET|DELETE /v1/responses/{id}   GET /v1/responses/{id}/input_items
+# Any other path is a 404; so is a wrong method on a known path.
+#
+# Chat completions answer `reply` (streamed as `data: {chunk}` lines ending in
+# `data: [DONE]` when "stream": true; Azure streams open with a prompt-filter
+# chunk). The Responses API answers a "response" object whose output is one
+# assistant message with `reply`; with "stream": true it sends the typed events
+# (`event: T` + `data: {"type": T, "sequence_number": n, ...}`) from
+# response.created to response.completed, without [DONE]. Responses are
+# remembered in memory unless "store": false (per process, until
+# /_mock/reset): previous_response_id must name one of them (else 400
+# previous_response_not_found), and GET / DELETE / input_items read them (404
+# for an unknown id). In the azure flavour a Responses call needs "model" (the
+# deployment).
+#
+# Control routes (never subject to the settings below):
+#   GET  /_mock/stats    requests, by_path, last_headers, last_body, last_query,
+#                        in_flight, max_in_flight, responses (number stored)
+#   GET  /_mock/config   the settings
+#   POST /_mock/config   {setting: value, ...} merged into the settings
+#   POST /_mock/reset    default settings, stats and stored responses cleared
+#   POST /_mock/down     {"seconds": S}: stop listening (connections refused,
+#                        open ones dropped) for S seconds, then come back
+#
+# Settings (POST /_mock/config):
+#   mode              ok | 500 | 429 (+ Retry-After) | 400 | 401 | hang (wait
+#                     hang_s, then answer normally) | close (drop the
+#                     connection) | malformed (200 with truncated JSON) |
+#                     stream_break (streams drop after 2 content pieces,
+#                     anything else is dropped at once); applies to every API
+#                     route, before routing and authentication
+#   fail_count        null, or apply `mode` to only the next N requests
+#   reply             the assistant text (default "Hello from <name>")
+#   prompt_tokens     usage reported; null = estimated from the input
+#   completion_tokens                   (characters // 4 + 1)
+#   retry_after       seconds in 429 answers (Retry-After, retry-after-ms)
+#   hang_s            how long mode "hang" waits
+#   stream_delay_s    pause between the events of a chat stream; in a
+#                     Responses stream before each text delta and text done
+#   stream_chunks     null = one stream piece per word, N = reply in N pieces
+#   expect_key        null = any non-empty key; else the key that must come
+#   expect_bearer     null, or a bearer token also accepted on azure routes
+#   latency_s         delay before every API answer
+#   usage_on_finish_chunk  chat streams: usage on the finish_reason chunk
+#   null_id           chat answers carry "id": null
 
 import argparse
 import base64
@@ -50,6 +112,7 @@ ERR_404 = {"error": {"code": "404", "message": "Resource not found"}}
 ERR_500 = {"error": {"code": "InternalServerError", "message": "The server had an error while processing your request."}}
 ERR_400 = {"error": {"message": "Invalid value for 'temperature'", "type": "invalid_request_error", "param": "temperature", "code": "invalid_value"}}
 MALFORMED_BODY = b'{"choices": [ {"message": '
+MALFORMED_RESPONSE_BODY = b'{"id": "resp_mock", "object": "response", "output": [ {"type": "message", '
 FILTER_OK = {"hate": {"filtered": False, "severity": "safe"}}
 
 
@@ -65,6 +128,8 @@ def default_config(name):
         "stream_delay_s": 0,
         "stream_chunks": None,
         "expect_key": None,
+        # A bearer token also accepted on azure routes (Entra ID style).
+        "expect_bearer": None,
         "latency_s": 0,
         # Some providers send usage on the last chunk that still has choices
         # (the finish_reason chunk) instead of a separate chunk with none.
@@ -108,9 +173,9 @@ def validate_config_update(upd):
         elif k in ("usage_on_finish_chunk", "null_id"):
             if not isinstance(v, bool):
                 return "%s must be true or false" % k
-        elif k == "expect_key":
+        elif k in ("expect_key", "expect_bearer"):
             if v is not None and not isinstance(v, str):
-                return "expect_key must be a string or null"
+                return "%s must be a string or null" % k
         else:
             return "unknown setting %r" % k
     return None
@@ -132,6 +197,8 @@ class State:
         self.port = None
         self.going_down = False
         self.down_seconds = 0.0
+        # Responses API objects stored by this region: id -> (response, input items)
+        self.responses = {}
         self._clear_stats()
 
     def _clear_stats(self):
@@ -147,6 +214,7 @@ class State:
         with self.cond:
             self.config = default_config(self.name)
             self._clear_stats()
+            self.responses.clear()
             self.epoch += 1
             self.cond.notify_all()
             return dict(self.config)
@@ -170,7 +238,27 @@ class State:
                 "last_query": self.last_query,
                 "in_flight": self.in_flight,
                 "max_in_flight": self.max_in_flight,
+                "responses": len(self.responses),
             }
+
+    # -- stored responses (Responses API) --------------------------------
+    def store_response(self, resp, items):
+        with self.lock:
+            self.responses[resp["id"]] = (json.loads(json.dumps(resp)), items)
+
+    def get_response(self, rid):
+        """(response, input items) or None."""
+        with self.lock:
+            got = self.responses.get(rid)
+            return json.loads(json.dumps(got)) if got is not None else None
+
+    def has_response(self, rid):
+        with self.lock:
+            return rid in self.responses
+
+    def delete_response(self, rid):
+        with self.lock:
+            return self.responses.pop(rid, None) is not None
 
     def wake_sleepers(self):
         with self.cond:
@@ -260,6 +348,48 @@ def message_chars(messages):
                 elif isinstance(part, str):
                     total += len(part)
     return total
+
+
+def input_chars(inp):
+    """Characters of a Responses API input: a string, or the text of its
+    items (content as a string or a list of parts with text)."""
+    if isinstance(inp, str):
+        return len(inp)
+    total = 0
+    if isinstance(inp, list):
+        for item in inp:
+            if not isinstance(item, dict):
+                continue
+            c = item.get("content")
+            if isinstance(c, str):
+                total += len(c)
+            elif isinstance(c, list):
+                for part in c:
+                    if isinstance(part, dict) and isinstance(part.get("text"), str):
+                        total += len(part["text"])
+    return total
+
+
+def normalise_input(inp):
+    """A Responses API input as the list of items it stands for (with ids),
+    or None when it is neither a string nor a list of item objects."""
+    if isinstance(inp, str):
+        return [{"type": "message", "role": "user",
+                 "content": [{"type": "input_text", "text": inp}], "id": rand_id("msg_")}]
+    if not isinstance(inp, list) or not all(isinstance(x, dict) for x in inp):
+        return None
+    items = []
+    for x in inp:
+        item = dict(x)
+        if "role" in item and "type" not in item:
+            item["type"] = "message"
+        if item.get("type") == "message" and isinstance(item.get("content"), str):
+            ptype = "output_text" if item.get("role") == "assistant" else "input_text"
+            item["content"] = [{"type": ptype, "text": item["content"]}]
+        if "id" not in item:
+            item["id"] = rand_id("msg_" if item.get("type") == "message" else "item_")
+        items.append(item)
+    return items
 
 
 def split_reply(reply, n):
@@ -490,18 +620,34 @@ class Handler(BaseHTTPRequestHandler):
 
     # -- API ---------------------------------------------------------------
     def route(self, path):
-        """Return (flavor, kind, deployment) or None."""
+        """Return (flavor, kind, deployment, response id, needs api-version)
+        or None. kind: chat, embeddings, models, responses (create),
+        response (one stored response), input_items. deployment None means
+        it is the body's "model" (or there is none)."""
         m = re.fullmatch(r"/openai/deployments/([^/]+)/(chat/completions|embeddings)/?", path)
         if m:
-            return ("azure", "chat" if m.group(2) == "chat/completions" else "embeddings", m.group(1))
+            kind = "chat" if m.group(2) == "chat/completions" else "embeddings"
+            return ("azure", kind, m.group(1), None, True)
         if re.fullmatch(r"/openai/models/?", path):
-            return ("azure", "models", None)
-        if re.fullmatch(r"/v1/chat/completions/?", path):
-            return ("openai", "chat", None)
-        if re.fullmatch(r"/v1/embeddings/?", path):
-            return ("openai", "embeddings", None)
-        if re.fullmatch(r"/v1/models/?", path):
-            return ("openai", "models", None)
+            return ("azure", "models", None, None, True)
+        m = re.fullmatch(r"/openai/(v1/)?responses/?", path)
+        if m:
+            return ("azure", "responses", None, None, not m.group(1))
+        m = re.fullmatch(r"/openai/(v1/)?responses/([^/]+)(/input_items)?/?", path)
+        if m:
+            return ("azure", "input_items" if m.group(3) else "response", None,
+                    m.group(2), not m.group(1))
+        m = re.fullmatch(r"/openai/v1/(chat/completions|embeddings|models)/?", path)
+        if m:
+            kind = {"chat/completions": "chat"}.get(m.group(1), m.group(1))
+            return ("azure", kind, None, None, False)
+        m = re.fullmatch(r"/v1/(chat/completions|embeddings|models|responses)/?", path)
+        if m:
+            kind = {"chat/completions": "chat"}.get(m.group(1), m.group(1))
+            return ("openai", kind, None, None, False)
+        m = re.fullmatch(r"/v1/responses/([^/]+)(/input_items)?/?", path)
+        if m:
+            return ("openai", "input_items" if m.group(2) else "response", None, m.group(1), False)
         return None
 
     def handle_api(self, path, query, raw):
@@ -527,7 +673,7 @@ class Handler(BaseHTTPRequestHandler):
         rt = self.route(path)
         qs = parse_qs(query, keep_blank_values=True)
         api_version = (qs.get("api-version") or [""])[0]
-        is_stream = (rt is not None and rt[1] == "chat" and self.command == "POST"
+        is_stream = (rt is not None and rt[1] in ("chat", "responses") and self.command == "POST"
                      and isinstance(body, dict) and body.get("stream") is True)
 
         if cfg["latency_s"]:
@@ -549,7 +695,8 @@ class Handler(BaseHTTPRequestHandler):
         if mode == "429":
             ra = cfg["retry_after"]
             ra_s = max(0, int(math.ceil(ra)))
-            op = {"chat": "ChatCompletions_Create", "embeddings": "Embeddings_Create"}.get(
+            op = {"chat": "ChatCompletions_Create", "embeddings": "Embeddings_Create",
+                  "responses": "Responses_Create"}.get(
                 rt[1] if rt else "", "ChatCompletions_Create")
             msg = ("Requests to the %s Operation under Azure OpenAI API version %s have "
                    "exceeded token rate limit of your current OpenAI S0 pricing tier. "
@@ -561,7 +708,8 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(429, {"error": {"code": "429", "message": msg}}, hdrs)
             return
         if mode == "malformed":
-            self.send_raw(200, MALFORMED_BODY, "application/json", self.api_headers())
+            bad = MALFORMED_RESPONSE_BODY if rt and rt[1] in ("responses", "response") else MALFORMED_BODY
+            self.send_raw(200, bad, "application/json", self.api_headers())
             return
         if mode == "hang":
             st.sleep(cfg["hang_s"], epoch)
@@ -571,18 +719,20 @@ class Handler(BaseHTTPRequestHandler):
         if rt is None:
             self.send_json(404, ERR_404, self.api_headers())
             return
-        flavor, kind, deployment = rt
+        flavor, kind, deployment, resp_id, needs_version = rt
+        auth = self.headers.get("Authorization", "")
+        token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
         if flavor == "azure":
-            if not api_version:
+            if needs_version and not api_version:
                 self.send_json(404, ERR_404, self.api_headers())
                 return
             key = self.headers.get("api-key", "")
-            if not key or (cfg["expect_key"] is not None and key != cfg["expect_key"]):
+            key_ok = bool(key) and (cfg["expect_key"] is None or key == cfg["expect_key"])
+            bearer_ok = bool(token) and cfg["expect_bearer"] is not None and token == cfg["expect_bearer"]
+            if not (key_ok or bearer_ok):
                 self.send_json(401, ERR_401, self.api_headers())
                 return
         else:
-            auth = self.headers.get("Authorization", "")
-            token = auth[7:].strip() if auth[:7].lower() == "bearer " else ""
             if not token or (cfg["expect_key"] is not None and token != cfg["expect_key"]):
                 self.send_json(401, {"error": {
                     "message": "Incorrect API key provided.",
@@ -596,6 +746,20 @@ class Handler(BaseHTTPRequestHandler):
                 return
             self.send_json(200, self.models_list(flavor), self.api_headers())
             return
+        if kind == "response":
+            if self.command == "GET":
+                self.response_get(resp_id)
+            elif self.command == "DELETE":
+                self.response_delete(resp_id)
+            else:
+                self.send_json(404, ERR_404, self.api_headers())
+            return
+        if kind == "input_items":
+            if self.command != "GET":
+                self.send_json(404, ERR_404, self.api_headers())
+                return
+            self.response_input_items(resp_id, parse_qs(query))
+            return
 
         if self.command != "POST":
             self.send_json(404, ERR_404, self.api_headers())
@@ -606,6 +770,14 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(400, {"error": {"code": "BadRequest", "message": msg}}, self.api_headers())
             return
 
+        if kind == "responses":
+            self.responses_create(flavor, body, cfg, is_stream, break_stream, epoch)
+            return
+        if flavor == "azure" and deployment is None and not (
+                isinstance(body.get("model"), str) and body["model"]):
+            # /openai/v1/...: the deployment is the body's model.
+            self.invalid_request("Missing required parameter: 'model'.", "model")
+            return
         if kind == "chat":
             self.chat(flavor, body, cfg, is_stream, break_stream, epoch)
         else:
@@ -614,6 +786,172 @@ class Handler(BaseHTTPRequestHandler):
     def invalid_request(self, message, param=None):
         self.send_json(400, {"error": {"message": message, "type": "invalid_request_error",
                                        "param": param, "code": None}}, self.api_headers())
+
+    # -- Responses API -----------------------------------------------------
+    def response_not_found(self, rid):
+        self.send_json(404, {"error": {"message": "Response with id '%s' not found." % rid,
+                                       "type": "invalid_request_error", "param": None,
+                                       "code": None}}, self.api_headers())
+
+    def response_get(self, rid):
+        got = self.server.state.get_response(rid)
+        if got is None:
+            self.response_not_found(rid)
+            return
+        self.send_json(200, got[0], self.api_headers())
+
+    def response_delete(self, rid):
+        if not self.server.state.delete_response(rid):
+            self.response_not_found(rid)
+            return
+        self.send_json(200, {"id": rid, "object": "response", "deleted": True}, self.api_headers())
+
+    def response_input_items(self, rid, qs):
+        got = self.server.state.get_response(rid)
+        if got is None:
+            self.response_not_found(rid)
+            return
+        items = got[1]
+        # Input order unless ?order=desc; ?after=<item id> and ?limit=N page.
+        if (qs.get("order") or [""])[0] == "desc":
+            items = items[::-1]
+        after = (qs.get("after") or [""])[0]
+        if after:
+            ids = [it.get("id") for it in items]
+            items = items[ids.index(after) + 1:] if after in ids else []
+        limit = (qs.get("limit") or [""])[0]
+        has_more = False
+        if limit.isdigit() and 1 <= int(limit) <= 100:
+            has_more = len(items) > int(limit)
+            items = items[:int(limit)]
+        self.send_json(200, {"object": "list", "data": items,
+                             "first_id": items[0].get("id") if items else None,
+                             "last_id": items[-1].get("id") if items else None,
+                             "has_more": has_more}, self.api_headers())
+
+    def responses_create(self, flavor, body, cfg, is_stream, break_stream, epoch):
+        st = self.server.state
+        model = body.get("model")
+        if not (isinstance(model, str) and model):
+            if flavor == "azure":
+                # The deployment: Azure cannot do without it.
+                self.invalid_request("Missing required parameter: 'model'.", "model")
+                return
+            model = OPENAI_CHAT_MODEL
+        inp = body.get("input")
+        if inp is None:
+            self.invalid_request("Missing required parameter: 'input'.", "input")
+            return
+        items = normalise_input(inp)
+        if items is None:
+            self.invalid_request("Invalid type for 'input': expected a string or an array "
+                                 "of input items.", "input")
+            return
+        prev = body.get("previous_response_id")
+        if prev is not None and not isinstance(prev, str):
+            self.invalid_request("Invalid type for 'previous_response_id': expected a string.",
+                                 "previous_response_id")
+            return
+        if prev is not None and not st.has_response(prev):
+            self.send_json(400, {"error": {
+                "message": "Previous response with id '%s' not found." % prev,
+                "type": "invalid_request_error", "param": "previous_response_id",
+                "code": "previous_response_not_found"}}, self.api_headers())
+            return
+
+        reply = cfg["reply"]
+        instructions = body.get("instructions") if isinstance(body.get("instructions"), str) else None
+        p = cfg["prompt_tokens"]
+        if p is None:
+            p = (input_chars(inp) + len(instructions or "")) // 4 + 1
+        c = cfg["completion_tokens"]
+        if c is None:
+            c = len(reply) // 4 + 1
+        usage = {"input_tokens": p, "input_tokens_details": {"cached_tokens": 0},
+                 "output_tokens": c, "output_tokens_details": {"reasoning_tokens": 0},
+                 "total_tokens": p + c}
+        store = body.get("store") is not False
+        rid = rand_id("resp_")
+        mid = rand_id("msg_")
+        temperature = body.get("temperature")
+        max_out = body.get("max_output_tokens")
+
+        def response(status, output, use):
+            return {
+                "id": rid, "object": "response", "created_at": created, "status": status,
+                "error": None, "incomplete_details": None, "instructions": instructions,
+                "max_output_tokens": max_out if _is_int(max_out) else None,
+                "model": model, "output": output, "parallel_tool_calls": True,
+                "previous_response_id": prev, "reasoning": {"effort": None, "summary": None},
+                "store": store, "temperature": temperature if _is_num(temperature) else 1.0,
+                "text": {"format": {"type": "text"}}, "tool_choice": "auto", "tools": [],
+                "top_p": 1.0, "truncation": "disabled", "usage": use,
+                "user": body.get("user") if isinstance(body.get("user"), str) else None,
+                "metadata": body.get("metadata") if isinstance(body.get("metadata"), dict) else {},
+            }
+
+        def message(status, content):
+            return {"type": "message", "id": mid, "status": status, "role": "assistant",
+                    "content": content}
+
+        def text_part(text):
+            return {"type": "output_text", "text": text, "annotations": []}
+
+        created = int(time.time())
+        done = response("completed", [message("completed", [text_part(reply)])], usage)
+
+        if not is_stream:
+            if store:
+                st.store_response(done, items)
+            self.send_json(200, done, self.api_headers())
+            return
+
+        # ---- streaming: typed events, no [DONE] ----
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in self.api_headers():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.flush()
+
+        delay = cfg["stream_delay_s"]
+        seq = [0]
+
+        def event(etype, pause=False, **fields):
+            if pause and delay:
+                st.sleep(delay, epoch)
+            payload = {"type": etype, "sequence_number": seq[0]}
+            payload.update(fields)
+            seq[0] += 1
+            data = ("event: %s\ndata: %s\n\n" % (
+                etype, json.dumps(payload, separators=(",", ":")))).encode("utf-8")
+            self.wfile.write(b"%x\r\n%s\r\n" % (len(data), data))
+            self.wfile.flush()
+
+        at = {"item_id": mid, "output_index": 0, "content_index": 0}
+        event("response.created", response=response("in_progress", [], None))
+        event("response.in_progress", response=response("in_progress", [], None))
+        event("response.output_item.added", output_index=0, item=message("in_progress", []))
+        event("response.content_part.added", **at, part=text_part(""))
+        pieces = split_reply(reply, cfg["stream_chunks"])
+        for i, piece in enumerate(pieces):
+            if break_stream and i >= 2:
+                self.drop()
+                return
+            event("response.output_text.delta", pause=True, **at, delta=piece, logprobs=[])
+        if break_stream:
+            self.drop()
+            return
+        event("response.output_text.done", pause=True, **at, text=reply, logprobs=[])
+        event("response.content_part.done", **at, part=text_part(reply))
+        event("response.output_item.done", output_index=0, item=done["output"][0])
+        if store:
+            st.store_response(done, items)
+        event("response.completed", response=done)
+        self.wfile.write(b"0\r\n\r\n")
+        self.wfile.flush()
 
     def models_list(self, flavor):
         if flavor == "azure":

@@ -1,5 +1,6 @@
 #!/usr/bin/python3
-"""Runs the client tests: the official `openai` npm SDK, unchanged, against aigw.
+"""Runs the client tests: the official `openai` npm SDK and the Vercel AI SDK
+(`ai`, `@ai-sdk/openai`, `@ai-sdk/azure`), unchanged, against aigw.
 
 Starts three mock Azure regions (east, west, eu) and aigw under a real lighttpd
 with authentication on, creates users and API keys, then runs
@@ -62,12 +63,24 @@ def on_signal(signum, frame):
     raise Interrupted(f"signal {signum}")
 
 
+def installed_version(package):
+    try:
+        with open(os.path.join(HERE, "node_modules", *package.split("/"), "package.json")) as f:
+            return json.load(f).get("version")
+    except (OSError, ValueError):
+        return None
+
+
 def ensure_node_modules(npm):
-    if os.path.exists(os.path.join(HERE, "node_modules", "openai", "package.json")):
+    # Every dependency of package.json installed, at the exact version pinned there.
+    with open(os.path.join(HERE, "package.json")) as f:
+        deps = json.load(f).get("dependencies", {})
+    stale = [p for p, v in deps.items() if installed_version(p) != v]
+    if not stale:
         return
     lock = os.path.exists(os.path.join(HERE, "package-lock.json"))
     cmd = [npm, "ci" if lock else "install", "--no-audit", "--no-fund"]
-    print(f"run_clients.py: node_modules missing: {' '.join(cmd[1:])} in {HERE}", flush=True)
+    print(f"run_clients.py: node_modules lacks {', '.join(stale)}: {' '.join(cmd[1:])} in {HERE}", flush=True)
     r = subprocess.run(cmd, cwd=HERE)
     if r.returncode != 0:
         die(f"npm {cmd[1]} failed with exit status {r.returncode}")
@@ -83,7 +96,7 @@ def make_user(gw, user, *options):
 
 def main():
     node = need_tool("node", "install Node.js 20 or newer")
-    npm = need_tool("npm", "it installs the openai SDK")
+    npm = need_tool("npm", "it installs the SDKs")
     sqlite3 = need_tool("sqlite3", "the tests read aigw's audit rows with it")
     if not os.path.exists(conftest.LIGHTTPD):
         die(f"lighttpd not found at {conftest.LIGHTTPD}")

@@ -290,6 +290,9 @@ class Gateway:
     def get(self, path, headers=None):
         return http("GET", self.url + path, None, headers)
 
+    def delete(self, path, headers=None):
+        return http("DELETE", self.url + path, None, headers)
+
 
 def base_config(tmpdir, backends, **overrides):
     cfg = {

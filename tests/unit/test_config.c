@@ -171,8 +171,8 @@ static void test_minimal_config_has_every_default(void **state)
     assert_null(c->telemetry.otlp_endpoint);
     assert_string_equal(c->telemetry.service_name, "aigw");
     assert_true(c->secrets.cache_ttl_s > 0);
-    assert_string_equal(c->secrets.kv_auth, "managed_identity");
-    assert_null(c->secrets.kv_client_secret_ref);
+    assert_string_equal(c->secrets.keyvault.auth, "managed_identity");
+    assert_null(c->secrets.keyvault.client_secret_ref);
     cfg_free(c);
 }
 
@@ -187,8 +187,8 @@ static void test_keyvault_client_credentials(void **state)
     assert_non_null(c);
     assert_int_equal(warnings.len, 0);
     assert_int_equal(c->secrets.cache_ttl_s, 0);
-    assert_string_equal(c->secrets.kv_auth, "client_credentials");
-    assert_string_equal(c->secrets.kv_client_secret_ref, "env:KV_SECRET");
+    assert_string_equal(c->secrets.keyvault.auth, "client_credentials");
+    assert_string_equal(c->secrets.keyvault.client_secret_ref, "env:KV_SECRET");
     cfg_free(c);
     /* a literal client secret works but is warned about, without echoing it */
     c = load_with("\"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\", "

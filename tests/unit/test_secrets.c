@@ -33,6 +33,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "entra.h"
 #include "keyvault.h"
 #include "secrets.h"
 
@@ -409,18 +410,18 @@ static void test_token_refresh_arithmetic(void **state)
     (void)state;
     const int64_t now = 1700000000;
     /* An hour's token (managed identity, Entra ID): replaced 5 minutes early. */
-    assert_int_equal(keyvault_token_refresh_at(now, now + 3600), now + 3600 - 300);
+    assert_int_equal(entra_token_refresh_at(now, now + 3600), now + 3600 - 300);
     /* 24 hours (IMDS tokens can live that long). */
-    assert_int_equal(keyvault_token_refresh_at(now, now + 86400), now + 86400 - 300);
+    assert_int_equal(entra_token_refresh_at(now, now + 86400), now + 86400 - 300);
     /* Exactly where the two rules meet. */
-    assert_int_equal(keyvault_token_refresh_at(now, now + 600), now + 300);
+    assert_int_equal(entra_token_refresh_at(now, now + 600), now + 300);
     /* Shorter than 10 minutes: half way through its life. */
-    assert_int_equal(keyvault_token_refresh_at(now, now + 400), now + 200);
-    assert_int_equal(keyvault_token_refresh_at(now, now + 4), now + 2);
-    assert_int_equal(keyvault_token_refresh_at(now, now + 1), now + 1);
+    assert_int_equal(entra_token_refresh_at(now, now + 400), now + 200);
+    assert_int_equal(entra_token_refresh_at(now, now + 4), now + 2);
+    assert_int_equal(entra_token_refresh_at(now, now + 1), now + 1);
     /* Already expired (or a clock behind the issuer's): used once, not kept. */
-    assert_int_equal(keyvault_token_refresh_at(now, now), now);
-    assert_int_equal(keyvault_token_refresh_at(now, now - 100), now);
+    assert_int_equal(entra_token_refresh_at(now, now), now);
+    assert_int_equal(entra_token_refresh_at(now, now - 100), now);
 }
 
 static void test_token_answers(void **state)
@@ -432,28 +433,28 @@ static void test_token_answers(void **state)
     static const char imds[] = "{\"access_token\":\"eyJ0.abc-_~+/=\",\"expires_on\":\"1700003600\","
                                "\"expires_in\":\"3599\",\"resource\":\"https://vault.azure.net\","
                                "\"token_type\":\"Bearer\"}";
-    assert_int_equal(keyvault_parse_token(imds, strlen(imds), now, &tok, &exp, &err), 0);
+    assert_int_equal(entra_parse_token(imds, strlen(imds), now, &tok, &exp, &err), 0);
     assert_string_equal(buf_cstr(&tok), "eyJ0.abc-_~+/=");
     assert_int_equal(exp, 1700003600); /* expires_on wins over expires_in */
 
     static const char number[] = "{\"access_token\":\"t2\",\"expires_on\":1700000900}";
-    assert_int_equal(keyvault_parse_token(number, strlen(number), now, &tok, &exp, &err), 0);
+    assert_int_equal(entra_parse_token(number, strlen(number), now, &tok, &exp, &err), 0);
     assert_string_equal(buf_cstr(&tok), "t2");
     assert_int_equal(exp, 1700000900);
 
     static const char entra[] = "{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,"
                                 "\"access_token\":\"t3\"}";
-    assert_int_equal(keyvault_parse_token(entra, strlen(entra), now, &tok, &exp, &err), 0);
+    assert_int_equal(entra_parse_token(entra, strlen(entra), now, &tok, &exp, &err), 0);
     assert_int_equal(exp, now + 3599);
 
     static const char in_string[] = "{\"access_token\":\"t4\",\"expires_in\":\"60\"}";
-    assert_int_equal(keyvault_parse_token(in_string, strlen(in_string), now, &tok, &exp, &err), 0);
+    assert_int_equal(entra_parse_token(in_string, strlen(in_string), now, &tok, &exp, &err), 0);
     assert_int_equal(exp, now + 60);
 
     /* An unreadable expires_on (an old App Service date) falls back to expires_in. */
     static const char date[] = "{\"access_token\":\"t5\",\"expires_on\":\"09/14/2017 00:00:00 PM +00:00\","
                                "\"expires_in\":120}";
-    assert_int_equal(keyvault_parse_token(date, strlen(date), now, &tok, &exp, &err), 0);
+    assert_int_equal(entra_parse_token(date, strlen(date), now, &tok, &exp, &err), 0);
     assert_int_equal(exp, now + 120);
 
     static const struct {
@@ -473,7 +474,7 @@ static void test_token_answers(void **state)
     };
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
         buf_reset(&err);
-        if (keyvault_parse_token(bad[i].body, strlen(bad[i].body), now, &tok, &exp, &err) == 0)
+        if (entra_parse_token(bad[i].body, strlen(bad[i].body), now, &tok, &exp, &err) == 0)
             fail_msg("accepted %s", bad[i].body);
         if (!contains(buf_cstr(&err), bad[i].why))
             fail_msg("%s: wanted '%s' in '%s'", bad[i].body, bad[i].why, buf_cstr(&err));
@@ -838,7 +839,7 @@ static void test_keyvault_client_credentials(void **state)
     s = secrets_new(c);
     resolve_kv(s, c, -1, NULL, &err);
     assert_true(contains(buf_cstr(&err), "Entra ID at http://127.0.0.1:"));
-    assert_true(contains(buf_cstr(&err), "HTTP 401 (invalid_client); check tenant_id, client_id and client_secret"));
+    assert_true(contains(buf_cstr(&err), "HTTP 401 (invalid_client); check tenant_id, client_id and client_secret in secrets.keyvault"));
     assert_false(contains(buf_cstr(&err), "not-the-client-secret"));
     secrets_free(s);
 
