@@ -2,7 +2,8 @@
  * backend.c - libcurl calls to model backends (see backend.h).
  *
  * The caller's credentials never come here: the only authentication header
- * sent is the backend's own key, in the form its type expects.
+ * sent is the backend's own key, in the form its type expects (api-key for
+ * Azure, Authorization: Bearer for OpenAI and for Entra ID tokens).
  */
 #include "backend.h"
 
@@ -30,6 +31,7 @@ struct backend_pool *backend_pool_new(const struct cfg *cfg)
     pool->n = cfg->n_backends;
     for (size_t i = 0; i < pool->n; i++) {
         pool->conns[i].cfg = &cfg->backends[i];
+        pool->conns[i].index = i;
         pool->conns[i].curl = curl_easy_init();
         if (!pool->conns[i].curl) {
             backend_pool_free(pool);
@@ -56,6 +58,12 @@ void backend_pool_free(struct backend_pool *pool)
 int backend_load_key(struct backend_conn *c, struct secrets *secrets, int force, struct buf *err)
 {
     c->key_loaded = 0;
+    if (c->cfg->entra) {
+        if (secrets_backend_token(secrets, c->index, force, &c->key, err) < 0)
+            return -1;
+        c->key_loaded = 1;
+        return 0;
+    }
     if (!c->cfg->api_key_ref) {
         buf_reset(&c->key);
         c->key_loaded = 1;
@@ -275,7 +283,7 @@ int backend_perform(struct backend_conn *c, struct upstream_call *call)
     hdrs = curl_slist_append(hdrs, "Expect:");
     if (c->key.len) {
         struct buf h = {0};
-        if (c->cfg->type == BACKEND_AZURE)
+        if (c->cfg->type == BACKEND_AZURE && !c->cfg->entra)
             buf_puts(&h, "api-key: ");
         else
             buf_puts(&h, "Authorization: Bearer ");

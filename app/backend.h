@@ -17,8 +17,9 @@
 
 struct backend_conn {
     const struct cfg_backend *cfg;
+    size_t index;   /* in cfg->backends */
     void *curl;     /* CURL * */
-    struct buf key; /* the resolved api key; never logged */
+    struct buf key; /* the resolved api key, or the Entra ID token; never logged */
     int key_loaded;
 };
 
@@ -32,8 +33,9 @@ struct backend_pool *backend_pool_new(const struct cfg *cfg);
 void backend_pool_free(struct backend_pool *pool);
 
 struct secrets;
-/* Resolves the backend's key through the worker's secret cache (fetching it
- * again with force). 0, or -1 with err set. */
+/* Resolves the backend's key through the worker's secret cache, or its
+ * Entra ID token when it signs in with one (fetching either again with
+ * force). 0, or -1 with err set. */
 int backend_load_key(struct backend_conn *c, struct secrets *secrets, int force, struct buf *err);
 
 /* Called with the data of each SSE event; return 0 to go on, -1 to abort. */

@@ -316,8 +316,9 @@ static enum attempt_verdict attempt_backend(struct request *req, struct dispatch
     call->max_body = MAX_ANSWER_BYTES;
     buf_reset(&req->upstream);
     int rc = backend_perform(conn, call);
-    if (rc == 0 && call->status == 401 && conn->cfg->api_key_ref) {
-        /* The key may have been rotated: fetch it again and retry once. */
+    if (rc == 0 && call->status == 401 && (conn->cfg->api_key_ref || conn->cfg->entra)) {
+        /* The key may have been rotated, the token revoked: fetch it again
+         * and retry once. */
         struct buf err = {0};
         if (backend_load_key(conn, req->w->secrets, 1, &err) == 0) {
             buf_reset(&req->upstream);

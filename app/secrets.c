@@ -27,6 +27,7 @@
 #include <unistd.h>
 
 #include "config.h"
+#include "entra.h"
 #include "log.h"
 #include "request.h"
 
@@ -239,16 +240,59 @@ struct secrets {
     struct keyvault *kv; /* made when the first keyvault: reference is fetched */
     struct secret_entry *entries;
     size_t n, cap;
+    /* Per backend that signs in with Entra ID: its token (with its own lock),
+     * and the names its messages use. */
+    struct backend_signin {
+        struct entra_token *token;
+        char path[40];
+        char label[200];
+    } *signin;
 };
 
 struct secrets *secrets_new(const struct cfg *cfg)
 {
     struct secrets *s = calloc(1, sizeof *s);
-    if (s) {
-        s->cfg = cfg;
-        pthread_mutex_init(&s->mu, NULL);
+    if (!s)
+        return NULL;
+    s->cfg = cfg;
+    pthread_mutex_init(&s->mu, NULL);
+    s->signin = calloc(cfg->n_backends ? cfg->n_backends : 1, sizeof *s->signin);
+    if (!s->signin) {
+        secrets_free(s);
+        return NULL;
+    }
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        const struct cfg_backend *b = &cfg->backends[i];
+        struct backend_signin *si = &s->signin[i];
+        if (!b->entra)
+            continue;
+        snprintf(si->path, sizeof si->path, "backends[%zu].entra", i);
+        snprintf(si->label, sizeof si->label, "an access token for backend %s", b->name);
+        si->token = entra_token_new(b->entra, si->path, si->label, cfg->environment);
+        if (!si->token) {
+            secrets_free(s);
+            return NULL;
+        }
     }
     return s;
+}
+
+int secrets_backend_token(struct secrets *s, size_t backend, int force, struct buf *out,
+                          struct buf *err)
+{
+    if (backend >= s->cfg->n_backends || !s->signin[backend].token) {
+        buf_puts(err, "the backend does not sign in with Entra ID");
+        return -1;
+    }
+    return entra_token_get(s->signin[backend].token, force, out, err);
+}
+
+unsigned long secrets_backend_token_requests(struct secrets *s)
+{
+    unsigned long n = 0;
+    for (size_t i = 0; s && i < s->cfg->n_backends; i++)
+        n += entra_token_requests(s->signin[i].token);
+    return n;
 }
 
 void secrets_free(struct secrets *s)
@@ -261,6 +305,9 @@ void secrets_free(struct secrets *s)
     }
     free(s->entries);
     keyvault_free(s->kv);
+    for (size_t i = 0; s->signin && i < s->cfg->n_backends; i++)
+        entra_token_free(s->signin[i].token);
+    free(s->signin);
     pthread_mutex_destroy(&s->mu);
     free(s);
 }
@@ -425,6 +472,22 @@ int secrets_check_all(const struct cfg *cfg, FILE *out)
             continue;
         snprintf(path, sizeof path, "backends[%zu].api_key", i);
         failures += check_one(s, path, cfg->backends[i].api_key_ref, out);
+    }
+    for (size_t i = 0; i < cfg->n_backends; i++) {
+        if (!cfg->backends[i].entra)
+            continue;
+        /* Sign in as the workers will: the token itself is never shown. */
+        struct buf token = {0}, err = {0};
+        const char *scope = cfg->backends[i].entra->scope;
+        if (secrets_backend_token(s, i, 1, &token, &err) < 0) {
+            fprintf(out, "backends[%zu].entra\t%s\t%s\n", i, scope, buf_cstr(&err));
+            failures++;
+        } else {
+            fprintf(out, "backends[%zu].entra\t%s\tok (%s)\n", i, scope,
+                    cfg->backends[i].entra->auth);
+        }
+        buf_wipe(&token);
+        buf_free(&err);
     }
     if (cfg->auth.jwt_hs256_secret_ref)
         failures += check_one(s, "auth.jwt.hs256_secret", cfg->auth.jwt_hs256_secret_ref, out);

@@ -79,4 +79,13 @@ unsigned long secrets_token_requests(struct secrets *s);
  */
 int secrets_check_all(const struct cfg *cfg, FILE *out);
 
+/* Backend i's Entra ID access token (cfg->backends[i].entra) into out: the
+ * process's one token, fetched by the first thread that finds it due while
+ * the others wait; with force (the backend answered 401) a new one. 0, or
+ * -1 with a sentence in err that never holds the token. */
+int secrets_backend_token(struct secrets *s, size_t backend, int force, struct buf *out,
+                          struct buf *err);
+/* How many tokens the backends' sign-ins have asked for (for tests). */
+unsigned long secrets_backend_token_requests(struct secrets *s);
+
 #endif

@@ -72,6 +72,10 @@
 #   stream_chunks     null = one stream piece per word, N = reply in N pieces
 #   expect_key        null = any non-empty key; else the key that must come
 #   expect_bearer     null, or a bearer token also accepted on azure routes
+#   bearer_introspect_url  null, or the token service's introspection URL: a
+#                     bearer token it calls live with audience
+#                     https://cognitiveservices.azure.com is accepted too
+#   bearer_only       refuse api-key (an Azure resource with disableLocalAuth)
 #   latency_s         delay before every API answer
 #   usage_on_finish_chunk  chat streams: usage on the finish_reason chunk
 #   null_id           chat answers carry "id": null
@@ -130,6 +134,12 @@ def default_config(name):
         "expect_key": None,
         # A bearer token also accepted on azure routes (Entra ID style).
         "expect_bearer": None,
+        # Entra ID sign-in: a bearer token is accepted when this introspection
+        # URL (tests/mock_keyvault.py's /_mock/introspect) says it is live and
+        # issued for https://cognitiveservices.azure.com.
+        "bearer_introspect_url": None,
+        # The resource has local authentication disabled: api-key refused.
+        "bearer_only": False,
         "latency_s": 0,
         # Some providers send usage on the last chunk that still has choices
         # (the finish_reason chunk) instead of a separate chunk with none.
@@ -173,7 +183,10 @@ def validate_config_update(upd):
         elif k in ("usage_on_finish_chunk", "null_id"):
             if not isinstance(v, bool):
                 return "%s must be true or false" % k
-        elif k in ("expect_key", "expect_bearer"):
+        elif k == "bearer_only":
+            if not isinstance(v, bool):
+                return "bearer_only must be true or false"
+        elif k in ("expect_key", "expect_bearer", "bearer_introspect_url"):
             if v is not None and not isinstance(v, str):
                 return "%s must be a string or null" % k
         else:
@@ -729,6 +742,10 @@ class Handler(BaseHTTPRequestHandler):
             key = self.headers.get("api-key", "")
             key_ok = bool(key) and (cfg["expect_key"] is None or key == cfg["expect_key"])
             bearer_ok = bool(token) and cfg["expect_bearer"] is not None and token == cfg["expect_bearer"]
+            if token and cfg["bearer_introspect_url"] and not bearer_ok:
+                bearer_ok = self.token_is_live(cfg["bearer_introspect_url"], token)
+            if cfg["bearer_only"] and key:
+                key_ok = False  # disableLocalAuth: keys are refused
             if not (key_ok or bearer_ok):
                 self.send_json(401, ERR_401, self.api_headers())
                 return
@@ -782,6 +799,17 @@ class Handler(BaseHTTPRequestHandler):
             self.chat(flavor, body, cfg, is_stream, break_stream, epoch)
         else:
             self.embeddings(flavor, body, cfg)
+
+    def token_is_live(self, url, token):
+        """Asks the token service whether it issued this token for Azure OpenAI."""
+        from urllib.parse import quote
+        from urllib.request import urlopen
+        try:
+            with urlopen(url + ("&" if "?" in url else "?") + "token=" + quote(token), timeout=5) as r:
+                d = json.loads(r.read())
+        except (OSError, ValueError):
+            return False
+        return d.get("active") is True and d.get("audience") == "https://cognitiveservices.azure.com"
 
     def invalid_request(self, message, param=None):
         self.send_json(400, {"error": {"message": message, "type": "invalid_request_error",
