@@ -149,6 +149,45 @@ static void test_unknown_paths_are_404(void **state)
     }
 }
 
+static void test_responses_routes(void **state)
+{
+    (void)state;
+    expect_route("POST", "/v1/responses", ROUTE_RESPONSES);
+    expect_route("POST", "/openai/v1/responses", ROUTE_RESPONSES);
+    expect_route("POST", "/openai/responses", ROUTE_RESPONSES);
+    expect_route("POST", "/openai/deployments/gpt-4o/responses", ROUTE_AZURE_RESPONSES);
+    assert_string_equal(dep, "gpt-4o");
+    const char *prefixes[] = {"/v1/responses/", "/openai/v1/responses/", "/openai/responses/"};
+    for (size_t i = 0; i < 3; i++) {
+        char p[128];
+        snprintf(p, sizeof p, "%sresp_abc123", prefixes[i]);
+        expect_route("GET", p, ROUTE_RESPONSE_GET);
+        assert_string_equal(dep, "resp_abc123");
+        assert_true(router_is_stored_response(route));
+        expect_route("HEAD", p, ROUTE_RESPONSE_GET);
+        expect_route("DELETE", p, ROUTE_RESPONSE_DELETE);
+        expect_err("POST", p, AIGW_ERR_METHOD_NOT_ALLOWED);
+        snprintf(p, sizeof p, "%sresp_abc123/input_items", prefixes[i]);
+        expect_route("GET", p, ROUTE_RESPONSE_INPUT_ITEMS);
+        assert_string_equal(dep, "resp_abc123");
+        expect_err("DELETE", p, AIGW_ERR_METHOD_NOT_ALLOWED);
+        /* an id that could be something else in a backend URL */
+        const char *bad[] = {"..", "%2e%2e", "a%2Fb", "", "x/y", "resp_1/input_items/", "a b",
+                             "resp_1/cancel"};
+        for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
+            snprintf(p, sizeof p, "%s%s", prefixes[i], bad[k]);
+            expect_err("GET", p, AIGW_ERR_NOT_FOUND);
+        }
+    }
+    assert_false(router_is_stored_response(ROUTE_RESPONSES));
+    expect_err("GET", "/v1/responses", AIGW_ERR_METHOD_NOT_ALLOWED);
+    assert_string_equal(router_operation(ROUTE_RESPONSES), "responses");
+    assert_string_equal(router_operation(ROUTE_AZURE_RESPONSES), "responses");
+    assert_string_equal(router_operation(ROUTE_RESPONSE_GET), "responses.get");
+    assert_string_equal(router_operation(ROUTE_RESPONSE_DELETE), "responses.delete");
+    assert_string_equal(router_operation(ROUTE_RESPONSE_INPUT_ITEMS), "responses.input_items");
+}
+
 static void test_deployment_percent_decoded(void **state)
 {
     (void)state;
@@ -295,6 +334,7 @@ int main(void)
         cmocka_unit_test(test_deployment_length_bound),
         cmocka_unit_test(test_failed_match_leaves_no_deployment),
         cmocka_unit_test(test_operation_names),
+        cmocka_unit_test(test_responses_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
