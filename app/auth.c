@@ -191,6 +191,9 @@ enum aigw_err auth_authenticate(struct request *req)
     if (authz && apikey)
         return request_fail(req, AIGW_ERR_INVALID_VALUE, "Authorization",
                             "Send either an Authorization header or an api-key header, not both.");
+    if (req->repeated_credential)
+        return request_fail(req, AIGW_ERR_INVALID_VALUE, req->repeated_credential,
+                            "The %s header is repeated; send it once.", req->repeated_credential);
     if (repeated(authz) || repeated(apikey))
         return request_fail(req, AIGW_ERR_INVALID_VALUE, authz ? "Authorization" : "api-key",
                             "The credential header is repeated; send it once.");

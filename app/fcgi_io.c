@@ -70,6 +70,20 @@ static void make_request_id(struct request *req)
              h + 16, h + 20);
 }
 
+/* The credential header a client sent twice, when the web server passed both
+ * copies as parameters of one name (nginx does; lighttpd and Apache join them
+ * with ", ", which auth.c sees in the value): "Authorization", "api-key" or
+ * NULL. A second copy must not be ignored: which one a layer reads differs. */
+static const char *repeated_credential(FCGX_ParamArray env)
+{
+    int authz = 0, key = 0;
+    for (char **p = env; p && *p; p++) {
+        authz += strncmp(*p, "HTTP_AUTHORIZATION=", 19) == 0;
+        key += strncmp(*p, "HTTP_API_KEY=", 13) == 0;
+    }
+    return authz > 1 ? "Authorization" : key > 1 ? "api-key" : NULL;
+}
+
 enum aigw_err fcgi_read_request(struct request *req)
 {
     FCGX_ParamArray env = req->fcgi->envp;
@@ -81,6 +95,7 @@ enum aigw_err fcgi_read_request(struct request *req)
     req->content_type = FCGX_GetParam("CONTENT_TYPE", env);
     req->authorization = FCGX_GetParam("HTTP_AUTHORIZATION", env);
     req->api_key = FCGX_GetParam("HTTP_API_KEY", env);
+    req->repeated_credential = repeated_credential(env);
 
     /* The path: REQUEST_URI without the query (what the client sent). */
     const char *uri = FCGX_GetParam("REQUEST_URI", env);

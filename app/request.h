@@ -97,6 +97,7 @@ struct request {
     const char *client_ip;
     const char *authorization;
     const char *api_key;
+    const char *repeated_credential; /* a credential header sent twice, or NULL */
     struct buf body;
 
     /* route */

@@ -159,6 +159,90 @@ def test_repeated_and_conflicting_credentials_are_400(gw, mocks):
     assert_unharmed(gw, mocks)
 
 
+def raw_exchange(port, data):
+    """Sends raw bytes, returns (status, headers dict, body) of the answer."""
+    s = socket.create_connection(("127.0.0.1", port), timeout=10)
+    s.sendall(data)
+    resp = b""
+    try:
+        while chunk := s.recv(65536):
+            resp += chunk
+    except (ConnectionResetError, socket.timeout):
+        pass
+    s.close()
+    head, _, body = resp.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    status = int(lines[0].split()[1]) if lines and lines[0].startswith("HTTP/") else 0
+    headers = {k.lower(): v.strip() for k, _, v in (ln.partition(":") for ln in lines[1:])}
+    if headers.get("transfer-encoding", "").lower() == "chunked":
+        out = b""
+        while body:
+            size, _, rest = body.partition(b"\r\n")
+            n = int(size.split(b";")[0] or b"0", 16)
+            if n == 0:
+                break
+            out, body = out + rest[:n], rest[n + 2:]
+        body = out
+    return status, headers, body
+
+
+@pytest.mark.parametrize("server", ["lighttpd", "nginx", "apache_proxy_fcgi"])
+@pytest.mark.parametrize("header", ["api-key", "Authorization"])
+def test_a_credential_sent_twice_is_400_through_every_server(make_gateway, mocks, server, header):
+    """nginx passes both copies as two parameters of one name; lighttpd and
+    Apache join them. Either way the request is refused, whichever copy is
+    the good one."""
+    g = make_gateway(server=server, workers=2, auth={"enabled": True})
+    g.cli("user", "add", "mallory")
+    key = g.cli("key", "create", "mallory").stdout.strip()
+    good = key if header == "api-key" else f"Bearer {key}"
+    body = json.dumps(chat_body(user_id="mallory")).encode()
+    for first, second in ((good, good), (good, "nope"), ("nope", good)):
+        status, _, answer = raw_exchange(
+            g.port, b"POST /api/chat HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + f"{header}: {first}\r\n{header}: {second}\r\n".encode()
+            + b"Connection: close\r\nContent-Length: " + str(len(body)).encode()
+            + b"\r\n\r\n" + body)
+        assert status == 400, (server, header, status, answer[:300])
+        err = json.loads(answer)["error"]
+        # aigw names the header; nginx refuses a second Authorization itself.
+        assert err["param"] == header or (server == "nginx" and header == "Authorization"
+                                          and err["code"] == "bad_request"), err
+    assert mocks["east"].stats()["requests"] == 0
+    r = g.post("/api/chat", chat_body(user_id="mallory"), headers={header: good})
+    assert r.status == 200, r
+
+
+NGINX_REFUSALS = {
+    "64 KiB header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"j" * 65536
+                      + b"\r\nContent-Length: 0\r\n\r\n", (400, 431)),
+    "16 KiB Authorization": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+                             + b"a" * 16384 + b"\r\nContent-Length: 0\r\n\r\n", (400, 431)),
+    "NUL in a header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n"
+                        b"Content-Length: 0\r\n\r\n", (400,)),
+    "path above the root": (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+    "conflicting Content-Length": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nhello", (400,)),
+    "8 KiB deployment name": (b"POST /openai/deployments/" + b"d" * 8192
+                              + b"/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+                              (414,)),
+    "HTTP/0.9-ish garbage": (b"\x16\x03\x01 hello\r\n\r\n", (400,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(NGINX_REFUSALS))
+def test_what_nginx_refuses_itself_is_openai_shaped_json(make_gateway, mocks, case):
+    g = make_gateway(server="nginx", workers=1)
+    data, statuses = NGINX_REFUSALS[case]
+    status, headers, body = raw_exchange(g.port, data)
+    assert status in statuses, (case, status, body[:200])
+    assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
+    err = json.loads(body)["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
+    assert mocks["east"].stats()["requests"] == 0
+    assert g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+
+
 def test_oversized_headers_are_refused_by_the_server(gw, mocks):
     r = gw.post("/api/chat", chat_body(user_id="mallory"), headers=dict(gw.h, **{"X-Junk": "j" * 70000}))
     assert 400 <= r.status < 500
