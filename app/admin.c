@@ -545,8 +545,9 @@ int admin_audit(const char *config_path, int argc, char **argv)
             "usage: aigw [--config PATH] audit prune --older-than DURATION\n"
             "       aigw [--config PATH] audit sweep [--older-than DURATION]\n\n"
             "prune deletes completed audit rows older than DURATION (e.g. 90d) in small batches.\n"
-            "sweep marks pending rows of requests whose worker died 'abandoned' and releases\n"
-            "their budget reservations (default: older than the request deadline).\n",
+            "sweep marks pending rows of requests whose worker died 'abandoned' and charges\n"
+            "their reserved tokens to the budget, since a backend may have billed the call\n"
+            "(default: older than the request deadline).\n",
             wants_help(argc, argv) ? stdout : stderr);
         return !wants_help(argc, argv);
     }

@@ -1,7 +1,7 @@
 /*
  * config.h - the gateway's configuration, loaded once per process.
  *
- * The JSON file (DESIGN.md section 4) becomes a struct cfg with every default
+ * The JSON file (the README's Configuration section) becomes a struct cfg with every default
  * filled in and every value checked; the request path reads only this struct
  * and never the file. Secrets stay references (env:, file:, keyvault:) here
  * and are resolved by secrets.c when first needed.

@@ -39,7 +39,7 @@ enum aigw_err {
 struct aigw_err_info {
     int http_status;
     const char *type;    /* OpenAI error type */
-    const char *code;    /* OpenAI error code, the contract of DESIGN.md 5a */
+    const char *code;    /* OpenAI error code: part of the HTTP contract (README) */
     const char *message; /* default message, used when the stage gives none */
 };
 

@@ -12,7 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#define JSON_MAX_DEPTH 64 /* DESIGN.md 5a: nesting <= 64 */
+#define JSON_MAX_DEPTH 64 /* the README's validation rules: nesting <= 64 */
 
 struct scanner {
     const unsigned char *p, *start, *end;

@@ -328,7 +328,7 @@ void limits_settle(struct request *req)
             return;
         }
     }
-    /* The row stays 'pending'; the sweep marks it abandoned and releases it. */
+    /* The row stays 'pending'; the sweep marks it abandoned and charges it. */
     log_error("request %s: cannot settle", req->request_id);
 }
 
@@ -343,9 +343,16 @@ int limits_sweep_batch(struct store *st, int64_t cutoff_ms, int64_t now)
             return -1;
         if (changed != 1)
             continue;
-        if (rows[i].budget_period_start >= 0 && rows[i].reserved_tokens > 0 &&
-            store_budget_add(st, rows[i].user_id, rows[i].budget_period_start, 0,
-                             -rows[i].reserved_tokens) < 0)
+        /* The worker died after admission: whether its backend answered (and
+         * billed) is unknown, so the reservation is charged, not released.
+         * The daily usage counts the request as failed with those tokens. */
+        int64_t t = rows[i].reserved_tokens;
+        if (rows[i].budget_period_start >= 0 && t > 0 &&
+            store_budget_add(st, rows[i].user_id, rows[i].budget_period_start, t, -t) < 0)
+            return -1;
+        const int64_t usage[7] = {1, 0, 1, 0, 0, 0, t};
+        if (store_usage_add(st, rows[i].ts_ms - rows[i].ts_ms % 86400000, rows[i].user_id,
+                            usage) < 0)
             return -1;
         done++;
     }
@@ -363,7 +370,7 @@ int limits_sweep_abandoned(struct store *st, int64_t max_age_ms)
         return -1;
     }
     if (done)
-        log_warn("marked %d stale pending request(s) abandoned and released their reservations",
+        log_warn("marked %d stale pending request(s) abandoned and charged their reserved tokens",
                  done);
     return done;
 }

@@ -1,7 +1,7 @@
 /*
  * pipeline.h - one request, start to finish.
  *
- * pipeline_handle reads as the list of stages in DESIGN.md section 2:
+ * pipeline_handle reads as the list of stages in docs/ARCHITECTURE.md:
  * read, route, authenticate, validate, admit, dispatch (with sanitize and
  * respond), settle. pipeline_after_response is the post-response work a
  * worker does once the client has its answer.

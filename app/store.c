@@ -108,11 +108,14 @@ static const char *const stmt_sql[ST__COUNT] = {
         "SELECT backend, coalesce(end_user, user_id), model, total_tokens FROM audit_log"
         " WHERE response_id = ?1 AND status = 'success' ORDER BY id DESC LIMIT 1",
     [ST_AUDIT_STALE] = "SELECT request_id, coalesce(end_user, user_id), reserved_tokens, "
-                       "budget_period_start FROM audit_log"
+                       "budget_period_start, ts_ms FROM audit_log"
                        " WHERE status = 'pending' AND ts_ms < ?1 ORDER BY ts_ms LIMIT ?2",
-    [ST_AUDIT_ABANDON] = "UPDATE audit_log SET status = 'abandoned', error_code = 'internal_error',"
-                         " error = 'the worker handling this request stopped before it completed',"
-                         " completed_ms = ?2 WHERE request_id = ?1 AND status = 'pending'",
+    [ST_AUDIT_ABANDON] =
+        "UPDATE audit_log SET status = 'abandoned', error_code = 'internal_error',"
+        " error = 'the worker handling this request stopped before it completed; the tokens"
+        " reserved for it are charged, since a backend may have answered and billed the call',"
+        " total_tokens = reserved_tokens, completed_ms = ?2"
+        " WHERE request_id = ?1 AND status = 'pending'",
     [ST_AUDIT_PRUNE] = "DELETE FROM audit_log WHERE id IN (SELECT id FROM audit_log"
                        " WHERE ts_ms < ?1 AND status <> 'pending' ORDER BY ts_ms LIMIT ?2)",
     [ST_BREAKER_GET] = "SELECT state, failures, open_until_ms, half_open_inflight, last_error,"
@@ -714,6 +717,7 @@ int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *ou
         copy_col(st, 1, out[n].user_id, sizeof out[n].user_id);
         out[n].reserved_tokens = sqlite3_column_int64(st, 2);
         out[n].budget_period_start = col_int_or(st, 3, -1);
+        out[n].ts_ms = sqlite3_column_int64(st, 4);
         n++;
     }
     sqlite3_reset(st);

@@ -151,6 +151,7 @@ struct pending_row {
     char user_id[257]; /* whose budget holds the reservation (end user, else caller) */
     int64_t reserved_tokens;
     int64_t budget_period_start;
+    int64_t ts_ms;
 };
 /* Pending rows started before cutoff_ms, at most limit of them. Returns count or -1. */
 int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *out, int limit);

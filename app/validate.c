@@ -17,7 +17,7 @@
 
 #include "json_strict.h"
 
-#define USER_ID_MAX 256 /* DESIGN.md 5a */
+#define USER_ID_MAX 256 /* the README's validation rules */
 
 static enum aigw_err verr(struct validation_error *e, enum aigw_err code, const char *param,
                           const char *fmt, ...) __attribute__((format(printf, 4, 5)));

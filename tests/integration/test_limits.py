@@ -81,7 +81,33 @@ def test_tokens_per_minute_limit(make_gateway, mocks):
     assert r.headers["x-ratelimit-limit-tokens"] == "1000"
 
 
-def test_killed_worker_leaves_abandoned_row_and_releases_reservation(make_gateway, mocks):
+def test_spend_of_calls_whose_workers_died_is_never_uncounted(make_gateway, mocks):
+    """Workers killed while their backends answer: the backends bill every
+    call, and the budget charges at least what they billed."""
+    gw, h = keyed_gateway(make_gateway, workers=2, retry={"deadline_s": 60})
+    mocks["east"].set(latency_s=1.0, prompt_tokens=40, completion_tokens=60)
+    n = 6
+    threads = [threading.Thread(target=lambda: gw.post("/api/chat", chat_body(user_id="erin",
+                                                                                max_tokens=200),
+                                                        headers=h, timeout=20), daemon=True)
+               for _ in range(n)]
+    for t in threads:
+        t.start()
+    deadline = time.time() + 10
+    while time.time() < deadline and mocks["east"].stats()["in_flight"] < n:
+        time.sleep(0.02)
+    assert mocks["east"].stats()["in_flight"] == n
+    for pid in gw.worker_pids():
+        os.kill(pid, signal.SIGKILL)
+    time.sleep(1.5)  # the backend finishes (and bills) every call
+    gw.cli("audit", "sweep", "--older-than", "0s")
+    billed = n * (40 + 60)
+    used = gw.query("SELECT used, reserved FROM budget_usage")[0]
+    assert used["reserved"] == 0 and used["used"] >= billed, (used, billed)
+    assert [r["status"] for r in gw.audit_rows()] == ["abandoned"] * n
+
+
+def test_killed_worker_leaves_abandoned_row_and_charges_reservation(make_gateway, mocks):
     gw, h = keyed_gateway(make_gateway, workers=2, retry={"deadline_s": 60})
     mocks["east"].set(mode="hang", hang_s=30)
     t = threading.Thread(target=lambda: gw.post("/api/chat", chat_body(user_id="erin"), headers=h, timeout=20),
@@ -99,7 +125,11 @@ def test_killed_worker_leaves_abandoned_row_and_releases_reservation(make_gatewa
     assert "marked 1 request(s) abandoned" in out
     row = gw.audit_rows()[0]
     assert row["status"] == "abandoned"
-    assert gw.query("SELECT reserved FROM budget_usage")[0]["reserved"] == 0
+    # The backend may have answered and billed: the reservation is charged.
+    reserved = row["reserved_tokens"]
+    assert reserved > 0 and row["total_tokens"] == reserved and "charged" in row["error"]
+    assert gw.query("SELECT used, reserved FROM budget_usage")[0] == {"used": reserved, "reserved": 0}
+    assert gw.query("SELECT failed, total_tokens FROM usage_daily")[0] == {"failed": 1, "total_tokens": reserved}
     mocks["east"].reset()
     # The web server brings workers back and traffic continues.
     deadline = time.time() + 10

@@ -212,7 +212,7 @@ static void test_throttled_opens_for_retry_after(void **state)
     assert_int_equal(r.half_open_inflight, 0);
 }
 
-/* DESIGN.md 2 (dispatch): backoff "honouring Retry-After". A backend that
+/* Dispatch (docs/ARCHITECTURE.md): backoff "honouring Retry-After". A backend that
  * answered 429 with Retry-After: 120 has said when it can take calls again; a
  * failure from a call that was already in flight must not shorten that to the
  * 30 s recovery timeout. */

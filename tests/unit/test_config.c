@@ -2,7 +2,7 @@
  * test_config.c - unit tests for app/config.c: loading and checking aigw.json.
  *
  * Covers what an operator relies on when running `aigw check-config`: a
- * minimal file loads with every documented default (DESIGN.md section 4);
+ * minimal file loads with every documented default (the README's Configuration section);
  * every wrong type, out-of-range value and unknown key is reported as
  * "FILE: json.path: message", all problems of a file at once; backends need
  * deployments and unique names; redaction patterns must compile; a literal
@@ -107,7 +107,7 @@ static void test_minimal_config_has_every_default(void **state)
 
     assert_non_null(c->database.path); /* where is not part of the contract */
     assert_string_equal(c->database.synchronous, "normal");
-    assert_true(c->database.busy_timeout_ms > 0); /* DESIGN.md 6: busy_timeout set */
+    assert_true(c->database.busy_timeout_ms > 0); /* the store: busy_timeout set */
 
     assert_int_equal(c->auth.enabled, 1);
     assert_int_equal(c->auth.api_keys, 1);
@@ -117,7 +117,7 @@ static void test_minimal_config_has_every_default(void **state)
     assert_null(c->auth.jwt_jwks_file);
     assert_null(c->auth.jwt_hs256_secret_ref);
     assert_non_null(c->auth.user_claim);
-    assert_int_equal(c->auth.leeway_s, 60); /* DESIGN.md 5a */
+    assert_int_equal(c->auth.leeway_s, 60); /* the README's defaults */
     assert_int_equal(c->auth.n_required_roles, 1);
     assert_string_equal(c->auth.required_roles[0], "AI.User");
 

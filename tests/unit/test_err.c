@@ -1,7 +1,7 @@
 /*
  * test_err.c - unit tests for app/err.c: the one table of gateway errors.
  *
- * Covers the contract of DESIGN.md sections 5 and 5a that SDKs and callers
+ * Covers the HTTP contract (the README's HTTP API section) that SDKs and callers
  * depend on: every enum aigw_err value maps to the documented HTTP status,
  * OpenAI error type and code string; codes are unique; every error has a
  * message; values outside the enum fall back to internal_error.
@@ -23,7 +23,7 @@ struct expected {
     const char *type;
 };
 
-/* DESIGN.md 5: 400 invalid request, 401 unauthenticated, 403 forbidden role or
+/* The HTTP contract: 400 invalid request, 401 unauthenticated, 403 forbidden role or
  * budget exhausted, 404, 405, 413, 415, 429 rate limited, 502 backend failed,
  * 503 every breaker open or no OpenID keys to check a token with, 504
  * deadline. Types are OpenAI's. */

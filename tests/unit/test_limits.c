@@ -197,7 +197,7 @@ static void test_gcra_large_token_limits(void **state)
 }
 
 /* requests_per_window values that do not divide the window evenly must still
- * admit a burst of exactly the limit (DESIGN.md 4: requests_per_window is a
+ * admit a burst of exactly the limit (the README: requests_per_window is a
  * count per window; limits.h: "A burst of up to limit is allowed"). */
 static void test_gcra_uneven_interval_burst(void **state)
 {

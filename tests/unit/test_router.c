@@ -1,7 +1,7 @@
 /*
  * test_router.c - unit tests for app/router.c: method and path to endpoint.
  *
- * Covers pipeline stage 2 against the HTTP surface of DESIGN.md section 3:
+ * Covers pipeline stage 2 against the HTTP surface in the README's HTTP API table:
  * every route with its method; 405 for a known path with the wrong method
  * and 404 for unknown paths; HEAD on GET routes; the Azure deployment
  * segment percent-decoded, and names that could reach a backend URL as

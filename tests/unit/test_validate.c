@@ -386,7 +386,7 @@ static void test_seed_user_id(void **state)
     expect_fail(seed_user_id("\"a\\u007f\""), AIGW_ERR_INVALID_VALUE, "user_id");
 }
 
-/* DESIGN.md 5a: user_id is 1..256 *printable* characters. The C1 controls
+/* The README's validation rules: user_id is 1..256 *printable* characters. The C1 controls
  * (U+0080..U+009F, e.g. U+009B, the one-byte terminal CSI) are control
  * characters just like U+0001..U+001F and U+007F, and must be refused the same
  * way: user_id ends up in logs, audit rows and `aigw report` output. */
