@@ -671,11 +671,15 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     c->audit.retention_days = (int)get_int(L, o, "audit", "retention_days", 90, 0, 36500);
 
     o = get_object(L, root, "", "telemetry");
-    static const char *const k_tel[] = {"otlp_endpoint", "service_name", NULL};
+    static const char *const k_tel[] = {"otlp_endpoint", "service_name", "metrics_user_label",
+                                        NULL};
     if (o)
         check_keys(L, o, "telemetry", k_tel);
     c->telemetry.otlp_endpoint = get_string(L, o, "telemetry", "otlp_endpoint", NULL);
     c->telemetry.service_name = get_string(L, o, "telemetry", "service_name", "aigw");
+    /* One series per user breaks Prometheus at tens of thousands of users;
+     * the reports hold the per-user numbers either way. */
+    c->telemetry.metrics_user_label = get_bool(L, o, "telemetry", "metrics_user_label", 0);
     if (c->telemetry.otlp_endpoint && strncmp(c->telemetry.otlp_endpoint, "http://", 7) != 0 &&
         strncmp(c->telemetry.otlp_endpoint, "https://", 8) != 0)
         problem(L, "telemetry.otlp_endpoint", "must start with http:// or https://");

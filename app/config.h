@@ -128,6 +128,7 @@ struct cfg {
     struct {
         char *otlp_endpoint;
         char *service_name;
+        int metrics_user_label; /* aigw_tokens_total{user=...}: off by default */
     } telemetry;
     struct {
         int cache_ttl_s;

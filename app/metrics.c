@@ -81,15 +81,18 @@ int metrics_collect(struct request *req, int http_status, const char *status, st
     label(&l, "backend", req->backend_name ? req->backend_name : "");
     rc |= add(s, "aigw_requests_total", &l, 1);
     const char *user = req->subject ? req->subject : req->caller.user_id;
+    int by_user = req->w->cfg->telemetry.metrics_user_label;
     if (req->prompt_tokens > 0) {
         buf_reset(&l);
-        label(&l, "user", user);
+        if (by_user)
+            label(&l, "user", user);
         label(&l, "direction", "input");
         rc |= add(s, "aigw_tokens_total", &l, (double)req->prompt_tokens);
     }
     if (req->completion_tokens > 0) {
         buf_reset(&l);
-        label(&l, "user", user);
+        if (by_user)
+            label(&l, "user", user);
         label(&l, "direction", "output");
         rc |= add(s, "aigw_tokens_total", &l, (double)req->completion_tokens);
     }

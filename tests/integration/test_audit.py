@@ -147,6 +147,28 @@ def test_metrics_match_the_audit_table_across_workers(make_gateway, mocks):
     assert set(breaker) == {"east", "west", "eu"}
 
 
+@pytest.mark.parametrize("by_user", [False, True])
+def test_token_metrics_carry_the_user_only_when_asked(make_gateway, mocks, by_user):
+    """One series per user would break Prometheus at tens of thousands of
+    users: the user label is off unless telemetry.metrics_user_label."""
+    gw = make_gateway(telemetry={"metrics_user_label": by_user})
+    mocks["east"].set(prompt_tokens=5, completion_tokens=2)
+    for u in ("ann", "ben", "cy"):
+        assert gw.post("/api/chat", chat_body(user_id=u)).status == 200
+    samples, _ = parse_prometheus(gw.get("/metrics").body.decode())
+    tokens = {k[1]: v for k, v in samples.items() if k[0] == "aigw_tokens_total"}
+    if by_user:
+        assert tokens[(("direction", "input"), ("user", "ann"))] == 5 or \
+            tokens[(("user", "ann"), ("direction", "input"))] == 5, tokens
+        assert len(tokens) == 6
+    else:
+        assert {dict(k)["direction"]: v for k, v in tokens.items()} == {"input": 15, "output": 6}
+        assert all("user" not in dict(k) for k in tokens)
+    # The per-user numbers are in the reports either way.
+    report = gw.cli("report", "usage", "--format", "json", check=False)
+    assert report.returncode == 0 and "ann" in report.stdout, report
+
+
 def test_redacted_bodies_store_no_key(make_gateway, mocks):
     gw = make_gateway(audit={"log_bodies": "redacted"})
     mocks["east"].set(reply=f"here: {SK}")
