@@ -263,7 +263,10 @@ class Gateway:
                 env = open(f"/proc/{pid}/environ", "rb").read().decode(errors="replace")
             except OSError:
                 continue
-            if cmd.startswith(AIGW_BIN) and self.config_path in (env + cmd):
+            # AIGW_BIN, or the copy servers.worker_bin() made for the worker user.
+            prog = cmd.split(" ", 1)[0]
+            if (prog == AIGW_BIN or os.path.basename(prog) == os.path.basename(AIGW_BIN)) \
+                    and self.config_path in (env + cmd):
                 pids.append(int(pid))
         return pids
 

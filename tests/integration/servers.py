@@ -196,6 +196,34 @@ def _reachable_by_others(path):
         d = os.path.dirname(d)
 
 
+_worker_bin = None
+
+
+def worker_bin():
+    """The aigw binary as the worker user can run it: AIGW_BIN itself when
+    that user can reach it, else a copy in a directory under the temporary
+    directory (a checkout under a mode-700 home, such as /root, is not
+    reachable by nobody). Made once per test session."""
+    global _worker_bin
+    if _worker_bin:
+        return _worker_bin
+    real = os.path.realpath(AIGW_BIN)
+    if not _is_root() or _reachable_by_others(real):
+        _worker_bin = AIGW_BIN
+        return _worker_bin
+    st = os.stat(real)
+    d = os.path.join(tempfile.gettempdir(), f"aigw-bin-{os.getuid()}-{st.st_ino}-{int(st.st_mtime)}")
+    os.makedirs(d, exist_ok=True)
+    os.chmod(d, 0o755)
+    dst = os.path.join(d, "aigw")
+    tmp = dst + f".{os.getpid()}"
+    shutil.copy2(real, tmp)
+    os.chmod(tmp, 0o755)
+    os.replace(tmp, dst)
+    _worker_bin = dst
+    return _worker_bin
+
+
 def _config_files(value):
     """Absolute paths of existing files named in the aigw config (file:PATH
     secret references, jwks_file, ...)."""
@@ -241,8 +269,8 @@ def grant_worker_access(gw, *paths):
         if real.startswith(tmproot + os.sep):
             _allow_search(real, tmproot)
             os.chown(real, uid, gid)
-    assert _reachable_by_others(os.path.realpath(AIGW_BIN)), \
-        f"{AIGW_BIN} and every directory above it must be executable by {WORKER_USER}"
+    assert _reachable_by_others(os.path.realpath(worker_bin())), \
+        f"{worker_bin()} and every directory above it must be executable by {WORKER_USER}"
 
 
 # --- Apache + mod_fcgid -------------------------------------------------------
@@ -328,7 +356,7 @@ def start_apache(gw):
     docroot = os.path.join(gw.tmpdir, "htdocs")
     os.makedirs(docroot, exist_ok=True)
     site = _subst_apache_defines(_shipped("apache", "aigw.conf"), {
-        "AIGW_BIN": AIGW_BIN,
+        "AIGW_BIN": worker_bin(),
         "AIGW_CONFIG": gw.config_path,
         "AIGW_PORT": str(gw.port),
         "AIGW_WORKERS": str(gw.workers),
@@ -364,7 +392,7 @@ def write_htaccess_site(gw, docroot=None):
     os.chmod(docroot, 0o755)
     _write(os.path.join(docroot, ".htaccess"), _shipped("apache", "htaccess"))
     wrapper = _subst_shell_vars(_shipped("apache", "aigw-wrapper.sh"), {
-        "AIGW_BIN": AIGW_BIN,
+        "AIGW_BIN": worker_bin(),
         "AIGW_CONFIG": gw.config_path,
     }, "webserver-configs/apache/aigw-wrapper.sh")
     _write(os.path.join(docroot, "aigw.fcgi"), wrapper, 0o755)
@@ -435,7 +463,7 @@ def start_serve(gw, listen="tcp", grace=5):
     log = os.path.join(gw.tmpdir, "serve.log")
     env = dict(os.environ, AIGW_CONFIG=gw.config_path)
     proc = subprocess.Popen(
-        [AIGW_BIN, "--config", gw.config_path, "serve", "--listen", listen,
+        [worker_bin(), "--config", gw.config_path, "serve", "--listen", listen,
          "--workers", str(gw.workers), "--pid-file", os.path.join(gw.tmpdir, "serve.pid"),
          "--grace", str(grace)],
         stdout=open(log, "a"), stderr=subprocess.STDOUT, env=env)
