@@ -559,6 +559,7 @@ def start_lighttpd(gw, workers=WORKERS):
         "aigw_log": '"%s/lighttpd-error.log"' % gw.dir,
         "aigw_bind": '"127.0.0.1"',
         "aigw_port": str(port),
+        "aigw_errors": '"%s/webserver-configs/lighttpd/errors"' % SRCDIR,
     }
     if workers is not None:
         subst["aigw_workers"] = str(workers)

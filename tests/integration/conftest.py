@@ -207,6 +207,7 @@ class Gateway:
             "aigw_log": f'"{self.tmpdir}/error.log"',
             "aigw_bind": '"127.0.0.1"',
             "aigw_port": str(self.port),
+            "aigw_errors": f'"{SRCDIR}/webserver-configs/lighttpd/errors"',
         }
         for k, v in subst.items():
             src, n = re.subn(rf"^var\.{k}\s*=.*$", f"var.{k} = {v}", src, flags=re.M)

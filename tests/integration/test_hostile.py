@@ -243,6 +243,57 @@ def test_what_nginx_refuses_itself_is_openai_shaped_json(make_gateway, mocks, ca
     assert g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
 
 
+LIGHTTPD_REFUSALS = {
+    "body over max-request-size": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Type: application/json\r\nContent-Length: 9000000\r\n\r\n{",
+                                   (413,)),
+    "64 KiB header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"j" * 65536
+                      + b"\r\nContent-Length: 0\r\n\r\n", (431,)),
+    "garbage request line": (b"\x16\x03\x01 hello\r\n\r\n", (400,)),
+    "conflicting Content-Length": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nhello", (400,)),
+    "NUL in a header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-A: a\x00b\r\n"
+                        b"Content-Length: 0\r\n\r\n", (400,)),
+}
+
+
+@pytest.mark.parametrize("case", sorted(LIGHTTPD_REFUSALS))
+def test_what_lighttpd_refuses_itself_is_openai_shaped_json(make_gateway, mocks, case):
+    g = make_gateway(workers=1)
+    data, statuses = LIGHTTPD_REFUSALS[case]
+    status, headers, body = raw_exchange(g.port, data)
+    assert status in statuses, (case, status, body[:200])
+    assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
+    err = json.loads(body)["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
+    assert mocks["east"].stats()["requests"] == 0
+    assert g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
+
+
+APACHE_REFUSALS = {
+    "64 KiB header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"j" * 65536
+                      + b"\r\nContent-Length: 0\r\n\r\n", (400, 431)),
+    "garbage request line": (b"\x16\x03\x01 hello\r\n\r\n", (400,)),
+    "conflicting Content-Length": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
+                                   b"Content-Length: 5\r\nContent-Length: 7\r\n\r\nhello", (400,)),
+    "path above the root": (b"GET /../../etc/passwd HTTP/1.1\r\nHost: x\r\n\r\n", (400,)),
+    "16 KiB URI": (b"GET /v1/" + b"u" * 16384 + b" HTTP/1.1\r\nHost: x\r\n\r\n", (414,)),
+}
+
+
+@pytest.mark.parametrize("server", ["apache", "apache_proxy_fcgi"])
+@pytest.mark.parametrize("case", sorted(APACHE_REFUSALS))
+def test_what_apache_refuses_itself_is_openai_shaped_json(make_gateway, mocks, server, case):
+    g = make_gateway(server=server, workers=1)
+    data, statuses = APACHE_REFUSALS[case]
+    status, headers, body = raw_exchange(g.port, data)
+    assert status in statuses, (case, status, body[:200])
+    assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
+    err = json.loads(body)["error"]
+    assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
+    assert mocks["east"].stats()["requests"] == 0
+
+
 def test_oversized_headers_are_refused_by_the_server(gw, mocks):
     r = gw.post("/api/chat", chat_body(user_id="mallory"), headers=dict(gw.h, **{"X-Junk": "j" * 70000}))
     assert 400 <= r.status < 500
