@@ -118,11 +118,9 @@ static int read_breaker(struct store *st, const void *name, void *row)
 
 int breaker_read(struct worker *w, const char *name, struct breaker_row *row)
 {
-    return db_read_row(w->db, DB_ROWS_BREAKERS, name, strlen(name) + 1, row, read_breaker) < 0
-               ? -1
-               : 0;
+    return db_read_row(w->db, DB_ROWS_BREAKERS, name, strlen(name) + 1, row, read_breaker) < 0 ? -1
+                                                                                               : 0;
 }
-
 
 /* A breaker change, made inside a group-committed batch: the row is read
  * again there, where no other thread or process can change it meanwhile. */

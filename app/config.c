@@ -314,9 +314,9 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
                          const char *environment)
 {
     static const char *const known[] = {
-        "name",        "type",        "url",       "api_key",           "priority", "weight",
-        "api_version", "deployments", "timeout_s", "connect_timeout_s", "api_style", "entra",
-        NULL};
+        "name",      "type",        "url",         "api_key",   "priority",
+        "weight",    "api_version", "deployments", "timeout_s", "connect_timeout_s",
+        "api_style", "entra",       NULL};
     check_keys(L, o, path, known);
     char p[256];
     b->name = get_string(L, o, path, "name", NULL);
@@ -358,10 +358,17 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
     check_secret_ref(L, p, b->api_key_ref, environment);
     json_object *entra = get_object(L, o, path, "entra");
     if (entra) {
-        static const char *const k_entra[] = {"auth",           "tenant_id",     "client_id",
-                                              "client_secret",  "token_file",    "authority_host",
-                                              "imds_endpoint",  "identity_endpoint", "scope",
-                                              "timeout_s",      NULL};
+        static const char *const k_entra[] = {"auth",
+                                              "tenant_id",
+                                              "client_id",
+                                              "client_secret",
+                                              "token_file",
+                                              "authority_host",
+                                              "imds_endpoint",
+                                              "identity_endpoint",
+                                              "scope",
+                                              "timeout_s",
+                                              NULL};
         char pe[256];
         join_path(pe, sizeof pe, path, "entra");
         check_keys(L, entra, pe, k_entra);
@@ -690,10 +697,17 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
         check_keys(L, o, "secrets", k_sec);
     c->secrets.cache_ttl_s = (int)get_int(L, o, "secrets", "cache_ttl_s", 300, 0, 86400 * 30);
     json_object *kv = get_object(L, o, "secrets", "keyvault");
-    static const char *const k_kv[] = {
-        "auth",          "tenant_id",         "client_id",   "client_secret", "authority_host",
-        "imds_endpoint", "identity_endpoint", "api_version", "timeout_s",     "token_file",
-        NULL};
+    static const char *const k_kv[] = {"auth",
+                                       "tenant_id",
+                                       "client_id",
+                                       "client_secret",
+                                       "authority_host",
+                                       "imds_endpoint",
+                                       "identity_endpoint",
+                                       "api_version",
+                                       "timeout_s",
+                                       "token_file",
+                                       NULL};
     if (kv)
         check_keys(L, kv, "secrets.keyvault", k_kv);
     load_entra(L, kv, "secrets.keyvault", "https://vault.azure.net/.default", c->environment,

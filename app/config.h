@@ -31,14 +31,14 @@ struct cfg_deployment {
 
 /* How aigw signs in with Entra ID (for Key Vault, or an Azure OpenAI backend). */
 struct cfg_entra {
-    char *auth;      /* "managed_identity", "workload_identity" or "client_credentials" */
-    char *tenant_id; /* workload identity: default $AZURE_TENANT_ID */
-    char *client_id; /* client credentials, workload identity ($AZURE_CLIENT_ID), or a
-                        user-assigned managed identity */
+    char *auth;              /* "managed_identity", "workload_identity" or "client_credentials" */
+    char *tenant_id;         /* workload identity: default $AZURE_TENANT_ID */
+    char *client_id;         /* client credentials, workload identity ($AZURE_CLIENT_ID), or a
+                                user-assigned managed identity */
     char *client_secret_ref; /* client credentials: a secret reference (env: or file:) */
     char *token_file;        /* workload identity: default $AZURE_FEDERATED_TOKEN_FILE */
-    char *authority_host;    /* default $AZURE_AUTHORITY_HOST or https://login.microsoftonline.com */
-    char *imds_endpoint; /* default http://169.254.169.254/metadata/identity/oauth2/token */
+    char *authority_host; /* default $AZURE_AUTHORITY_HOST or https://login.microsoftonline.com */
+    char *imds_endpoint;  /* default http://169.254.169.254/metadata/identity/oauth2/token */
     char *identity_endpoint; /* App Service; default $IDENTITY_ENDPOINT */
     char *scope;             /* e.g. https://cognitiveservices.azure.com/.default */
     double timeout_s;
@@ -47,13 +47,13 @@ struct cfg_entra {
 struct cfg_backend {
     char *name;
     enum backend_type type;
-    char *url;         /* base URL without trailing slash */
-    char *api_key_ref; /* secret reference; NULL for no key */
+    char *url;               /* base URL without trailing slash */
+    char *api_key_ref;       /* secret reference; NULL for no key */
     struct cfg_entra *entra; /* sign in with Entra ID instead of a key; NULL when not */
-    int priority;      /* lower is preferred */
-    int weight;        /* relative share within a priority */
-    char *api_version; /* pinned api-version, or NULL to forward the client's */
-    int v1_api;        /* azure: call {url}/openai/v1/... (api_style "v1") */
+    int priority;            /* lower is preferred */
+    int weight;              /* relative share within a priority */
+    char *api_version;       /* pinned api-version, or NULL to forward the client's */
+    int v1_api;              /* azure: call {url}/openai/v1/... (api_style "v1") */
     struct cfg_deployment *deployments;
     size_t n_deployments;
     double timeout_s;
@@ -132,8 +132,8 @@ struct cfg {
     } telemetry;
     struct {
         int cache_ttl_s;
-        struct cfg_entra keyvault;  /* how to get a token for the vault */
-        char *kv_api_version;       /* default 7.4 */
+        struct cfg_entra keyvault; /* how to get a token for the vault */
+        char *kv_api_version;      /* default 7.4 */
     } secrets;
 };
 

@@ -20,7 +20,7 @@
 #define DEFAULT_API_VERSION "2024-10-21"
 /* The Responses API exists on Azure's preview versions only (or in v1). */
 #define DEFAULT_RESPONSES_API_VERSION "2025-04-01-preview"
-#define MAX_ANSWER_BYTES    (16u << 20) /* a model answer larger than this is refused */
+#define MAX_ANSWER_BYTES              (16u << 20) /* a model answer larger than this is refused */
 
 uint64_t rng_next(uint64_t *s)
 {
@@ -113,8 +113,7 @@ static void build_url(const struct cfg_backend *b, const char *deployment,
     else if (b->type == BACKEND_AZURE && t->resource_op)
         buf_printf(out, "%s/openai/%s?api-version=%s", b->url, t->op, v);
     else if (b->type == BACKEND_AZURE)
-        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=%s", b->url, deployment, t->op,
-                   v);
+        buf_printf(out, "%s/openai/deployments/%s/%s?api-version=%s", b->url, deployment, t->op, v);
     else
         buf_printf(out, "%s/%s", b->url, t->op);
     if (t->query && *t->query)

@@ -121,7 +121,6 @@ int entra_check_loopback_host(const char *host, size_t n, struct buf *err)
     return 0;
 }
 
-
 int entra_http(CURL *c, const char *url, struct curl_slist *headers, const struct buf *form,
                int local, double timeout_s, struct buf *answer, long *status, struct buf *err)
 {
@@ -163,7 +162,6 @@ int entra_http(CURL *c, const char *url, struct curl_slist *headers, const struc
     return 0;
 }
 
-
 void entra_error_code(const struct buf *answer, char *out, size_t n)
 {
     out[0] = '\0';
@@ -186,8 +184,6 @@ void entra_error_code(const struct buf *answer, char *out, size_t n)
         snprintf(out, n, " (%s)", s);
     json_object_put(o);
 }
-
-
 
 /* --- tokens ----------------------------------------------------------------------- */
 
@@ -306,8 +302,7 @@ static int read_token_file(const char *path, struct buf *out, struct buf *err)
 
 /* Builds Entra ID's token request: url, and the form holding the client
  * secret or the federated token (the caller wipes it). */
-static int entra_request(struct entra_token *t, struct buf *url, struct buf *form,
-                         struct buf *err)
+static int entra_request(struct entra_token *t, struct buf *url, struct buf *form, struct buf *err)
 {
     const struct cfg_entra *e = t->cfg;
     const char *host = e->authority_host;
@@ -409,8 +404,8 @@ static int token_fetch(struct entra_token *t, struct buf *token, int64_t *expire
             goto done;
         local = strncmp(where, "http://", 7) == 0; /* a loopback mock */
     } else {
-        const char *app = nonempty(e->identity_endpoint) ? e->identity_endpoint
-                                                         : getenv("IDENTITY_ENDPOINT");
+        const char *app =
+            nonempty(e->identity_endpoint) ? e->identity_endpoint : getenv("IDENTITY_ENDPOINT");
         local = 1;
         if (nonempty(app)) {
             const char *secret = getenv("IDENTITY_HEADER");

@@ -31,7 +31,7 @@
 #include "secrets.h"
 
 #define KEYVAULT_HOST_SUFFIX ".vault.azure.net"
-#define KEYVAULT_JSON_DEPTH 16
+#define KEYVAULT_JSON_DEPTH  16
 /* Azure's vault names: 3-24 letters, digits and hyphens, starting with a letter. */
 #define VAULT_NAME_MIN 3
 #define VAULT_NAME_MAX 24

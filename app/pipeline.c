@@ -259,8 +259,9 @@ void pipeline_handle(struct request *req)
     if (e == AIGW_OK && (e = auth_authenticate(req)) == AIGW_OK) {
         past_auth = 1;
         if ((e = validate_request(req)) == AIGW_OK &&
-            (e = auth_authorize_subject(req)) == AIGW_OK && (e = responses_locate(req)) == AIGW_OK &&
-            (e = resolve_model(req)) == AIGW_OK && (e = limits_admit(req)) == AIGW_OK)
+            (e = auth_authorize_subject(req)) == AIGW_OK &&
+            (e = responses_locate(req)) == AIGW_OK && (e = resolve_model(req)) == AIGW_OK &&
+            (e = limits_admit(req)) == AIGW_OK)
             e = dispatch_request(req);
     }
     /* respond: an error not yet answered gets its one OpenAI-shaped body. */

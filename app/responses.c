@@ -91,8 +91,7 @@ static void redact_texts(const struct redactor *rd, json_object *o, struct buf *
                                 (size_t)json_object_get_string_len(val), scratch);
             if (n > 0)
                 json_object_object_add(
-                    o, key,
-                    json_object_new_string_len(buf_cstr(scratch), (int)scratch->len));
+                    o, key, json_object_new_string_len(buf_cstr(scratch), (int)scratch->len));
         } else {
             redact_texts(rd, val, scratch);
         }
@@ -159,8 +158,8 @@ static int on_event(void *arg, const char *data, size_t len)
     struct request *req = s->req;
     const struct redactor *rd = req->w->redactor;
     json_object *ev = worker_thread_parse(req->t, data, len), *response;
-    const char *type = ev && json_object_is_type(ev, json_type_object) ? string_field(ev, "type")
-                                                                        : NULL;
+    const char *type =
+        ev && json_object_is_type(ev, json_type_object) ? string_field(ev, "type") : NULL;
     if (!type) {
         /* Not an event of this API: it cannot be redacted in step with the
          * text around it, so it is not relayed. */
@@ -205,7 +204,8 @@ static int on_event(void *arg, const char *data, size_t len)
             const char *why = json_object_object_get_ex(response, "error", &err)
                                   ? string_field(err, "message")
                                   : NULL;
-            request_fail(req, AIGW_ERR_BACKEND_ERROR, "", "The backend could not make the response: %s",
+            request_fail(req, AIGW_ERR_BACKEND_ERROR, "",
+                         "The backend could not make the response: %s",
                          why ? why : "response.failed");
         }
         s->done = 1;

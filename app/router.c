@@ -70,8 +70,8 @@ static int decode_name(const char *s, const char *e, char out[ROUTER_DEPLOYMENT_
 
 /* GET|DELETE {prefix}responses/{id}[/input_items] for the three prefixes a
  * stored response is reached under; AIGW_ERR_NOT_FOUND when path is not one. */
-static enum aigw_err match_stored_response(const char *method, const char *path,
-                                           enum route *route, char id[ROUTER_DEPLOYMENT_MAX])
+static enum aigw_err match_stored_response(const char *method, const char *path, enum route *route,
+                                           char id[ROUTER_DEPLOYMENT_MAX])
 {
     static const char *const prefixes[] = {"/v1/responses/", "/openai/v1/responses/",
                                            "/openai/responses/"};
@@ -103,8 +103,7 @@ static enum aigw_err match_stored_response(const char *method, const char *path,
 
 int router_is_stored_response(enum route r)
 {
-    return r == ROUTE_RESPONSE_GET || r == ROUTE_RESPONSE_DELETE ||
-           r == ROUTE_RESPONSE_INPUT_ITEMS;
+    return r == ROUTE_RESPONSE_GET || r == ROUTE_RESPONSE_DELETE || r == ROUTE_RESPONSE_INPUT_ITEMS;
 }
 
 enum aigw_err router_match(const char *method, const char *path, enum route *route,

@@ -13,20 +13,20 @@
 
 enum route {
     ROUTE_NONE,
-    ROUTE_SEED_CHAT,   /* POST /api/chat */
-    ROUTE_AZURE_CHAT,  /* POST /openai/deployments/{d}/chat/completions */
-    ROUTE_AZURE_EMBED, /* POST /openai/deployments/{d}/embeddings */
-    ROUTE_OAI_CHAT,    /* POST /v1/chat/completions, /openai/v1/chat/completions */
-    ROUTE_OAI_EMBED,   /* POST /v1/embeddings, /openai/v1/embeddings */
-    ROUTE_MODELS,      /* GET /openai/models, /v1/models */
-    ROUTE_RESPONSES,   /* POST /v1/responses, /openai/v1/responses, /openai/responses */
+    ROUTE_SEED_CHAT,            /* POST /api/chat */
+    ROUTE_AZURE_CHAT,           /* POST /openai/deployments/{d}/chat/completions */
+    ROUTE_AZURE_EMBED,          /* POST /openai/deployments/{d}/embeddings */
+    ROUTE_OAI_CHAT,             /* POST /v1/chat/completions, /openai/v1/chat/completions */
+    ROUTE_OAI_EMBED,            /* POST /v1/embeddings, /openai/v1/embeddings */
+    ROUTE_MODELS,               /* GET /openai/models, /v1/models */
+    ROUTE_RESPONSES,            /* POST /v1/responses, /openai/v1/responses, /openai/responses */
     ROUTE_AZURE_RESPONSES,      /* POST /openai/deployments/{d}/responses */
     ROUTE_RESPONSE_GET,         /* GET {/v1,/openai/v1,/openai}/responses/{id} */
     ROUTE_RESPONSE_DELETE,      /* DELETE the same */
     ROUTE_RESPONSE_INPUT_ITEMS, /* GET .../responses/{id}/input_items */
-    ROUTE_HEALTHZ,     /* GET /healthz */
-    ROUTE_READYZ,      /* GET /readyz */
-    ROUTE_METRICS,     /* GET /metrics */
+    ROUTE_HEALTHZ,              /* GET /healthz */
+    ROUTE_READYZ,               /* GET /readyz */
+    ROUTE_METRICS,              /* GET /metrics */
 };
 
 #define ROUTER_DEPLOYMENT_MAX 128

@@ -63,8 +63,8 @@ static size_t slot_of(const struct row_cache *c, const void *key, size_t klen)
     return (size_t)(h % c->n);
 }
 
-int row_cache_get(struct row_cache *c, const void *key, size_t klen, uint64_t epoch,
-                  int64_t now_ms, int64_t max_age_ms, void *value)
+int row_cache_get(struct row_cache *c, const void *key, size_t klen, uint64_t epoch, int64_t now_ms,
+                  int64_t max_age_ms, void *value)
 {
     if (!c || klen > ROWCACHE_KEY_MAX)
         return 0;

@@ -26,8 +26,8 @@ void row_cache_free(struct row_cache *c);
 
 /* 1 with the row copied to value when key's row was read under epoch less
  * than max_age_ms before now_ms; 0 otherwise. */
-int row_cache_get(struct row_cache *c, const void *key, size_t klen, uint64_t epoch,
-                  int64_t now_ms, int64_t max_age_ms, void *value);
+int row_cache_get(struct row_cache *c, const void *key, size_t klen, uint64_t epoch, int64_t now_ms,
+                  int64_t max_age_ms, void *value);
 
 /* Stores value as key's row, read under epoch at now_ms. */
 void row_cache_put(struct row_cache *c, const void *key, size_t klen, uint64_t epoch,

@@ -246,7 +246,7 @@ struct secrets {
         struct entra_token *token;
         char path[40];
         char label[200];
-    } *signin;
+    } * signin;
 };
 
 struct secrets *secrets_new(const struct cfg *cfg)
@@ -492,8 +492,8 @@ int secrets_check_all(const struct cfg *cfg, FILE *out)
     if (cfg->auth.jwt_hs256_secret_ref)
         failures += check_one(s, "auth.jwt.hs256_secret", cfg->auth.jwt_hs256_secret_ref, out);
     if (cfg->secrets.keyvault.client_secret_ref)
-        failures +=
-            check_one(s, "secrets.keyvault.client_secret", cfg->secrets.keyvault.client_secret_ref, out);
+        failures += check_one(s, "secrets.keyvault.client_secret",
+                              cfg->secrets.keyvault.client_secret_ref, out);
     secrets_free(s);
     return failures;
 }

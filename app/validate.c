@@ -418,8 +418,8 @@ static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root,
 
 /* One content value of a Responses input item: a string, or parts. */
 static enum aigw_err check_item_content(const struct cfg *cfg, json_object *content,
-                                        const char *param, int allow_empty,
-                                        struct chat_input *in, struct validation_error *e)
+                                        const char *param, int allow_empty, struct chat_input *in,
+                                        struct validation_error *e)
 {
     if (json_object_is_type(content, json_type_string))
         return check_text(cfg, json_object_get_string(content),
@@ -442,9 +442,9 @@ static enum aigw_err check_item_content(const struct cfg *cfg, json_object *cont
         if (!json_object_object_get_ex(part, "text", &text) ||
             !json_object_is_type(text, json_type_string))
             return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
-        enum aigw_err r = check_text(cfg, json_object_get_string(text),
-                                     (size_t)json_object_get_string_len(text), pp, allow_empty, in,
-                                     e);
+        enum aigw_err r =
+            check_text(cfg, json_object_get_string(text), (size_t)json_object_get_string_len(text),
+                       pp, allow_empty, in, e);
         if (r != AIGW_OK)
             return r;
     }
@@ -492,8 +492,8 @@ static enum aigw_err check_response_input(const struct cfg *cfg, json_object *ro
             return verr(e, AIGW_ERR_MISSING_FIELD, param, "%s needs a role or a type.", param);
         }
         snprintf(param, sizeof param, "input[%zu].role", i);
-        const char *r = json_object_is_type(role, json_type_string) ? json_object_get_string(role)
-                                                                     : "";
+        const char *r =
+            json_object_is_type(role, json_type_string) ? json_object_get_string(role) : "";
         const char *const *ok = roles;
         while (*ok && strcmp(*ok, r) != 0)
             ok++;
@@ -524,7 +524,8 @@ static enum aigw_err check_responses(const struct cfg *cfg, json_object *root,
     if (json_object_object_get_ex(root, "instructions", &v) &&
         !json_object_is_type(v, json_type_null)) {
         if (!json_object_is_type(v, json_type_string))
-            return verr(e, AIGW_ERR_INVALID_VALUE, "instructions", "instructions must be a string.");
+            return verr(e, AIGW_ERR_INVALID_VALUE, "instructions",
+                        "instructions must be a string.");
         if ((r = check_text(cfg, json_object_get_string(v), (size_t)json_object_get_string_len(v),
                             "instructions", 1, in, e)) != AIGW_OK)
             return r;
@@ -588,7 +589,8 @@ enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const cha
         in->temperature = -1;
         if ((r = check_messages(cfg, root, in, err)) != AIGW_OK ||
             (r = check_sampling(cfg, root, in, err)) != AIGW_OK ||
-            (r = check_stream(root, in, err)) != AIGW_OK || (r = check_choices(root, err)) != AIGW_OK ||
+            (r = check_stream(root, in, err)) != AIGW_OK ||
+            (r = check_choices(root, err)) != AIGW_OK ||
             (r = check_user(root, "user", 0, in, err)) != AIGW_OK ||
             (r = check_model(root, 0, in, err)) != AIGW_OK)
             goto out;

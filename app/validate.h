@@ -34,7 +34,7 @@ struct chat_input {
     size_t prompt_bytes; /* UTF-8 bytes of all checked text, for the token estimate */
     /* Responses API */
     const char *previous_response_id; /* the stored response this one continues, or NULL */
-    long context_tokens; /* tokens of that stored conversation, for the estimate */
+    long context_tokens;              /* tokens of that stored conversation, for the estimate */
 };
 
 /* Why validation failed: the JSON path of the field and a sentence for the caller. */

@@ -6,7 +6,7 @@ apt-get update -qq
 apt-get install -y -qq --no-install-recommends \
     build-essential autoconf automake libtool pkg-config \
     libfcgi-dev libcurl4-openssl-dev libjson-c-dev libsqlite3-dev sqlite3 libjwt-dev libssl-dev \
-    libcmocka-dev \
+    libcmocka-dev clang-format \
     lighttpd apache2 libapache2-mod-fcgid nginx-light \
     python3 python3-pytest curl procps ca-certificates valgrind \
     >/dev/null

@@ -16,7 +16,10 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
-struct buf { char *p; size_t n, cap; };
+struct buf {
+    char *p;
+    size_t n, cap;
+};
 
 static size_t put(char *d, size_t sz, size_t n, void *arg)
 {
@@ -50,7 +53,8 @@ static void serve(int fd, const char *base)
         in.n = FCGX_GetStr(in.p, (int)len, rq.in);
         snprintf(url, sizeof url, "%s%s", base, uri ? uri : "/");
         snprintf(key, sizeof key, "api-key: %s", api_key ? api_key : "");
-        struct curl_slist *hd = curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), key);
+        struct curl_slist *hd =
+            curl_slist_append(curl_slist_append(NULL, "Content-Type: application/json"), key);
         curl_easy_setopt(h, CURLOPT_URL, url);
         curl_easy_setopt(h, CURLOPT_HTTPHEADER, hd);
         curl_easy_setopt(h, CURLOPT_POSTFIELDS, in.p ? in.p : "");
@@ -88,7 +92,7 @@ int main(int argc, char **argv)
     for (int i = 0; i < atoi(argv[2]); i++)
         if (fork() == 0)
             serve(fd, argv[3]);
-    while (wait(NULL) > 0)  /* the bench stops the whole process group */
+    while (wait(NULL) > 0) /* the bench stops the whole process group */
         ;
     return 0;
 }

@@ -47,33 +47,38 @@
 
 /* One word per content event: EVENTS - 1 of them (the last event only finishes). */
 static const char *const WORDS[EVENTS - 1] = {
-    "Hello", "!", " I", " am", " a", " slow", " mock", " model", " answering", " one",
-    " piece", " every", " fifty", " milliseconds", " like", " a", " real", " one", "."};
+    "Hello",  "!",          " I",    " am",    " a",     " slow",  " mock",
+    " model", " answering", " one",  " piece", " every", " fifty", " milliseconds",
+    " like",  " a",         " real", " one",   "."};
 
 struct conn {
     int fd;
-    char *in;                   /* bytes read, not yet consumed */
+    char *in; /* bytes read, not yet consumed */
     size_t in_n, in_cap;
-    char *out;                  /* bytes the socket did not take yet */
+    char *out; /* bytes the socket did not take yet */
     size_t out_n, out_cap;
-    int busy;                   /* a chat request is being answered */
-    int stream, event;          /* streamed answer; next event to send */
-    int close_after;            /* "Connection: close" */
-    int dead;                   /* closed; freed when it leaves its queue */
+    int busy;          /* a chat request is being answered */
+    int stream, event; /* streamed answer; next event to send */
+    int close_after;   /* "Connection: close" */
+    int dead;          /* closed; freed when it leaves its queue */
     int queued;
-    int out_on;                 /* EPOLLOUT requested */
+    int out_on; /* EPOLLOUT requested */
     long seq;
-    long long due;              /* ms, when queued */
-    struct conn *next;          /* in a timer queue, or in the graveyard */
+    long long due;     /* ms, when queued */
+    struct conn *next; /* in a timer queue, or in the graveyard */
 };
 
-struct queue { struct conn *head, *tail; };
+struct queue {
+    struct conn *head, *tail;
+};
 
 static struct queue chat_q, event_q;
-static struct conn *graveyard;  /* closed, not queued: freed after the loop turn */
+static struct conn *graveyard; /* closed, not queued: freed after the loop turn */
 static int ep;
 static long seq;
-static struct { long requests, streams, chats, active, max_active, completed, aborted; } st;
+static struct {
+    long requests, streams, chats, active, max_active, completed, aborted;
+} st;
 
 static long long now_ms(void)
 {
@@ -134,7 +139,7 @@ static void conn_close(struct conn *c)
         st.aborted++;
         c->busy = 0;
     }
-    close(c->fd);           /* also leaves the epoll set */
+    close(c->fd); /* also leaves the epoll set */
     c->dead = 1;
     if (!c->queued) {
         c->next = graveyard;
@@ -182,16 +187,19 @@ static void send_bytes(struct conn *c, const char *p, size_t n)
     memcpy(c->out + c->out_n, p, n);
     c->out_n += n;
     if (was_empty)
-        flush_out(c);       /* else EPOLLOUT is on and flushes it */
+        flush_out(c); /* else EPOLLOUT is on and flushes it */
 }
 
 static void send_simple(struct conn *c, int status, const char *ctype, const char *body)
 {
     char head[256];
     size_t bl = strlen(body);
-    int hl = snprintf(head, sizeof head, "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n",
-                      status, status == 200 ? "OK" : status == 404 ? "Not Found" : "Bad Request", ctype, bl,
-                      c->close_after ? "Connection: close\r\n" : "");
+    int hl = snprintf(head, sizeof head,
+                      "HTTP/1.1 %d %s\r\nContent-Type: %s\r\nContent-Length: %zu\r\n%s\r\n", status,
+                      status == 200   ? "OK"
+                      : status == 404 ? "Not Found"
+                                      : "Bad Request",
+                      ctype, bl, c->close_after ? "Connection: close\r\n" : "");
     send_bytes(c, head, (size_t)hl);
     send_bytes(c, body, bl);
 }
@@ -207,7 +215,7 @@ static void send_event(struct conn *c, const char *json)
 
 static void answer_done(struct conn *c)
 {
-    if (!c->busy)           /* closed meanwhile: counted as aborted */
+    if (!c->busy) /* closed meanwhile: counted as aborted */
         return;
     c->busy = 0;
     st.active--;
@@ -220,7 +228,8 @@ static void chat_answer(struct conn *c)
     for (int i = 0; i < EVENTS - 1; i++)
         strcat(content, WORDS[i]);
     snprintf(body, sizeof body,
-             "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion\",\"created\":%ld,\"model\":\"" MODEL "\","
+             "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion\",\"created\":%ld,"
+             "\"model\":\"" MODEL "\","
              "\"choices\":[{\"index\":0,\"finish_reason\":\"stop\",\"logprobs\":null,"
              "\"message\":{\"role\":\"assistant\",\"content\":\"%s\"}}],"
              "\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":%d,\"total_tokens\":%d},"
@@ -241,21 +250,25 @@ static void stream_event(struct conn *c)
             snprintf(delta, sizeof delta, "{\"content\":\"%s\"}", WORDS[i]);
         else
             strcpy(delta, "{}");
-        snprintf(ev, sizeof ev,
-                 "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion.chunk\",\"created\":%ld,"
-                 "\"model\":\"" MODEL "\",\"system_fingerprint\":\"fp_slowmock\",\"choices\":[{\"index\":0,"
-                 "\"delta\":%s,\"logprobs\":null,\"finish_reason\":%s}]}",
-                 c->seq, (long)time(NULL), delta, i == EVENTS - 1 ? "\"stop\"" : "null");
+        snprintf(
+            ev, sizeof ev,
+            "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion.chunk\",\"created\":%ld,"
+            "\"model\":\"" MODEL
+            "\",\"system_fingerprint\":\"fp_slowmock\",\"choices\":[{\"index\":0,"
+            "\"delta\":%s,\"logprobs\":null,\"finish_reason\":%s}]}",
+            c->seq, (long)time(NULL), delta, i == EVENTS - 1 ? "\"stop\"" : "null");
         send_event(c, ev);
         if (i < EVENTS - 1)
             return;
     }
-    /* Right after the last event: the stream takes EVENTS x EVENT_GAP_MS, as long as a chat answer. */
-    snprintf(ev, sizeof ev,
-             "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion.chunk\",\"created\":%ld,"
-             "\"model\":\"" MODEL "\",\"system_fingerprint\":\"fp_slowmock\",\"choices\":[],"
-             "\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":%d,\"total_tokens\":%d}}",
-             c->seq, (long)time(NULL), EVENTS - 1, 24 + EVENTS - 1);
+    /* Right after the last event: the stream takes EVENTS x EVENT_GAP_MS, as long as a chat answer.
+     */
+    snprintf(
+        ev, sizeof ev,
+        "{\"id\":\"chatcmpl-slowmock%ld\",\"object\":\"chat.completion.chunk\",\"created\":%ld,"
+        "\"model\":\"" MODEL "\",\"system_fingerprint\":\"fp_slowmock\",\"choices\":[],"
+        "\"usage\":{\"prompt_tokens\":24,\"completion_tokens\":%d,\"total_tokens\":%d}}",
+        c->seq, (long)time(NULL), EVENTS - 1, 24 + EVENTS - 1);
     send_event(c, ev);
     send_event(c, "[DONE]");
     answer_done(c);
@@ -274,19 +287,23 @@ static int wants_stream(const char *b, size_t n)
     return (size_t)(b + n - p) >= 4 && memcmp(p, "true", 4) == 0;
 }
 
-static void handle(struct conn *c, const char *method, const char *path, const char *body, size_t bl)
+static void handle(struct conn *c, const char *method, const char *path, const char *body,
+                   size_t bl)
 {
     size_t pl = strlen(path);
     if (strcmp(method, "GET") == 0 && strcmp(path, "/stats") == 0) {
         char js[512];
-        snprintf(js, sizeof js,
-                 "{\"requests\":%ld,\"streams\":%ld,\"chats\":%ld,\"active\":%ld,\"max_active\":%ld,"
-                 "\"completed\":%ld,\"aborted\":%ld}",
-                 st.requests, st.streams, st.chats, st.active, st.max_active, st.completed, st.aborted);
+        snprintf(
+            js, sizeof js,
+            "{\"requests\":%ld,\"streams\":%ld,\"chats\":%ld,\"active\":%ld,\"max_active\":%ld,"
+            "\"completed\":%ld,\"aborted\":%ld}",
+            st.requests, st.streams, st.chats, st.active, st.max_active, st.completed, st.aborted);
         send_simple(c, 200, "application/json", js);
     } else if (strcmp(method, "GET") == 0 && pl >= 6 && strcmp(path + pl - 6, "models") == 0) {
-        send_simple(c, 200, "application/json", "{\"object\":\"list\",\"data\":[{\"id\":\"" MODEL "\",\"object\":\"model\"}]}");
-    } else if (strcmp(method, "POST") == 0 && pl >= 17 && strcmp(path + pl - 17, "/chat/completions") == 0) {
+        send_simple(c, 200, "application/json",
+                    "{\"object\":\"list\",\"data\":[{\"id\":\"" MODEL "\",\"object\":\"model\"}]}");
+    } else if (strcmp(method, "POST") == 0 && pl >= 17 &&
+               strcmp(path + pl - 17, "/chat/completions") == 0) {
         st.requests++;
         if (++st.active > st.max_active)
             st.max_active = st.active;
@@ -296,8 +313,9 @@ static void handle(struct conn *c, const char *method, const char *path, const c
         c->stream = wants_stream(body, bl);
         if (c->stream) {
             st.streams++;
-            static const char head[] = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
-                                       "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
+            static const char head[] =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n"
+                "Cache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n";
             send_bytes(c, head, sizeof head - 1);
             push(&event_q, c, now_ms() + EVENT_GAP_MS);
         } else {
@@ -305,7 +323,8 @@ static void handle(struct conn *c, const char *method, const char *path, const c
             push(&chat_q, c, now_ms() + CHAT_DELAY_MS);
         }
     } else {
-        send_simple(c, 404, "application/json", "{\"error\":{\"code\":\"404\",\"message\":\"Resource not found\"}}");
+        send_simple(c, 404, "application/json",
+                    "{\"error\":{\"code\":\"404\",\"message\":\"Resource not found\"}}");
     }
 }
 
@@ -323,7 +342,7 @@ static long dechunk(char *p, size_t n, size_t *used)
             return -2;
         r = (size_t)(eol - p) + 2;
         if (len == 0) {
-            char *fin = memmem(p + r, n - r, "\r\n", 2);   /* no trailers expected */
+            char *fin = memmem(p + r, n - r, "\r\n", 2); /* no trailers expected */
             if (!fin)
                 return -1;
             *used = (size_t)(fin - p) + 2;
@@ -359,12 +378,15 @@ static void parse(struct conn *c)
         long cl = 0;
         int chunked = 0;
         c->close_after = 0;
-        for (char *h = memmem(c->in, hl, "\r\n", 2) + 2; h < eoh; h = memmem(h, (size_t)(eoh + 2 - h), "\r\n", 2) + 2) {
+        for (char *h = memmem(c->in, hl, "\r\n", 2) + 2; h < eoh;
+             h = memmem(h, (size_t)(eoh + 2 - h), "\r\n", 2) + 2) {
             if (strncasecmp(h, "content-length:", 15) == 0)
                 cl = strtol(h + 15, NULL, 10);
-            else if (strncasecmp(h, "transfer-encoding:", 18) == 0 && strncasecmp(h + 18, " chunked", 8) == 0)
+            else if (strncasecmp(h, "transfer-encoding:", 18) == 0 &&
+                     strncasecmp(h + 18, " chunked", 8) == 0)
                 chunked = 1;
-            else if (strncasecmp(h, "connection:", 11) == 0 && strncasecmp(h + 11, " close", 6) == 0)
+            else if (strncasecmp(h, "connection:", 11) == 0 &&
+                     strncasecmp(h + 11, " close", 6) == 0)
                 c->close_after = 1;
         }
         size_t used;
@@ -406,7 +428,7 @@ static void on_input(struct conn *c)
             continue;
         if (n < 0 && errno == EAGAIN)
             break;
-        conn_close(c);      /* EOF or error: the peer is gone */
+        conn_close(c); /* EOF or error: the peer is gone */
         return;
     }
     parse(c);

@@ -116,8 +116,7 @@ static void check(const struct target *t, const char *text, size_t len, const si
     const char *hit = leaked(t, whole.data ? whole.data : "", whole.len);
     FUZZ_CHECK(!hit, "redact_text let a match of %s through", hit);
     hit = leaked(t, streamed.data ? streamed.data : "", streamed.len);
-    FUZZ_CHECK(!hit,
-               "redact_stream let a match of %s through (input has %s NUL byte)", hit,
+    FUZZ_CHECK(!hit, "redact_stream let a match of %s through (input has %s NUL byte)", hit,
                memchr(text, '\0', len) ? "a" : "no");
     if (!memchr(text, '\0', len)) {
         FUZZ_CHECK(streamed.len == whole.len &&

@@ -51,7 +51,8 @@ static enum breaker_decision decide(struct breaker_row *r, int64_t now, int *cha
 
 static void record_failure(struct breaker_row *r, int64_t now, int was_trial)
 {
-    assert_int_equal(breaker_apply(r, &POLICY, now, was_trial, OUTCOME_FAILURE, 0, "HTTP 500 from backend"), 1);
+    assert_int_equal(
+        breaker_apply(r, &POLICY, now, was_trial, OUTCOME_FAILURE, 0, "HTTP 500 from backend"), 1);
 }
 
 /* A row opened by five failures at T0. */
@@ -192,7 +193,8 @@ static void test_throttled_opens_for_retry_after(void **state)
 {
     (void)state;
     struct breaker_row r = closed_row();
-    assert_int_equal(breaker_apply(&r, &POLICY, T0, 0, OUTCOME_THROTTLED, 7000, "throttled (429)"), 1);
+    assert_int_equal(breaker_apply(&r, &POLICY, T0, 0, OUTCOME_THROTTLED, 7000, "throttled (429)"),
+                     1);
     assert_string_equal(r.state, "open");
     assert_int_equal(r.open_until_ms, T0 + 7000);
     assert_string_equal(r.last_error, "throttled (429)");
@@ -222,14 +224,16 @@ static void test_late_failure_does_not_shorten_retry_after(void **state)
     struct breaker_row r = closed_row();
     for (int i = 0; i < 4; i++)
         record_failure(&r, T0 + i, 0);
-    breaker_apply(&r, &POLICY, T0 + 10, 0, OUTCOME_THROTTLED, 120000, "throttled (429 with Retry-After)");
+    breaker_apply(&r, &POLICY, T0 + 10, 0, OUTCOME_THROTTLED, 120000,
+                  "throttled (429 with Retry-After)");
     assert_string_equal(r.state, "open");
     assert_int_equal(r.open_until_ms, T0 + 10 + 120000);
     /* a call started before the 429 now times out: the 5th failure */
     record_failure(&r, T0 + 20, 0);
     assert_string_equal(r.state, "open");
     if (r.open_until_ms < T0 + 10 + 120000)
-        print_error("open_until moved from +120010 ms to +%lld ms\n", (long long)(r.open_until_ms - T0));
+        print_error("open_until moved from +120010 ms to +%lld ms\n",
+                    (long long)(r.open_until_ms - T0));
     assert_true(r.open_until_ms >= T0 + 10 + 120000);
     assert_int_equal(decide(&r, T0 + 20 + 30000, NULL), BREAKER_SKIP);
 }

@@ -37,10 +37,11 @@ static void assert_content(const char *text, int k, const char *want_token)
 static void test_common_event(void **state)
 {
     (void)state;
-    const char *e = "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
-                    "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
-                    "\"content\":\"Hello \\\"you\\\"\"},\"logprobs\":null,\"finish_reason\":null}],"
-                    "\"usage\":null}";
+    const char *e =
+        "{\"id\":\"chatcmpl-1\",\"object\":\"chat.completion.chunk\",\"created\":1700000000,"
+        "\"model\":\"gpt-4o\",\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\","
+        "\"content\":\"Hello \\\"you\\\"\"},\"logprobs\":null,\"finish_reason\":null}],"
+        "\"usage\":null}";
     assert_int_equal(scan(e), 1);
     assert_int_equal(cs.n, 1);
     assert_int_equal(cs.choice[0].index, 0);
@@ -64,27 +65,28 @@ static void test_left_to_the_json_c_path(void **state)
 {
     (void)state;
     static const char *const other[] = {
-        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}",                   /* usage object */
+        "{\"choices\":[],\"usage\":{\"prompt_tokens\":1}}", /* usage object */
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"}}],\"usage\":{}}",
         "{\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}", /* finishing */
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"x\"},\"finish_reason\":\"stop\"}]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}",     /* no content */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"role\":\"assistant\"}}]}", /* no content */
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":null}}]}",
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\",\"content\":\"b\"}}]}", /* dup */
         "{\"choices\":[{\"index\":0,\"index\":1,\"delta\":{\"content\":\"a\"}}]}",
         "{\"choices\":[{\"delta\":{\"content\":\"a\"}}],\"choices\":[]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"cont\\u0065nt\":\"sk-secret\"}}]}", /* escaped key */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"cont\\u0065nt\":\"sk-secret\"}}]}", /* escaped key
+                                                                                      */
         "{\"ch\\u006fices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}",
         "{\"choices\":[{\"index\":-1,\"delta\":{\"content\":\"a\"}}]}", /* bad index */
         "{\"choices\":[{\"index\":128,\"delta\":{\"content\":\"a\"}}]}",
         "{\"choices\":[{\"index\":1.5,\"delta\":{\"content\":\"a\"}}]}",
-        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]} x", /* trailing bytes */
-        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]",     /* truncated */
-        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\tb\"}}]}", /* raw control byte */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]} x",   /* trailing bytes */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]",      /* truncated */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\tb\"}}]}",  /* raw control byte */
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\\qb\"}}]}", /* bad escape */
-        "{\"choices\":[{\"index\":01,\"delta\":{\"content\":\"a\"}}]}",   /* leading zero */
-        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],}",  /* trailing comma */
-        "{\"choices\":{\"index\":0}}",                                      /* not an array */
+        "{\"choices\":[{\"index\":01,\"delta\":{\"content\":\"a\"}}]}",    /* leading zero */
+        "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],}",    /* trailing comma */
+        "{\"choices\":{\"index\":0}}",                                     /* not an array */
         "[{\"choices\":[]}]",
         "{\"choices\":[]}",
         "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"x\":NaN}",
@@ -102,7 +104,8 @@ static void test_depth_is_bounded(void **state)
 {
     (void)state;
     char e[400];
-    int n = snprintf(e, sizeof e, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"x\":");
+    int n =
+        snprintf(e, sizeof e, "{\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}],\"x\":");
     for (int i = 0; i < 40; i++)
         e[n++] = '[';
     for (int i = 0; i < 40; i++)
@@ -133,7 +136,7 @@ static void test_decoding(void **state)
     assert_decodes("\"h\xc3\xa9\"", "h\xc3\xa9", 3); /* UTF-8 passes through */
     struct buf out = {0};
     static const char *const bad[] = {"\"\\ud83d\"", "\"\\ude00\"", "\"\\ud83dx\"", "\"\\u12\"",
-                                      "\"\\x\"", "\"abc", "abc\"", "\""};
+                                      "\"\\x\"",     "\"abc",       "abc\"",        "\""};
     for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++)
         assert_int_equal(chunk_string_decode(bad[i], 0, strlen(bad[i]), &out), -1);
     buf_free(&out);

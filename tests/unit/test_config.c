@@ -24,8 +24,8 @@
 #include "buf.h"
 #include "config.h"
 
-#define BACKEND_EAST \
-    "{\"name\": \"east\", \"url\": \"https://east.example.com\", \"api_key\": \"env:EAST_KEY\", " \
+#define BACKEND_EAST                                                                               \
+    "{\"name\": \"east\", \"url\": \"https://east.example.com\", \"api_key\": \"env:EAST_KEY\", "  \
     "\"deployments\": {\"gpt-4o\": \"gpt4o-east\"}"
 
 static const char *const MIN_CONFIG = "{\"backends\": [" BACKEND_EAST "}]}";
@@ -179,9 +179,10 @@ static void test_minimal_config_has_every_default(void **state)
 static void test_keyvault_client_credentials(void **state)
 {
     (void)state;
-    struct cfg *c = load_with("\"secrets\": {\"cache_ttl_s\": 0, \"keyvault\": {\"auth\": \"client_credentials\", "
-                              "\"tenant_id\": \"t\", \"client_id\": \"c\", \"client_secret\": \"env:KV_SECRET\"}},",
-                              "");
+    struct cfg *c = load_with(
+        "\"secrets\": {\"cache_ttl_s\": 0, \"keyvault\": {\"auth\": \"client_credentials\", "
+        "\"tenant_id\": \"t\", \"client_id\": \"c\", \"client_secret\": \"env:KV_SECRET\"}},",
+        "");
     if (!c)
         print_error("%s", buf_cstr(&problems));
     assert_non_null(c);
@@ -191,9 +192,10 @@ static void test_keyvault_client_credentials(void **state)
     assert_string_equal(c->secrets.keyvault.client_secret_ref, "env:KV_SECRET");
     cfg_free(c);
     /* a literal client secret works but is warned about, without echoing it */
-    c = load_with("\"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\", "
-                  "\"client_id\": \"c\", \"client_secret\": \"s3cr3t-value\"}},",
-                  "");
+    c = load_with(
+        "\"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\", "
+        "\"client_id\": \"c\", \"client_secret\": \"s3cr3t-value\"}},",
+        "");
     assert_non_null(c);
     assert_non_null(strstr(buf_cstr(&warnings), "test.json: secrets.keyvault.client_secret: "));
     assert_null(strstr(buf_cstr(&warnings), "s3cr3t-value"));
@@ -221,29 +223,39 @@ static void test_full_config_values_are_read(void **state)
     const char *text =
         "{\n"
         "  \"environment\": \"prod-eu\",\n"
-        "  \"database\": {\"path\": \"/tmp/x.db\", \"synchronous\": \"full\", \"busy_timeout_ms\": 250},\n"
+        "  \"database\": {\"path\": \"/tmp/x.db\", \"synchronous\": \"full\", \"busy_timeout_ms\": "
+        "250},\n"
         "  \"auth\": {\"enabled\": false, \"api_keys\": false, \"on_behalf_of_role\": \"Svc\",\n"
-        "    \"jwt\": {\"issuer\": \"https://iss\", \"audience\": \"api://aigw\", \"jwks_file\": \"/etc/jwks.json\",\n"
+        "    \"jwt\": {\"issuer\": \"https://iss\", \"audience\": \"api://aigw\", \"jwks_file\": "
+        "\"/etc/jwks.json\",\n"
         "      \"required_roles\": [\"A\", \"B\"], \"user_claim\": \"oid\", \"leeway_s\": 0}},\n"
-        "  \"limits\": {\"requests_per_window\": 7, \"window_s\": 3600, \"tokens_per_minute\": 90000,\n"
+        "  \"limits\": {\"requests_per_window\": 7, \"window_s\": 3600, \"tokens_per_minute\": "
+        "90000,\n"
         "    \"default_token_budget\": 0, \"budget_period\": \"month\"},\n"
         "  \"validation\": {\"max_body_bytes\": 64, \"max_depth\": 2, \"max_messages\": 10000,\n"
         "    \"max_content_chars\": 1, \"max_tokens\": 1, \"deny_patterns\": []},\n"
         "  \"redaction\": {\"patterns\": [\"sk-[a-zA-Z0-9]{48}\", \"ghp_[A-Za-z0-9]{36}\"],\n"
         "    \"replacement\": \"***\", \"max_match_chars\": 4096},\n"
         "  \"backends\": [\n"
-        "    {\"name\": \"east\", \"type\": \"azure\", \"url\": \"https://east.example.com/\", \"api_key\": \"file:/run/k\",\n"
-        "     \"priority\": 0, \"weight\": 1000, \"api_version\": \"2024-10-21\", \"timeout_s\": 0.1,\n"
-        "     \"connect_timeout_s\": 600, \"deployments\": {\"gpt-4o\": \"d1\", \"text-embedding-3-small\": \"d2\"}},\n"
+        "    {\"name\": \"east\", \"type\": \"azure\", \"url\": \"https://east.example.com/\", "
+        "\"api_key\": \"file:/run/k\",\n"
+        "     \"priority\": 0, \"weight\": 1000, \"api_version\": \"2024-10-21\", \"timeout_s\": "
+        "0.1,\n"
+        "     \"connect_timeout_s\": 600, \"deployments\": {\"gpt-4o\": \"d1\", "
+        "\"text-embedding-3-small\": \"d2\"}},\n"
         "    {\"name\": \"oai\", \"type\": \"openai\", \"url\": \"http://127.0.0.1:9/v1\",\n"
-        "     \"api_key\": \"keyvault:https://myvault.vault.azure.net/secrets/oai-${env}\", \"priority\": 1000,\n"
+        "     \"api_key\": \"keyvault:https://myvault.vault.azure.net/secrets/oai-${env}\", "
+        "\"priority\": 1000,\n"
         "     \"deployments\": {\"gpt-4o\": \"gpt-4o-2024-08-06\"}}\n"
         "  ],\n"
         "  \"default_model\": \"text-embedding-3-small\",\n"
-        "  \"retry\": {\"max_attempts\": 20, \"base_delay_ms\": 0, \"max_delay_ms\": 600000, \"deadline_s\": 3600},\n"
-        "  \"circuit_breaker\": {\"failure_threshold\": 1, \"recovery_timeout_s\": 0.5, \"half_open_max_calls\": 1000},\n"
+        "  \"retry\": {\"max_attempts\": 20, \"base_delay_ms\": 0, \"max_delay_ms\": 600000, "
+        "\"deadline_s\": 3600},\n"
+        "  \"circuit_breaker\": {\"failure_threshold\": 1, \"recovery_timeout_s\": 0.5, "
+        "\"half_open_max_calls\": 1000},\n"
         "  \"audit\": {\"log_bodies\": \"full\", \"retention_days\": 0},\n"
-        "  \"telemetry\": {\"otlp_endpoint\": \"http://127.0.0.1:4318\", \"service_name\": \"gw\"}\n"
+        "  \"telemetry\": {\"otlp_endpoint\": \"http://127.0.0.1:4318\", \"service_name\": "
+        "\"gw\"}\n"
         "}\n";
     struct cfg *c = load(text);
     if (!c)
@@ -324,7 +336,8 @@ static const struct bad_case bad_cases[] = {
     {"\"limits\": 5,", "", "limits", "object"},
     {"\"limits\": {\"request_per_window\": 5},", "", "limits.request_per_window", "unknown key"},
     {"\"limits\": {\"requests_per_window\": -1},", "", "limits.requests_per_window", "integer"},
-    {"\"limits\": {\"requests_per_window\": \"100\"},", "", "limits.requests_per_window", "integer"},
+    {"\"limits\": {\"requests_per_window\": \"100\"},", "", "limits.requests_per_window",
+     "integer"},
     {"\"limits\": {\"window_s\": 0},", "", "limits.window_s", "integer"},
     {"\"limits\": {\"window_s\": 60.5},", "", "limits.window_s", "integer"},
     {"\"limits\": {\"tokens_per_minute\": -5},", "", "limits.tokens_per_minute", "integer"},
@@ -334,18 +347,24 @@ static const struct bad_case bad_cases[] = {
     {"\"limits\": {\"budget_period\": 1},", "", "limits.budget_period", "string"},
     {"\"auth\": {\"enabled\": \"yes\"},", "", "auth.enabled", "true or false"},
     {"\"auth\": {\"jwt\": true},", "", "auth.jwt", "object"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\"}},", "", "auth.jwt", "hs256_secret"},
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\"}},", "", "auth.jwt",
+     "hs256_secret"},
     {"\"auth\": {\"jwt\": {\"hs256_secret\": \"env:S\"}},", "", "auth.jwt", "issuer and audience"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", \"leeway_s\": -1}},", "",
-     "auth.jwt.leeway_s", "integer"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", \"algs\": []}},", "",
-     "auth.jwt.algs", "unknown key"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", \"required_roles\": \"A\"}},",
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", "
+     "\"leeway_s\": -1}},",
+     "", "auth.jwt.leeway_s", "integer"},
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", "
+     "\"algs\": []}},",
+     "", "auth.jwt.algs", "unknown key"},
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", "
+     "\"required_roles\": \"A\"}},",
      "", "auth.jwt.required_roles", "array"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", \"required_roles\": [\"A\", 5]}},",
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"jwks_file\": \"/j\", "
+     "\"required_roles\": [\"A\", 5]}},",
      "", "auth.jwt.required_roles[1]", "non-empty string"},
-    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"hs256_secret\": \"keyvault:vault/s\"}},", "",
-     "auth.jwt.hs256_secret", "keyvault"},
+    {"\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"hs256_secret\": "
+     "\"keyvault:vault/s\"}},",
+     "", "auth.jwt.hs256_secret", "keyvault"},
     {"\"auth\": {\"api_key\": true},", "", "auth.api_key", "unknown key"},
     {"\"database\": {\"synchronous\": \"extra\"},", "", "database.synchronous", "normal"},
     {"\"database\": {\"busy_timeout_ms\": -1},", "", "database.busy_timeout_ms", "integer"},
@@ -356,34 +375,45 @@ static const struct bad_case bad_cases[] = {
     {"\"validation\": {\"max_content_chars\": 0},", "", "validation.max_content_chars", "integer"},
     {"\"validation\": {\"max_tokens\": 0},", "", "validation.max_tokens", "integer"},
     {"\"validation\": {\"deny_patterns\": \"ignore\"},", "", "validation.deny_patterns", "array"},
-    {"\"validation\": {\"deny_patterns\": [\"ok\", \"\"]},", "", "validation.deny_patterns[1]", "non-empty"},
-    {"\"redaction\": {\"patterns\": [\"sk-[a-z\"]},", "", "redaction.patterns[0]", "regular expression"},
-    {"\"redaction\": {\"patterns\": [\"ok\", \"(unclosed\"]},", "", "redaction.patterns[1]", "regular expression"},
+    {"\"validation\": {\"deny_patterns\": [\"ok\", \"\"]},", "", "validation.deny_patterns[1]",
+     "non-empty"},
+    {"\"redaction\": {\"patterns\": [\"sk-[a-z\"]},", "", "redaction.patterns[0]",
+     "regular expression"},
+    {"\"redaction\": {\"patterns\": [\"ok\", \"(unclosed\"]},", "", "redaction.patterns[1]",
+     "regular expression"},
     {"\"redaction\": {\"replacement\": 0},", "", "redaction.replacement", "string"},
     {"\"redaction\": {\"max_match_chars\": 4},", "", "redaction.max_match_chars", "integer"},
     {"\"retry\": {\"max_attempts\": 0},", "", "retry.max_attempts", "integer"},
     {"\"retry\": {\"deadline_s\": 0},", "", "retry.deadline_s", "number"},
     {"\"retry\": {\"deadline_s\": \"10\"},", "", "retry.deadline_s", "number"},
-    {"\"circuit_breaker\": {\"failure_threshold\": 0},", "", "circuit_breaker.failure_threshold", "integer"},
-    {"\"circuit_breaker\": {\"recovery_timeout_s\": -1},", "", "circuit_breaker.recovery_timeout_s", "number"},
-    {"\"circuit_breaker\": {\"half_open_max_calls\": 0},", "", "circuit_breaker.half_open_max_calls", "integer"},
+    {"\"circuit_breaker\": {\"failure_threshold\": 0},", "", "circuit_breaker.failure_threshold",
+     "integer"},
+    {"\"circuit_breaker\": {\"recovery_timeout_s\": -1},", "", "circuit_breaker.recovery_timeout_s",
+     "number"},
+    {"\"circuit_breaker\": {\"half_open_max_calls\": 0},", "",
+     "circuit_breaker.half_open_max_calls", "integer"},
     {"\"circuit_breaker\": {\"threshold\": 3},", "", "circuit_breaker.threshold", "unknown key"},
     {"\"audit\": {\"log_bodies\": \"some\"},", "", "audit.log_bodies", "redacted"},
     {"\"audit\": {\"retention_days\": -1},", "", "audit.retention_days", "integer"},
     {"\"telemetry\": {\"otlp\": \"x\"},", "", "telemetry.otlp", "unknown key"},
     {"\"environment\": 5,", "", "environment", "string"},
     {"\"default_model\": [],", "", "default_model", "string"},
-    {"\"telemetry\": {\"otlp_endpoint\": \"localhost:4318\"},", "", "telemetry.otlp_endpoint", "http"},
+    {"\"telemetry\": {\"otlp_endpoint\": \"localhost:4318\"},", "", "telemetry.otlp_endpoint",
+     "http"},
     {"\"secrets\": 1,", "", "secrets", "object"},
     {"\"secrets\": {\"ttl\": 1},", "", "secrets.ttl", "unknown key"},
     {"\"secrets\": {\"cache_ttl_s\": -1},", "", "secrets.cache_ttl_s", "integer"},
-    {"\"secrets\": {\"keyvault\": {\"auth\": \"password\"}},", "", "secrets.keyvault.auth", "managed_identity"},
+    {"\"secrets\": {\"keyvault\": {\"auth\": \"password\"}},", "", "secrets.keyvault.auth",
+     "managed_identity"},
     {"\"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\"}},", "",
      "secrets.keyvault", "client_id"},
-    {"\"secrets\": {\"keyvault\": {\"client_secret\": \"keyvault:https://myvault.vault.azure.net/secrets/s\"}},", "",
-     "secrets.keyvault.client_secret", "env:"},
-    {"\"secrets\": {\"keyvault\": {\"timeout_s\": 0}},", "", "secrets.keyvault.timeout_s", "number"},
-    {"\"secrets\": {\"keyvault\": {\"tenant\": \"t\"}},", "", "secrets.keyvault.tenant", "unknown key"},
+    {"\"secrets\": {\"keyvault\": {\"client_secret\": "
+     "\"keyvault:https://myvault.vault.azure.net/secrets/s\"}},",
+     "", "secrets.keyvault.client_secret", "env:"},
+    {"\"secrets\": {\"keyvault\": {\"timeout_s\": 0}},", "", "secrets.keyvault.timeout_s",
+     "number"},
+    {"\"secrets\": {\"keyvault\": {\"tenant\": \"t\"}},", "", "secrets.keyvault.tenant",
+     "unknown key"},
     {"", ", \"priority\": -1", "backends[0].priority", "integer"},
     {"", ", \"priority\": 1001", "backends[0].priority", "integer"},
     {"", ", \"priority\": \"1\"", "backends[0].priority", "integer"},
@@ -415,8 +445,9 @@ static void test_each_bad_value_is_named_by_path(void **state)
 static void test_backend_shape_problems(void **state)
 {
     (void)state;
-    expect_problem(load("{\"backends\": [{\"name\": \"east\", \"url\": \"https://e.example.com\"}]}"),
-                   "backends[0].deployments", "required");
+    expect_problem(
+        load("{\"backends\": [{\"name\": \"east\", \"url\": \"https://e.example.com\"}]}"),
+        "backends[0].deployments", "required");
     expect_problem(load("{\"backends\": [{\"name\": \"east\", \"url\": \"https://e.example.com\", "
                         "\"deployments\": {}}]}"),
                    "backends[0].deployments", "at least one model");
@@ -429,22 +460,25 @@ static void test_backend_shape_problems(void **state)
     expect_problem(load("{\"backends\": [{\"name\": \"east\", \"url\": \"https://e.example.com\", "
                         "\"deployments\": {\"gpt-4o\": 4}}]}"),
                    "backends[0].deployments.gpt-4o", "non-empty");
-    expect_problem(load("{\"backends\": [{\"url\": \"https://e.example.com\", \"deployments\": {\"m\": \"d\"}}]}"),
+    expect_problem(load("{\"backends\": [{\"url\": \"https://e.example.com\", \"deployments\": "
+                        "{\"m\": \"d\"}}]}"),
                    "backends[0].name", "required");
     expect_problem(load("{\"backends\": [{\"name\": \"\", \"url\": \"https://e.example.com\", "
                         "\"deployments\": {\"m\": \"d\"}}]}"),
                    "backends[0].name", "required");
-    expect_problem(load("{\"backends\": [{\"name\": \"east us\", \"url\": \"https://e.example.com\", "
-                        "\"deployments\": {\"m\": \"d\"}}]}"),
-                   "backends[0].name", "letters");
+    expect_problem(
+        load("{\"backends\": [{\"name\": \"east us\", \"url\": \"https://e.example.com\", "
+             "\"deployments\": {\"m\": \"d\"}}]}"),
+        "backends[0].name", "letters");
     expect_problem(load("{\"backends\": [{\"name\": \"e\", \"deployments\": {\"m\": \"d\"}}]}"),
                    "backends[0].url", "required");
     expect_problem(load("{\"backends\": [{\"name\": \"e\", \"url\": \"ftp://e.example.com\", "
                         "\"deployments\": {\"m\": \"d\"}}]}"),
                    "backends[0].url", "https://");
-    expect_problem(load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": "
-                        "{\"m\": \"d\"}}, 7]}"),
-                   "backends[1]", "object");
+    expect_problem(
+        load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": "
+             "{\"m\": \"d\"}}, 7]}"),
+        "backends[1]", "object");
     expect_problem(load("{\"backends\": []}"), "backends", "required");
     expect_problem(load("{\"backends\": {}}"), "backends", "required");
     expect_problem(load("{}"), "backends", "required");
@@ -453,8 +487,9 @@ static void test_backend_shape_problems(void **state)
 static void test_duplicate_backend_names(void **state)
 {
     (void)state;
-    struct cfg *c = load("{\"backends\": [" BACKEND_EAST "}, {\"name\": \"west\", \"url\": \"https://w\", "
-                         "\"deployments\": {\"gpt-4o\": \"d\"}}, " BACKEND_EAST "}]}");
+    struct cfg *c =
+        load("{\"backends\": [" BACKEND_EAST "}, {\"name\": \"west\", \"url\": \"https://w\", "
+             "\"deployments\": {\"gpt-4o\": \"d\"}}, " BACKEND_EAST "}]}");
     expect_problem(c, "backends[2]", "east");
     assert_non_null(strstr(buf_cstr(&problems), "twice"));
     assert_int_equal(count_lines(&problems), 1);
@@ -463,14 +498,16 @@ static void test_duplicate_backend_names(void **state)
 static void test_several_problems_reported_at_once(void **state)
 {
     (void)state;
-    struct cfg *c = load("{\"limits\": {\"budget_period\": \"week\", \"window_s\": 0},\n"
-                         " \"validaton\": {},\n"
-                         " \"redaction\": {\"patterns\": [\"[\"]},\n"
-                         " \"auth\": {\"jwt\": {}},\n"
-                         " \"backends\": [{\"name\": \"a\", \"url\": \"https://a\", \"priority\": -3}]}");
+    struct cfg *c =
+        load("{\"limits\": {\"budget_period\": \"week\", \"window_s\": 0},\n"
+             " \"validaton\": {},\n"
+             " \"redaction\": {\"patterns\": [\"[\"]},\n"
+             " \"auth\": {\"jwt\": {}},\n"
+             " \"backends\": [{\"name\": \"a\", \"url\": \"https://a\", \"priority\": -3}]}");
     assert_null(c);
-    const char *paths[] = {"limits.budget_period", "limits.window_s", "validaton", "redaction.patterns[0]",
-                           "auth.jwt", "backends[0].priority", "backends[0].deployments"};
+    const char *paths[] = {"limits.budget_period",   "limits.window_s", "validaton",
+                           "redaction.patterns[0]",  "auth.jwt",        "backends[0].priority",
+                           "backends[0].deployments"};
     for (size_t i = 0; i < sizeof paths / sizeof paths[0]; i++) {
         char prefix[128];
         snprintf(prefix, sizeof prefix, "test.json: %s: ", paths[i]);
@@ -492,7 +529,8 @@ static void test_not_json(void **state)
     assert_null(load("{\"backends\": []} {}"));
     assert_non_null(strstr(buf_cstr(&problems), "test.json: (file): "));
     assert_null(load("[1, 2]"));
-    assert_non_null(strstr(buf_cstr(&problems), "test.json: (file): the top level must be a JSON object"));
+    assert_non_null(
+        strstr(buf_cstr(&problems), "test.json: (file): the top level must be a JSON object"));
     assert_null(load("{\"backends\": [], } "));
     assert_int_equal(count_lines(&problems), 1);
 }
@@ -502,8 +540,9 @@ static void test_not_json(void **state)
 static void test_literal_api_key_is_a_warning(void **state)
 {
     (void)state;
-    struct cfg *c = load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"api_key\": "
-                         "\"0123456789abcdef0123456789abcdef\", \"deployments\": {\"m\": \"d\"}}]}");
+    struct cfg *c =
+        load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"api_key\": "
+             "\"0123456789abcdef0123456789abcdef\", \"deployments\": {\"m\": \"d\"}}]}");
     if (!c)
         print_error("%s", buf_cstr(&problems));
     assert_non_null(c);
@@ -516,7 +555,8 @@ static void test_literal_api_key_is_a_warning(void **state)
     assert_string_equal(c->backends[0].api_key_ref, "0123456789abcdef0123456789abcdef");
     cfg_free(c);
 
-    c = load("{\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"hs256_secret\": \"hunter2\"}}, "
+    c = load("{\"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\", \"hs256_secret\": "
+             "\"hunter2\"}}, "
              "\"backends\": [" BACKEND_EAST "}]}");
     assert_non_null(c);
     assert_non_null(strstr(buf_cstr(&warnings), "test.json: auth.jwt.hs256_secret: "));
@@ -525,10 +565,11 @@ static void test_literal_api_key_is_a_warning(void **state)
 
     /* warnings may be NULL */
     buf_reset(&problems);
-    c = cfg_load_string("test.json",
-                        "{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"api_key\": \"lit\", "
-                        "\"deployments\": {\"m\": \"d\"}}]}",
-                        &problems, NULL);
+    c = cfg_load_string(
+        "test.json",
+        "{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"api_key\": \"lit\", "
+        "\"deployments\": {\"m\": \"d\"}}]}",
+        &problems, NULL);
     assert_non_null(c);
     cfg_free(c);
 }
@@ -543,7 +584,9 @@ static void test_secret_references_are_accepted(void **state)
         char extra[160];
         snprintf(extra, sizeof extra, ", \"api_key\": \"%s\"", refs[i]);
         struct buf t = {0};
-        buf_printf(&t, "{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": {\"m\": \"d\"}%s}]}",
+        buf_printf(&t,
+                   "{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": "
+                   "{\"m\": \"d\"}%s}]}",
                    extra);
         struct cfg *c = load(buf_cstr(&t));
         buf_free(&t);
@@ -555,7 +598,8 @@ static void test_secret_references_are_accepted(void **state)
         cfg_free(c);
     }
     /* no key at all is fine too (a local OpenAI-compatible server) */
-    struct cfg *c = load("{\"backends\": [{\"name\": \"e\", \"type\": \"openai\", \"url\": \"http://127.0.0.1:8000\", "
+    struct cfg *c = load("{\"backends\": [{\"name\": \"e\", \"type\": \"openai\", \"url\": "
+                         "\"http://127.0.0.1:8000\", "
                          "\"deployments\": {\"m\": \"d\"}}]}");
     assert_non_null(c);
     assert_null(c->backends[0].api_key_ref);
@@ -568,9 +612,12 @@ static void test_secret_references_are_accepted(void **state)
 static void test_backend_deployment_lookup(void **state)
 {
     (void)state;
-    struct cfg *c = load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": "
-                         "{\"gpt-4o\": \"prod-gpt4o\", \"gpt-4o-mini\": \"mini\", \"text-embedding-3-small\": \"emb\"}}, "
-                         "{\"name\": \"w\", \"url\": \"https://w\", \"deployments\": {\"gpt-4o-mini\": \"w-mini\"}}]}");
+    struct cfg *c =
+        load("{\"backends\": [{\"name\": \"e\", \"url\": \"https://e\", \"deployments\": "
+             "{\"gpt-4o\": \"prod-gpt4o\", \"gpt-4o-mini\": \"mini\", \"text-embedding-3-small\": "
+             "\"emb\"}}, "
+             "{\"name\": \"w\", \"url\": \"https://w\", \"deployments\": {\"gpt-4o-mini\": "
+             "\"w-mini\"}}]}");
     assert_non_null(c);
     assert_string_equal(cfg_backend_deployment(&c->backends[0], "gpt-4o"), "prod-gpt4o");
     assert_string_equal(cfg_backend_deployment(&c->backends[0], "gpt-4o-mini"), "mini");
@@ -616,10 +663,11 @@ static void test_default_path(void **state)
 static void test_redaction_patterns_that_would_blow_up_are_refused(void **state)
 {
     (void)state;
-    expect_problem(load_with("\"redaction\": {\"patterns\": [\"sk-++++++++++++++++++++++++\"]},", ""),
+    expect_problem(
+        load_with("\"redaction\": {\"patterns\": [\"sk-++++++++++++++++++++++++\"]},", ""),
+        "redaction.patterns[0]", "quantifier");
+    expect_problem(load_with("\"redaction\": {\"patterns\": [\"a*{2}\"]},", ""),
                    "redaction.patterns[0]", "quantifier");
-    expect_problem(load_with("\"redaction\": {\"patterns\": [\"a*{2}\"]},", ""), "redaction.patterns[0]",
-                   "quantifier");
     struct buf t = {0};
     buf_puts(&t, "\"redaction\": {\"patterns\": [\"");
     for (int i = 0; i < 300; i++)
@@ -627,7 +675,8 @@ static void test_redaction_patterns_that_would_blow_up_are_refused(void **state)
     buf_puts(&t, "\"]},");
     expect_problem(load_with(buf_cstr(&t), ""), "redaction.patterns[0]", "longer than");
     buf_free(&t);
-    struct cfg *c = load_with("\"redaction\": {\"patterns\": [\"sk-[a-z]{48}\", \"a\\\\++\"]},", "");
+    struct cfg *c =
+        load_with("\"redaction\": {\"patterns\": [\"sk-[a-z]{48}\", \"a\\\\++\"]},", "");
     assert_non_null(c); /* an escaped "+" followed by a quantifier is fine */
     cfg_free(c);
 }

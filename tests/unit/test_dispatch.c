@@ -33,13 +33,20 @@
  *   6: g  2  1  gpt-4o-mini  */
 static const char *const CONFIG =
     "{\"backends\": ["
-    "{\"name\": \"a\", \"url\": \"https://a\", \"priority\": 1, \"weight\": 1, \"deployments\": {\"gpt-4o\": \"a4o\"}},"
-    "{\"name\": \"b\", \"url\": \"https://b\", \"priority\": 0, \"deployments\": {\"gpt-4o\": \"b4o\", \"gpt-4o-mini\": \"bm\"}},"
-    "{\"name\": \"c\", \"url\": \"https://c\", \"priority\": 1, \"weight\": 3, \"deployments\": {\"gpt-4o\": \"c4o\"}},"
-    "{\"name\": \"d\", \"url\": \"https://d\", \"priority\": 0, \"deployments\": {\"text-embedding-3-small\": \"emb\"}},"
-    "{\"name\": \"e\", \"url\": \"https://e\", \"priority\": 2, \"deployments\": {\"gpt-4o\": \"e4o\", \"gpt-4o-mini\": \"em\"}},"
-    "{\"name\": \"f\", \"url\": \"https://f\", \"priority\": 2, \"weight\": 2, \"deployments\": {\"gpt-4o-mini\": \"fm\"}},"
-    "{\"name\": \"g\", \"url\": \"https://g\", \"priority\": 2, \"weight\": 1, \"deployments\": {\"gpt-4o-mini\": \"gm\"}}"
+    "{\"name\": \"a\", \"url\": \"https://a\", \"priority\": 1, \"weight\": 1, \"deployments\": "
+    "{\"gpt-4o\": \"a4o\"}},"
+    "{\"name\": \"b\", \"url\": \"https://b\", \"priority\": 0, \"deployments\": {\"gpt-4o\": "
+    "\"b4o\", \"gpt-4o-mini\": \"bm\"}},"
+    "{\"name\": \"c\", \"url\": \"https://c\", \"priority\": 1, \"weight\": 3, \"deployments\": "
+    "{\"gpt-4o\": \"c4o\"}},"
+    "{\"name\": \"d\", \"url\": \"https://d\", \"priority\": 0, \"deployments\": "
+    "{\"text-embedding-3-small\": \"emb\"}},"
+    "{\"name\": \"e\", \"url\": \"https://e\", \"priority\": 2, \"deployments\": {\"gpt-4o\": "
+    "\"e4o\", \"gpt-4o-mini\": \"em\"}},"
+    "{\"name\": \"f\", \"url\": \"https://f\", \"priority\": 2, \"weight\": 2, \"deployments\": "
+    "{\"gpt-4o-mini\": \"fm\"}},"
+    "{\"name\": \"g\", \"url\": \"https://g\", \"priority\": 2, \"weight\": 1, \"deployments\": "
+    "{\"gpt-4o-mini\": \"gm\"}}"
     "]}";
 
 static struct cfg *cfg;
@@ -240,11 +247,12 @@ static void test_order_extreme_weights(void **state)
 {
     (void)state;
     struct buf problems = {0};
-    struct cfg *c = cfg_load_string(
-        "w.json",
-        "{\"backends\": [{\"name\": \"light\", \"url\": \"https://l\", \"weight\": 1, \"deployments\": {\"m\": \"m\"}},"
-        "{\"name\": \"heavy\", \"url\": \"https://h\", \"weight\": 1000, \"deployments\": {\"m\": \"m\"}}]}",
-        &problems, NULL);
+    struct cfg *c = cfg_load_string("w.json",
+                                    "{\"backends\": [{\"name\": \"light\", \"url\": \"https://l\", "
+                                    "\"weight\": 1, \"deployments\": {\"m\": \"m\"}},"
+                                    "{\"name\": \"heavy\", \"url\": \"https://h\", \"weight\": "
+                                    "1000, \"deployments\": {\"m\": \"m\"}}]}",
+                                    &problems, NULL);
     assert_non_null(c);
     uint64_t rng = 3;
     size_t order[4];

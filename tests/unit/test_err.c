@@ -135,7 +135,7 @@ static void test_unknown_values_map_to_internal_error(void **state)
     const struct aigw_err_info *internal = aigw_err_info(AIGW_ERR_INTERNAL);
     assert_ptr_equal(aigw_err_info(AIGW_ERR__COUNT), internal);
     assert_ptr_equal(aigw_err_info((enum aigw_err)(AIGW_ERR__COUNT + 100)), internal);
-    assert_ptr_equal(aigw_err_info((enum aigw_err)-1), internal);
+    assert_ptr_equal(aigw_err_info((enum aigw_err) - 1), internal);
     assert_int_equal(aigw_err_info((enum aigw_err)9999)->http_status, 500);
     assert_string_equal(aigw_err_info((enum aigw_err)9999)->code, "internal_error");
 }

@@ -45,9 +45,9 @@
 #include "store.h"
 #include "worker.h"
 
-#define ISSUER "https://login.example.com/tenant/v2.0"
-#define AUDIENCE "api://aigw"
-#define SECRET "0123456789abcdef0123456789abcdef-test-secret"
+#define ISSUER     "https://login.example.com/tenant/v2.0"
+#define AUDIENCE   "api://aigw"
+#define SECRET     "0123456789abcdef0123456789abcdef-test-secret"
 #define SECRET_ENV "AIGW_TEST_JWT_SECRET"
 
 /* --- shared state, made once per run -------------------------------------- */

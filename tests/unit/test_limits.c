@@ -24,7 +24,7 @@
 #include "limits.h"
 
 #define SEC 1000000LL /* microseconds */
-#define MS 1000LL
+#define MS  1000LL
 
 /* An arbitrary realistic "now": 2025-03-14T15:09:26Z in microseconds. */
 static const int64_t T0 = 1741964966LL * SEC;
@@ -203,8 +203,8 @@ static void test_gcra_uneven_interval_burst(void **state)
 {
     (void)state;
     const long limits[] = {3, 7, 9, 11, 13, 30, 70, 101, 997};
-    const int64_t windows[] = {2 * SEC, 60 * SEC, 60 * SEC, 60 * SEC, 3600 * SEC, 7 * SEC,
-                               60 * SEC, 60 * SEC, 86400 * SEC};
+    const int64_t windows[] = {2 * SEC, 60 * SEC, 60 * SEC, 60 * SEC,   3600 * SEC,
+                               7 * SEC, 60 * SEC, 60 * SEC, 86400 * SEC};
     int wrong = 0;
     for (size_t i = 0; i < sizeof limits / sizeof limits[0]; i++) {
         int64_t tat = 0;
@@ -259,9 +259,12 @@ static void test_budget_day(void **state)
     assert_int_equal(budget_period_start(PERIOD_DAY, mid - 1), utc(2025, 3, 13, 0, 0, 0));
     assert_int_equal(budget_period_end(PERIOD_DAY, mid - 1), mid);
     /* New Year's Eve and a leap day */
-    assert_int_equal(budget_period_end(PERIOD_DAY, utc(2024, 12, 31, 23, 59, 59)), utc(2025, 1, 1, 0, 0, 0));
-    assert_int_equal(budget_period_start(PERIOD_DAY, utc(2024, 2, 29, 12, 0, 0)), utc(2024, 2, 29, 0, 0, 0));
-    assert_int_equal(budget_period_end(PERIOD_DAY, utc(2024, 2, 29, 12, 0, 0)), utc(2024, 3, 1, 0, 0, 0));
+    assert_int_equal(budget_period_end(PERIOD_DAY, utc(2024, 12, 31, 23, 59, 59)),
+                     utc(2025, 1, 1, 0, 0, 0));
+    assert_int_equal(budget_period_start(PERIOD_DAY, utc(2024, 2, 29, 12, 0, 0)),
+                     utc(2024, 2, 29, 0, 0, 0));
+    assert_int_equal(budget_period_end(PERIOD_DAY, utc(2024, 2, 29, 12, 0, 0)),
+                     utc(2024, 3, 1, 0, 0, 0));
 }
 
 static void test_budget_month(void **state)
@@ -274,8 +277,10 @@ static void test_budget_month(void **state)
     now = utc(2024, 12, 31, 23, 59, 59);
     assert_int_equal(budget_period_start(PERIOD_MONTH, now), utc(2024, 12, 1, 0, 0, 0));
     assert_int_equal(budget_period_end(PERIOD_MONTH, now), utc(2025, 1, 1, 0, 0, 0));
-    assert_int_equal(budget_period_start(PERIOD_MONTH, utc(2025, 1, 1, 0, 0, 0)), utc(2025, 1, 1, 0, 0, 0));
-    assert_int_equal(budget_period_end(PERIOD_MONTH, utc(2024, 12, 1, 0, 0, 0)), utc(2025, 1, 1, 0, 0, 0));
+    assert_int_equal(budget_period_start(PERIOD_MONTH, utc(2025, 1, 1, 0, 0, 0)),
+                     utc(2025, 1, 1, 0, 0, 0));
+    assert_int_equal(budget_period_end(PERIOD_MONTH, utc(2024, 12, 1, 0, 0, 0)),
+                     utc(2025, 1, 1, 0, 0, 0));
     /* February in a leap year has 29 days, in a common year 28 */
     now = utc(2024, 2, 29, 23, 0, 0);
     assert_int_equal(budget_period_start(PERIOD_MONTH, now), utc(2024, 2, 1, 0, 0, 0));
@@ -285,16 +290,19 @@ static void test_budget_month(void **state)
     now = utc(2025, 2, 28, 23, 59, 59);
     assert_int_equal(budget_period_end(PERIOD_MONTH, now) - budget_period_start(PERIOD_MONTH, now),
                      28 * 86400);
-    assert_int_equal(budget_period_end(PERIOD_MONTH, utc(2100, 2, 10, 0, 0, 0)), utc(2100, 3, 1, 0, 0, 0));
+    assert_int_equal(budget_period_end(PERIOD_MONTH, utc(2100, 2, 10, 0, 0, 0)),
+                     utc(2100, 3, 1, 0, 0, 0));
     assert_int_equal(budget_period_end(PERIOD_MONTH, utc(2000, 2, 10, 0, 0, 0)) -
                          budget_period_start(PERIOD_MONTH, utc(2000, 2, 10, 0, 0, 0)),
                      29 * 86400);
     /* a 31-day month ends where the next begins */
     now = utc(2025, 1, 31, 12, 0, 0);
     assert_int_equal(budget_period_end(PERIOD_MONTH, now), utc(2025, 2, 1, 0, 0, 0));
-    assert_int_equal(budget_period_end(PERIOD_MONTH, now - 1), budget_period_start(PERIOD_MONTH, utc(2025, 2, 1, 0, 0, 0)));
+    assert_int_equal(budget_period_end(PERIOD_MONTH, now - 1),
+                     budget_period_start(PERIOD_MONTH, utc(2025, 2, 1, 0, 0, 0)));
     /* the last second of a month still belongs to it */
-    assert_int_equal(budget_period_start(PERIOD_MONTH, utc(2025, 5, 1, 0, 0, 0) - 1), utc(2025, 4, 1, 0, 0, 0));
+    assert_int_equal(budget_period_start(PERIOD_MONTH, utc(2025, 5, 1, 0, 0, 0) - 1),
+                     utc(2025, 4, 1, 0, 0, 0));
 }
 
 static void test_budget_every_month_of_a_leap_year(void **state)
@@ -303,7 +311,8 @@ static void test_budget_every_month_of_a_leap_year(void **state)
     const int days[] = {31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31};
     for (int m = 1; m <= 12; m++) {
         int64_t now = utc(2028, m, 15, 6, 0, 0);
-        int64_t start = budget_period_start(PERIOD_MONTH, now), end = budget_period_end(PERIOD_MONTH, now);
+        int64_t start = budget_period_start(PERIOD_MONTH, now),
+                end = budget_period_end(PERIOD_MONTH, now);
         assert_int_equal(start, utc(2028, m, 1, 0, 0, 0));
         assert_int_equal(end - start, days[m - 1] * 86400LL);
         assert_int_equal(end, m == 12 ? utc(2029, 1, 1, 0, 0, 0) : utc(2028, m + 1, 1, 0, 0, 0));

@@ -26,7 +26,7 @@ static enum aigw_err match(const char *method, const char *path)
 {
     memset(dep, 'X', sizeof dep);
     dep[sizeof dep - 1] = '\0';
-    route = (enum route)-1;
+    route = (enum route) - 1;
     return router_match(method, path, &route, dep);
 }
 
@@ -72,7 +72,8 @@ static void test_azure_routes(void **state)
     (void)state;
     expect_route("POST", "/openai/deployments/gpt-4o/chat/completions", ROUTE_AZURE_CHAT);
     assert_string_equal(dep, "gpt-4o");
-    expect_route("POST", "/openai/deployments/text-embedding-3-small/embeddings", ROUTE_AZURE_EMBED);
+    expect_route("POST", "/openai/deployments/text-embedding-3-small/embeddings",
+                 ROUTE_AZURE_EMBED);
     assert_string_equal(dep, "text-embedding-3-small");
     expect_route("POST", "/openai/deployments/my_deploy.v2/chat/completions", ROUTE_AZURE_CHAT);
     assert_string_equal(dep, "my_deploy.v2");
@@ -172,8 +173,8 @@ static void test_responses_routes(void **state)
         assert_string_equal(dep, "resp_abc123");
         expect_err("DELETE", p, AIGW_ERR_METHOD_NOT_ALLOWED);
         /* an id that could be something else in a backend URL */
-        const char *bad[] = {"..", "%2e%2e", "a%2Fb", "", "x/y", "resp_1/input_items/", "a b",
-                             "resp_1/cancel"};
+        const char *bad[] = {"..",  "%2e%2e",       "a%2Fb", "", "x/y", "resp_1/input_items/",
+                             "a b", "resp_1/cancel"};
         for (size_t k = 0; k < sizeof bad / sizeof bad[0]; k++) {
             snprintf(p, sizeof p, "%s%s", prefixes[i], bad[k]);
             expect_err("GET", p, AIGW_ERR_NOT_FOUND);
@@ -217,23 +218,23 @@ static void test_deployment_traversal_rejected(void **state)
         "%2F",
         "..%2F..%2Fadmin",
         "%2e%2e%2f%2e%2e",
-        "a%5Cb",   /* backslash */
-        "a%00b",   /* NUL */
-        "a%0Ab",   /* newline: header injection */
+        "a%5Cb", /* backslash */
+        "a%00b", /* NUL */
+        "a%0Ab", /* newline: header injection */
         "a%0D%0Ab",
-        "a%20b",   /* space */
-        "a%3Fb",   /* '?' would start a query */
-        "a%23b",   /* '#' */
-        "a%26b",   /* '&' */
-        "a%25b",   /* a literal '%' */
+        "a%20b", /* space */
+        "a%3Fb", /* '?' would start a query */
+        "a%23b", /* '#' */
+        "a%26b", /* '&' */
+        "a%25b", /* a literal '%' */
         "a+b",
         "a:b",
         "a@b",
-        "gpt%",    /* truncated escapes */
+        "gpt%", /* truncated escapes */
         "gpt%2",
         "gpt%zz",
         "gpt%g0",
-        "%C3%A9",  /* non-ASCII */
+        "%C3%A9", /* non-ASCII */
         "\xc3\xa9",
     };
     char path[256];
@@ -296,7 +297,8 @@ static void test_failed_match_leaves_no_deployment(void **state)
     (void)state;
     /* a refused name leaves the route unset, and an unknown path clears
      * whatever the caller's buffer held */
-    assert_int_equal(match("POST", "/openai/deployments/..%2F/chat/completions"), AIGW_ERR_NOT_FOUND);
+    assert_int_equal(match("POST", "/openai/deployments/..%2F/chat/completions"),
+                     AIGW_ERR_NOT_FOUND);
     assert_int_equal(route, ROUTE_NONE);
     assert_int_equal(match("POST", "/nope"), AIGW_ERR_NOT_FOUND);
     assert_string_equal(dep, "");

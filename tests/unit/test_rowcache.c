@@ -39,10 +39,10 @@ static void test_hit_only_for_key_epoch_and_age(void **state)
     assert_int_equal(row_cache_get(c, "alice", 6, 7, 1500, 1000, &out), 1);
     assert_int_equal(out.n, 42);
     assert_string_equal(out.text, "alice");
-    assert_int_equal(row_cache_get(c, "alic", 5, 7, 1500, 1000, &out), 0);   /* another key */
-    assert_int_equal(row_cache_get(c, "alice", 6, 8, 1500, 1000, &out), 0);  /* bumped */
-    assert_int_equal(row_cache_get(c, "alice", 6, 7, 2000, 1000, &out), 0);  /* too old */
-    assert_int_equal(row_cache_get(c, "alice", 6, 7, 999, 1000, &out), 0);   /* clock went back */
+    assert_int_equal(row_cache_get(c, "alic", 5, 7, 1500, 1000, &out), 0);  /* another key */
+    assert_int_equal(row_cache_get(c, "alice", 6, 8, 1500, 1000, &out), 0); /* bumped */
+    assert_int_equal(row_cache_get(c, "alice", 6, 7, 2000, 1000, &out), 0); /* too old */
+    assert_int_equal(row_cache_get(c, "alice", 6, 7, 999, 1000, &out), 0);  /* clock went back */
     row_cache_free(c);
 }
 

@@ -24,12 +24,13 @@
 #include "config.h"
 #include "sanitize.h"
 
-#define BACKENDS \
-    "\"backends\": [{\"name\": \"e\", \"url\": \"https://e.example.com\", \"deployments\": {\"m\": \"d\"}}]"
+#define BACKENDS                                                                                   \
+    "\"backends\": [{\"name\": \"e\", \"url\": \"https://e.example.com\", \"deployments\": "       \
+    "{\"m\": \"d\"}}]"
 
 /* 48 characters of [a-zA-Z0-9] */
 #define KEY48 "abcdefghijklmnopqrstuvwxABCDEFGHIJKLMNOPQRSTUV01"
-#define KEY "sk-" KEY48
+#define KEY   "sk-" KEY48
 
 static struct cfg *cfg_default, *cfg_extra;
 static struct redactor *rd, *rx;
@@ -48,8 +49,9 @@ static int setup(void **state)
 {
     (void)state;
     cfg_default = load("{" BACKENDS "}");
-    cfg_extra = load("{\"redaction\": {\"patterns\": [\"sk-[a-zA-Z0-9]{48}\", \"ghp_[A-Za-z0-9]{36}\", "
-                     "\"AKIA[0-9A-Z]{16}\"], \"replacement\": \"***\"}, " BACKENDS "}");
+    cfg_extra =
+        load("{\"redaction\": {\"patterns\": [\"sk-[a-zA-Z0-9]{48}\", \"ghp_[A-Za-z0-9]{36}\", "
+             "\"AKIA[0-9A-Z]{16}\"], \"replacement\": \"***\"}, " BACKENDS "}");
     if (!cfg_default || !cfg_extra)
         return -1;
     rd = redactor_new(cfg_default);
@@ -79,7 +81,8 @@ static char *redact(const struct redactor *r, const char *text, int *count)
     return s;
 }
 
-static void expect_redacted(const struct redactor *r, const char *text, const char *want, int want_count)
+static void expect_redacted(const struct redactor *r, const char *text, const char *want,
+                            int want_count)
 {
     int n;
     char *got = redact(r, text, &n);
@@ -153,9 +156,11 @@ static void test_seed_key_longer_run(void **state)
 static void test_multiple_keys(void **state)
 {
     (void)state;
-    expect_redacted(rd, KEY " and " KEY "\n" KEY, "[REDACTED_KEY] and [REDACTED_KEY]\n[REDACTED_KEY]", 3);
+    expect_redacted(rd, KEY " and " KEY "\n" KEY,
+                    "[REDACTED_KEY] and [REDACTED_KEY]\n[REDACTED_KEY]", 3);
     expect_redacted(rd, KEY KEY, "[REDACTED_KEY][REDACTED_KEY]", 2);
-    expect_redacted(rd, "{\"a\":\"" KEY "\",\"b\":\"" KEY "\"}", "{\"a\":\"[REDACTED_KEY]\",\"b\":\"[REDACTED_KEY]\"}", 2);
+    expect_redacted(rd, "{\"a\":\"" KEY "\",\"b\":\"" KEY "\"}",
+                    "{\"a\":\"[REDACTED_KEY]\",\"b\":\"[REDACTED_KEY]\"}", 2);
 }
 
 static void test_text_without_keys_unchanged(void **state)
@@ -176,8 +181,7 @@ static void test_text_without_keys_unchanged(void **state)
 static void test_configured_patterns_and_replacement(void **state)
 {
     (void)state;
-    expect_redacted(rx, "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 here",
-                    "token *** here", 1);
+    expect_redacted(rx, "token ghp_abcdefghijklmnopqrstuvwxyz0123456789 here", "token *** here", 1);
     expect_redacted(rx, "AKIAABCDEFGHIJKLMNOP and " KEY, "*** and ***", 2);
     expect_redacted(rx, "ghp_short", "ghp_short", 0);
     /* the default config does not know the extra patterns */
@@ -222,7 +226,8 @@ static void test_redact_text_with_nul_bytes(void **state)
  * then a final empty call; returns the concatenated output (caller frees).
  * After each piece checks that nothing emitted so far contains 8 or more
  * consecutive characters of KEY48. */
-static char *stream_cuts(const struct redactor *r, const char *text, const size_t *cuts, size_t n_cuts)
+static char *stream_cuts(const struct redactor *r, const char *text, const size_t *cuts,
+                         size_t n_cuts)
 {
     struct buf pending = {0}, out = {0};
     size_t len = strlen(text), prev = 0;
@@ -235,7 +240,8 @@ static char *stream_cuts(const struct redactor *r, const char *text, const size_
             memcpy(frag, KEY48 + k, 8);
             frag[8] = '\0';
             if (strstr(buf_cstr(&out), frag))
-                print_error("key fragment '%s' leaked after piece %zu: '%s'\n", frag, i, buf_cstr(&out));
+                print_error("key fragment '%s' leaked after piece %zu: '%s'\n", frag, i,
+                            buf_cstr(&out));
             assert_null(strstr(buf_cstr(&out), frag));
         }
     }
@@ -366,7 +372,8 @@ static void test_stream_key_inside_long_word(void **state)
 static void test_stream_configured_patterns(void **state)
 {
     (void)state;
-    const char *text = "gh: ghp_abcdefghijklmnopqrstuvwxyz0123456789, aws: AKIAABCDEFGHIJKLMNOP, " KEY;
+    const char *text =
+        "gh: ghp_abcdefghijklmnopqrstuvwxyz0123456789, aws: AKIAABCDEFGHIJKLMNOP, " KEY;
     size_t len = strlen(text);
     for (size_t cut = 0; cut <= len; cut++) {
         struct buf pending = {0}, out = {0};
@@ -397,8 +404,13 @@ static void test_stream_releases_words_promptly(void **state)
     /* model-style tokens carry their leading space: each word is released
      * as soon as the next one starts */
     const char *toks[] = {"Hello", " world", ",", " how", " are", " you", "?"};
-    const char *after[] = {"", "Hello ", "Hello ", "Hello world, ", "Hello world, how ",
-                           "Hello world, how are ", "Hello world, how are "};
+    const char *after[] = {"",
+                           "Hello ",
+                           "Hello ",
+                           "Hello world, ",
+                           "Hello world, how ",
+                           "Hello world, how are ",
+                           "Hello world, how are "};
     for (size_t i = 0; i < 7; i++) {
         redact_stream(rd, &pending, toks[i], strlen(toks[i]), 0, &out);
         if (strcmp(buf_cstr(&out), after[i]) != 0)
@@ -499,7 +511,8 @@ static void test_stream_never_splits_utf8(void **state)
 static void test_stream_plain_text_matches_whole(void **state)
 {
     (void)state;
-    const char *text = "No secrets here, just a long answer with several words.\nAnd a second line sk-short.";
+    const char *text =
+        "No secrets here, just a long answer with several words.\nAnd a second line sk-short.";
     for (size_t n = 1; n <= strlen(text); n += 3) {
         char *got = stream_even(rd, text, n);
         assert_string_equal(got, text);
@@ -563,7 +576,8 @@ static void test_stream_pattern_with_white_space(void **state)
     };
     for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
         struct buf text = {0}, problems = {0};
-        buf_printf(&text, "{\"redaction\": {\"patterns\": [\"%s\"]}, " BACKENDS "}", cases[t].pattern);
+        buf_printf(&text, "{\"redaction\": {\"patterns\": [\"%s\"]}, " BACKENDS "}",
+                   cases[t].pattern);
         struct cfg *c = cfg_load_string("test.json", buf_cstr(&text), &problems, NULL);
         buf_free(&text);
         if (!c) {
@@ -588,8 +602,8 @@ static void test_stream_pattern_with_white_space(void **state)
         char *whole = redact(r, cases[t].text, NULL);
         assert_string_not_equal(whole, cases[t].text); /* the pattern does match */
         if (strcmp(buf_cstr(&out), whole) != 0)
-            print_error("streamed \"%s\"\n  got  \"%s\"\n  want \"%s\"\n", cases[t].text, buf_cstr(&out),
-                        whole);
+            print_error("streamed \"%s\"\n  got  \"%s\"\n  want \"%s\"\n", cases[t].text,
+                        buf_cstr(&out), whole);
         assert_string_equal(buf_cstr(&out), whole);
         free(whole);
         buf_free(&pending);

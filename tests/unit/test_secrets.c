@@ -38,8 +38,8 @@
 #include "secrets.h"
 
 #define KEY_ENV "AIGW_TEST_SECRETS_KEY"
-#define VALUE1 "sk-value-one-1111"
-#define VALUE2 "sk-value-two-2222"
+#define VALUE1  "sk-value-one-1111"
+#define VALUE2  "sk-value-two-2222"
 
 static struct {
     char dir[64];
@@ -64,8 +64,9 @@ static struct cfg *load_cfg(const char *environment, const char *key_ref, const 
         buf_printf(&t, "\"environment\": \"%s\", ", environment);
     if (secrets_json)
         buf_printf(&t, "\"secrets\": %s, ", secrets_json);
-    buf_printf(&t, "\"backends\": [{\"name\": \"east\", \"url\": \"https://east.example.com\", "
-                   "\"api_key\": \"%s\", \"deployments\": {\"gpt-4o\": \"gpt4o-east\"}}]}",
+    buf_printf(&t,
+               "\"backends\": [{\"name\": \"east\", \"url\": \"https://east.example.com\", "
+               "\"api_key\": \"%s\", \"deployments\": {\"gpt-4o\": \"gpt4o-east\"}}]}",
                key_ref);
     struct cfg *c = cfg_load_string("test.json", buf_cstr(&t), &problems, &warnings);
     if (!c)
@@ -121,10 +122,13 @@ static void test_env_expansion_from_config(void **state)
     (void)state;
     struct secret_ref r;
     struct buf err = {0};
-    assert_int_equal(secret_ref_parse("keyvault:https://myvault.vault.azure.net/secrets/openai-key-${env}",
-                                      "staging", &r, &err), 0);
+    assert_int_equal(
+        secret_ref_parse("keyvault:https://myvault.vault.azure.net/secrets/openai-key-${env}",
+                         "staging", &r, &err),
+        0);
     assert_int_equal(r.kind, SECRET_KEYVAULT);
-    assert_string_equal(buf_cstr(&r.text), "keyvault:https://myvault.vault.azure.net/secrets/openai-key-staging");
+    assert_string_equal(buf_cstr(&r.text),
+                        "keyvault:https://myvault.vault.azure.net/secrets/openai-key-staging");
     assert_string_equal(r.kv.vault, "https://myvault.vault.azure.net");
     assert_string_equal(r.kv.name, "openai-key-staging");
     assert_string_equal(r.kv.version, "");
@@ -318,8 +322,10 @@ static void test_keyvault_urls_refused(void **state)
     /* Through secret_ref_parse the message names the reference, ${env} expanded. */
     struct secret_ref r;
     struct buf err = {0};
-    assert_int_equal(secret_ref_parse("keyvault:http://example.com/secrets/k-${env}", "prod", &r, &err), -1);
-    assert_true(contains(buf_cstr(&err), "secret reference keyvault:http://example.com/secrets/k-prod: "));
+    assert_int_equal(
+        secret_ref_parse("keyvault:http://example.com/secrets/k-${env}", "prod", &r, &err), -1);
+    assert_true(
+        contains(buf_cstr(&err), "secret reference keyvault:http://example.com/secrets/k-prod: "));
     secret_ref_free(&r);
     buf_free(&err);
 }
@@ -397,8 +403,9 @@ static void test_secret_resolve_leaves_keyvault_to_the_cache(void **state)
 {
     (void)state;
     struct buf out = {0}, err = {0};
-    assert_int_equal(secret_resolve("keyvault:https://myvault.vault.azure.net/secrets/k", "prod", &out,
-                                    &err), -1);
+    assert_int_equal(
+        secret_resolve("keyvault:https://myvault.vault.azure.net/secrets/k", "prod", &out, &err),
+        -1);
     assert_true(contains(buf_cstr(&err), "not resolved here"));
     buf_free(&err);
 }
@@ -442,8 +449,9 @@ static void test_token_answers(void **state)
     assert_string_equal(buf_cstr(&tok), "t2");
     assert_int_equal(exp, 1700000900);
 
-    static const char entra[] = "{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,"
-                                "\"access_token\":\"t3\"}";
+    static const char entra[] =
+        "{\"token_type\":\"Bearer\",\"expires_in\":3599,\"ext_expires_in\":3599,"
+        "\"access_token\":\"t3\"}";
     assert_int_equal(entra_parse_token(entra, strlen(entra), now, &tok, &exp, &err), 0);
     assert_int_equal(exp, now + 3599);
 
@@ -452,8 +460,9 @@ static void test_token_answers(void **state)
     assert_int_equal(exp, now + 60);
 
     /* An unreadable expires_on (an old App Service date) falls back to expires_in. */
-    static const char date[] = "{\"access_token\":\"t5\",\"expires_on\":\"09/14/2017 00:00:00 PM +00:00\","
-                               "\"expires_in\":120}";
+    static const char date[] =
+        "{\"access_token\":\"t5\",\"expires_on\":\"09/14/2017 00:00:00 PM +00:00\","
+        "\"expires_in\":120}";
     assert_int_equal(entra_parse_token(date, strlen(date), now, &tok, &exp, &err), 0);
     assert_int_equal(exp, now + 120);
 
@@ -467,7 +476,8 @@ static void test_token_answers(void **state)
         {"{\"access_token\":\"SECRET-TOKEN\",\"expires_in\":\"soon\"}", "neither expires_on"},
         {"{\"access_token\":\"SECRET-TOKEN\",\"expires_in\":-5}", "neither expires_on"},
         {"{\"access_token\":\"SECRET TOKEN\",\"expires_in\":60}", "characters a bearer token"},
-        {"{\"access_token\":\"SECRET-TOKEN\\r\\nX-Evil: 1\",\"expires_in\":60}", "characters a bearer token"},
+        {"{\"access_token\":\"SECRET-TOKEN\\r\\nX-Evil: 1\",\"expires_in\":60}",
+         "characters a bearer token"},
         {"[\"SECRET-TOKEN\"]", "not a JSON object"},
         {"<html>SECRET-TOKEN</html>", "not a JSON object"},
         {"", "not a JSON object"},
@@ -555,19 +565,22 @@ static void test_check_all_reports_without_values(void **state)
     write_file(path, VALUE2, 0644);
     setenv(KEY_ENV "_prod", VALUE1, 1);
     struct buf t = {0}, problems = {0}, warnings = {0};
-    buf_printf(&t,
-               "{\"environment\": \"prod\", \"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\","
-               " \"hs256_secret\": \"literal-hs256-value-xyz\"}},"
-               " \"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\","
-               " \"client_id\": \"c\", \"client_secret\": \"file:%s\"}},"
-               " \"backends\": ["
-               "{\"name\": \"a\", \"url\": \"https://a.example.com\", \"api_key\": \"env:" KEY_ENV "_${env}\","
-               " \"deployments\": {\"gpt-4o\": \"d\"}},"
-               "{\"name\": \"b\", \"url\": \"https://b.example.com\", \"api_key\": \"env:AIGW_TEST_MISSING_${env}\","
-               " \"deployments\": {\"gpt-4o\": \"d\"}},"
-               "{\"name\": \"c\", \"url\": \"https://c.example.com\","
-               " \"deployments\": {\"gpt-4o\": \"d\"}}]}",
-               path);
+    buf_printf(
+        &t,
+        "{\"environment\": \"prod\", \"auth\": {\"jwt\": {\"issuer\": \"i\", \"audience\": \"a\","
+        " \"hs256_secret\": \"literal-hs256-value-xyz\"}},"
+        " \"secrets\": {\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\","
+        " \"client_id\": \"c\", \"client_secret\": \"file:%s\"}},"
+        " \"backends\": ["
+        "{\"name\": \"a\", \"url\": \"https://a.example.com\", \"api_key\": \"env:" KEY_ENV
+        "_${env}\","
+        " \"deployments\": {\"gpt-4o\": \"d\"}},"
+        "{\"name\": \"b\", \"url\": \"https://b.example.com\", \"api_key\": "
+        "\"env:AIGW_TEST_MISSING_${env}\","
+        " \"deployments\": {\"gpt-4o\": \"d\"}},"
+        "{\"name\": \"c\", \"url\": \"https://c.example.com\","
+        " \"deployments\": {\"gpt-4o\": \"d\"}}]}",
+        path);
     struct cfg *c = cfg_load_string("test.json", buf_cstr(&t), &problems, &warnings);
     if (!c)
         fail_msg("%s", buf_cstr(&problems));
@@ -722,7 +735,7 @@ static void test_keyvault_managed_identity_imds(void **state)
     struct secrets *s = secrets_new(c);
     struct buf err = {0};
     for (int i = 0; i < 5; i++)
-        resolve_kv(s, c, 0, VALUE1, &err); /* ${env} = staging; trailing newline trimmed */
+        resolve_kv(s, c, 0, VALUE1, &err);          /* ${env} = staging; trailing newline trimmed */
     assert_int_equal(secrets_token_requests(s), 1); /* one token for every fetch */
     assert_int_equal(mock_stat("imds"), 1);
     assert_int_equal(mock_stat("vault_requests"), 5);
@@ -741,7 +754,8 @@ static void test_keyvault_managed_identity_imds(void **state)
     mock_post("config", "{\"vault_mode\": \"403\"}");
     resolve_kv(s, c, -1, NULL, &err);
     assert_true(contains(buf_cstr(&err), "secret reference keyvault:http://127.0.0.1:"));
-    assert_true(contains(buf_cstr(&err), "/secrets/openai-key-staging: access to secret openai-key-staging"));
+    assert_true(contains(buf_cstr(&err),
+                         "/secrets/openai-key-staging: access to secret openai-key-staging"));
     assert_true(contains(buf_cstr(&err), "HTTP 403 (Forbidden)"));
     mock_post("config", "{\"vault_mode\": \"401\"}");
     resolve_kv(s, c, -1, NULL, &err);
@@ -767,7 +781,8 @@ static void test_keyvault_managed_identity_imds(void **state)
                                          "metadata service (IMDS) at http://127.0.0.1:"));
     mock_post("config", "{\"token_mode\": \"ok\", \"imds_client_id\": \"user-assigned-1\"}");
     resolve_kv(s, c, -1, NULL, &err);
-    assert_true(contains(buf_cstr(&err), "refused a Key Vault access token: HTTP 400 (invalid_request)"));
+    assert_true(
+        contains(buf_cstr(&err), "refused a Key Vault access token: HTTP 400 (invalid_request)"));
     secrets_free(s);
     cfg_free(c);
 
@@ -822,7 +837,8 @@ static void test_keyvault_client_credentials(void **state)
     snprintf(path, sizeof path, "%s/client-secret", g.dir);
     write_file(path, "client-secret-1\n", 0600);
     snprintf(auth, sizeof auth,
-             "\"auth\": \"client_credentials\", \"tenant_id\": \"tenant-1\", \"client_id\": \"client-1\","
+             "\"auth\": \"client_credentials\", \"tenant_id\": \"tenant-1\", \"client_id\": "
+             "\"client-1\","
              " \"client_secret\": \"file:%s\"",
              path);
     struct cfg *c = mock_cfg(auth);
@@ -839,15 +855,17 @@ static void test_keyvault_client_credentials(void **state)
     s = secrets_new(c);
     resolve_kv(s, c, -1, NULL, &err);
     assert_true(contains(buf_cstr(&err), "Entra ID at http://127.0.0.1:"));
-    assert_true(contains(buf_cstr(&err), "HTTP 401 (invalid_client); check tenant_id, client_id and client_secret in secrets.keyvault"));
+    assert_true(contains(buf_cstr(&err), "HTTP 401 (invalid_client); check tenant_id, client_id "
+                                         "and client_secret in secrets.keyvault"));
     assert_false(contains(buf_cstr(&err), "not-the-client-secret"));
     secrets_free(s);
 
     /* Never the client secret over plain http to anything but a loopback host. */
-    struct cfg *c2 = load_cfg("staging", c->backends[0].api_key_ref,
-                              "{\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\","
-                              " \"client_id\": \"c\", \"client_secret\": \"env:X\","
-                              " \"authority_host\": \"http://login.example.com\"}}");
+    struct cfg *c2 =
+        load_cfg("staging", c->backends[0].api_key_ref,
+                 "{\"keyvault\": {\"auth\": \"client_credentials\", \"tenant_id\": \"t\","
+                 " \"client_id\": \"c\", \"client_secret\": \"env:X\","
+                 " \"authority_host\": \"http://login.example.com\"}}");
     s = secrets_new(c2);
     resolve_kv(s, c2, -1, NULL, &err);
     assert_true(contains(buf_cstr(&err), "authority_host http://login.example.com: plain http://"));
