@@ -502,9 +502,10 @@ int admin_backend(const char *config_path, int argc, char **argv)
             if (store_breaker_get(s, cfg->backends[i].name, &row) < 0)
                 goto out;
             char until[32];
-            format_time(strcmp(row.state, "closed") ? row.open_until_ms : 0, until, sizeof until);
+            format_time(row.state != BREAKER_CLOSED ? row.open_until_ms : 0, until, sizeof until);
             printf("%s\t%d\t%s\t%d\t%s\t%s\n", cfg->backends[i].name, cfg->backends[i].priority,
-                   row.state, row.failures, until, row.last_error[0] ? row.last_error : "-");
+                   store_breaker_state_name(row.state), row.failures, until,
+                   row.last_error[0] ? row.last_error : "-");
         }
         rc = 0;
         goto out;
@@ -520,11 +521,7 @@ int admin_backend(const char *config_path, int argc, char **argv)
         fprintf(stderr, "aigw: no backend named %s in %s\n", argv[2], cfg->path);
         goto out;
     }
-    struct breaker_row row;
-    memset(&row, 0, sizeof row);
-    snprintf(row.state, sizeof row.state, "closed");
-    row.updated_ms = now_ms();
-    if (store_breaker_put(s, argv[2], &row) < 0) {
+    if (breaker_reset(s, argv[2]) < 0) {
         fprintf(stderr, "aigw: database error: %s\n", store_errmsg(s));
         goto out;
     }

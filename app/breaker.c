@@ -15,25 +15,25 @@
 #include "request.h"
 #include "worker.h"
 
-static void set_state(struct breaker_row *row, const char *state, int64_t now)
+static void set_state(struct breaker_row *row, enum breaker_state state, int64_t now)
 {
-    snprintf(row->state, sizeof row->state, "%s", state);
+    row->state = state;
     row->updated_ms = now;
 }
 
 int breaker_decide(struct breaker_row *row, const struct breaker_policy *p, int64_t now,
                    enum breaker_decision *decision)
 {
-    if (strcmp(row->state, "closed") == 0) {
+    if (row->state == BREAKER_CLOSED) {
         *decision = BREAKER_ALLOW;
         return 0;
     }
-    if (strcmp(row->state, "open") == 0) {
+    if (row->state == BREAKER_OPEN) {
         if (now < row->open_until_ms) {
             *decision = BREAKER_SKIP;
             return 0;
         }
-        set_state(row, "half_open", now);
+        set_state(row, BREAKER_HALF_OPEN, now);
         row->half_open_inflight = 1;
         *decision = BREAKER_TRIAL;
         return 1;
@@ -57,16 +57,16 @@ int breaker_apply(struct breaker_row *row, const struct breaker_policy *p, int64
                   int was_trial, enum breaker_outcome outcome, int64_t retry_after_ms,
                   const char *error)
 {
-    int half_open = strcmp(row->state, "half_open") == 0;
+    int half_open = row->state == BREAKER_HALF_OPEN;
     if (was_trial && half_open && row->half_open_inflight > 0)
         row->half_open_inflight--;
     switch (outcome) {
     case OUTCOME_SUCCESS:
-        if (strcmp(row->state, "closed") == 0 && row->failures == 0 && !was_trial)
+        if (row->state == BREAKER_CLOSED && row->failures == 0 && !was_trial)
             return 0;
-        if (half_open || strcmp(row->state, "closed") == 0) {
+        if (half_open || row->state == BREAKER_CLOSED) {
             /* A success in half-open closes the breaker (the seed's rule). */
-            set_state(row, "closed", now);
+            set_state(row, BREAKER_CLOSED, now);
             row->failures = 0;
             row->half_open_inflight = 0;
             row->open_until_ms = 0;
@@ -75,7 +75,7 @@ int breaker_apply(struct breaker_row *row, const struct breaker_policy *p, int64
          * leaves it open: the newer evidence wins. */
         return 1;
     case OUTCOME_THROTTLED:
-        set_state(row, "open", now);
+        set_state(row, BREAKER_OPEN, now);
         row->open_until_ms = now + retry_after_ms;
         row->half_open_inflight = 0;
         snprintf(row->last_error, sizeof row->last_error, "%s", error ? error : "throttled");
@@ -85,14 +85,14 @@ int breaker_apply(struct breaker_row *row, const struct breaker_policy *p, int64
         snprintf(row->last_error, sizeof row->last_error, "%s", error ? error : "failure");
         row->updated_ms = now;
         if (half_open || row->failures >= p->failure_threshold) {
-            if (strcmp(row->state, "open") != 0 || half_open)
+            if (row->state != BREAKER_OPEN || half_open)
                 log_warn("circuit breaker opened after %d failure(s): %s", row->failures,
                          row->last_error);
             int64_t until = now + p->recovery_ms;
             /* Never shorten a longer cooldown (a 429's Retry-After) already in force. */
-            if (strcmp(row->state, "open") == 0 && row->open_until_ms > until)
+            if (row->state == BREAKER_OPEN && row->open_until_ms > until)
                 until = row->open_until_ms;
-            set_state(row, "open", now);
+            set_state(row, BREAKER_OPEN, now);
             row->open_until_ms = until;
             row->half_open_inflight = 0;
         }
@@ -155,10 +155,10 @@ static int change_in_batch(struct store *st, struct counters *c, void *arg)
                                     ch->retry_after_ms, ch->error);
         break;
     case CHANGE_CLOSE:
-        ch->changed = strcmp(ch->row.state, "closed") != 0;
+        ch->changed = ch->row.state != BREAKER_CLOSED;
         if (ch->changed) {
             memset(&ch->row, 0, sizeof ch->row);
-            strcpy(ch->row.state, "closed");
+            ch->row.state = BREAKER_CLOSED;
             ch->row.updated_ms = now;
         }
         break;
@@ -215,11 +215,19 @@ void breaker_record(struct worker *w, const char *name, double timeout_s, int wa
     if (outcome == OUTCOME_SUCCESS && !was_trial) {
         /* The common case: read only, write nothing when already healthy. */
         struct breaker_row row;
-        if (breaker_read(w, name, &row) == 0 && strcmp(row.state, "closed") == 0 &&
-            row.failures == 0)
+        if (breaker_read(w, name, &row) == 0 && row.state == BREAKER_CLOSED && row.failures == 0)
             return;
     }
     change(w, &ch);
+}
+
+int breaker_reset(struct store *st, const char *name)
+{
+    struct breaker_row row;
+    memset(&row, 0, sizeof row);
+    row.state = BREAKER_CLOSED;
+    row.updated_ms = now_ms();
+    return store_breaker_put(st, name, &row);
 }
 
 int breaker_close(struct worker *w, const char *name)

@@ -61,4 +61,8 @@ int breaker_read(struct worker *w, const char *name, struct breaker_row *row);
  * succeeded). 1 when it was open or half-open, 0 when closed, -1 on error. */
 int breaker_close(struct worker *w, const char *name);
 
+/* Closes name's breaker on st outside any batch (aigw backend reset: the
+ * operator's command, which then tells every worker through the epochs). */
+int breaker_reset(struct store *st, const char *name);
+
 #endif

@@ -33,7 +33,7 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
             closed = -1;
             break;
         }
-        if (!all && strcmp(row.state, "closed") == 0)
+        if (!all && row.state == BREAKER_CLOSED)
             continue;
         buf_reset(&url);
         if (c->cfg->type == BACKEND_AZURE)
@@ -57,11 +57,11 @@ int health_probe_backends(struct worker *w, int all, FILE *report)
         upstream_call_free(&call);
         int healthy = rc == 0 && call.status >= 200 && call.status < 300;
         if (report)
-            fprintf(report, "%s\t%s\t%s\n", c->cfg->name, row.state,
+            fprintf(report, "%s\t%s\t%s\n", c->cfg->name, store_breaker_state_name(row.state),
                     healthy  ? "healthy"
                     : rc < 0 ? call.error
                              : "unhealthy (HTTP error)");
-        if (!healthy || strcmp(row.state, "closed") == 0)
+        if (!healthy || row.state == BREAKER_CLOSED)
             continue;
         /* Close it unless another worker closed it meanwhile. */
         if (breaker_close(w, c->cfg->name) == 1) {

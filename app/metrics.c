@@ -259,10 +259,10 @@ static void render_histograms(struct render *r)
     }
 }
 
-static void render_breaker(const char *name, const char *state, int failures, void *arg)
+static void render_breaker(const char *name, enum breaker_state state, int failures, void *arg)
 {
     struct buf *out = arg;
-    int v = strcmp(state, "open") == 0 ? 2 : strcmp(state, "half_open") == 0 ? 1 : 0;
+    int v = state == BREAKER_OPEN ? 2 : state == BREAKER_HALF_OPEN ? 1 : 0;
     buf_printf(out, "aigw_backend_breaker_state{backend=\"%s\"} %d\n", name, v);
     buf_printf(out, "aigw_backend_consecutive_failures{backend=\"%s\"} %d\n", name, failures);
 }

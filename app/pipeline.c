@@ -204,8 +204,8 @@ static void serve_health(struct request *req)
     size_t open = 0;
     for (size_t i = 0; i < w->cfg->n_backends; i++) {
         struct breaker_row row;
-        if (breaker_read(w, w->cfg->backends[i].name, &row) == 0 &&
-            strcmp(row.state, "open") == 0 && row.open_until_ms > now_ms())
+        if (breaker_read(w, w->cfg->backends[i].name, &row) == 0 && row.state == BREAKER_OPEN &&
+            row.open_until_ms > now_ms())
             open++;
     }
     int ready = db && open < w->cfg->n_backends;

@@ -746,15 +746,29 @@ int store_audit_prune(struct store *s, int64_t cutoff_ms, int limit)
 
 /* --- circuit breakers ------------------------------------------------------- */
 
+const char *store_breaker_state_name(enum breaker_state state)
+{
+    switch (state) {
+    case BREAKER_OPEN: return "open";
+    case BREAKER_HALF_OPEN: return "half_open";
+    case BREAKER_CLOSED: break;
+    }
+    return "closed";
+}
+
 int store_breaker_get(struct store *s, const char *name, struct breaker_row *out)
 {
     sqlite3_stmt *st = stmt(s, ST_BREAKER_GET);
     bind_text(st, 1, name);
     int rc = sqlite3_step(st);
     memset(out, 0, sizeof *out);
-    strcpy(out->state, "closed");
+    out->state = BREAKER_CLOSED;
     if (rc == SQLITE_ROW) {
-        copy_col(st, 0, out->state, sizeof out->state);
+        char state[16];
+        copy_col(st, 0, state, sizeof state);
+        out->state = strcmp(state, "open") == 0        ? BREAKER_OPEN
+                     : strcmp(state, "half_open") == 0 ? BREAKER_HALF_OPEN
+                                                       : BREAKER_CLOSED;
         out->failures = sqlite3_column_int(st, 1);
         out->open_until_ms = sqlite3_column_int64(st, 2);
         out->half_open_inflight = sqlite3_column_int(st, 3);
@@ -769,7 +783,7 @@ int store_breaker_put(struct store *s, const char *name, const struct breaker_ro
 {
     sqlite3_stmt *st = stmt(s, ST_BREAKER_PUT);
     bind_text(st, 1, name);
-    bind_text(st, 2, r->state);
+    bind_text(st, 2, store_breaker_state_name(r->state));
     sqlite3_bind_int(st, 3, r->failures);
     sqlite3_bind_int64(st, 4, r->open_until_ms);
     sqlite3_bind_int(st, 5, r->half_open_inflight);

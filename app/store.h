@@ -160,8 +160,13 @@ int store_audit_abandon(struct store *s, const char *request_id, int64_t now_ms)
 int store_audit_prune(struct store *s, int64_t cutoff_ms, int limit);
 
 /* --- circuit breakers (inside a transaction) ------------------------------ */
+/* A breaker's state; stored as its name ('closed', 'open', 'half_open'). */
+enum breaker_state { BREAKER_CLOSED, BREAKER_OPEN, BREAKER_HALF_OPEN };
+/* The stored name of state. */
+const char *store_breaker_state_name(enum breaker_state state);
+
 struct breaker_row {
-    char state[12]; /* closed, open, half_open */
+    enum breaker_state state;
     int failures;
     int64_t open_until_ms;
     int half_open_inflight;

@@ -36,7 +36,7 @@ static struct breaker_row closed_row(void)
 {
     struct breaker_row r;
     memset(&r, 0, sizeof r);
-    strcpy(r.state, "closed");
+    r.state = BREAKER_CLOSED;
     return r;
 }
 
@@ -75,7 +75,7 @@ static void test_closed_allows_without_writes(void **state)
     }
     /* a success on a healthy breaker changes nothing */
     assert_int_equal(breaker_apply(&r, &POLICY, T0, 0, OUTCOME_SUCCESS, 0, NULL), 0);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
 }
 
 static void test_four_failures_keep_it_closed_five_open_it(void **state)
@@ -84,13 +84,13 @@ static void test_four_failures_keep_it_closed_five_open_it(void **state)
     struct breaker_row r = closed_row();
     for (int i = 1; i <= 4; i++) {
         record_failure(&r, T0 + i, 0);
-        assert_string_equal(r.state, "closed");
+        assert_int_equal(r.state, BREAKER_CLOSED);
         assert_int_equal(r.failures, i);
         assert_int_equal(decide(&r, T0 + i, NULL), BREAKER_ALLOW);
     }
     assert_string_equal(r.last_error, "HTTP 500 from backend");
     record_failure(&r, T0 + 5, 0);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.failures, 5);
     assert_int_equal(r.open_until_ms, T0 + 5 + 30000);
     assert_int_equal(r.half_open_inflight, 0);
@@ -106,7 +106,7 @@ static void test_open_skips_until_recovery(void **state)
     assert_int_equal(decide(&r, T0 + 15000, NULL), BREAKER_SKIP);
     assert_int_equal(decide(&r, T0 + 29999, &changed), BREAKER_SKIP);
     assert_int_equal(changed, 0);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
 }
 
 static void test_after_recovery_first_call_is_a_trial(void **state)
@@ -116,7 +116,7 @@ static void test_after_recovery_first_call_is_a_trial(void **state)
     int changed;
     assert_int_equal(decide(&r, T0 + 30000, &changed), BREAKER_TRIAL);
     assert_int_equal(changed, 1);
-    assert_string_equal(r.state, "half_open");
+    assert_int_equal(r.state, BREAKER_HALF_OPEN);
     assert_int_equal(r.half_open_inflight, 1);
     assert_int_equal(r.updated_ms, T0 + 30000);
 }
@@ -154,7 +154,7 @@ static void test_trial_success_closes_and_resets(void **state)
     int64_t t = T0 + 30000;
     assert_int_equal(decide(&r, t, NULL), BREAKER_TRIAL);
     assert_int_equal(breaker_apply(&r, &POLICY, t + 100, 1, OUTCOME_SUCCESS, 0, NULL), 1);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     assert_int_equal(r.failures, 0);
     assert_int_equal(r.half_open_inflight, 0);
     assert_int_equal(r.open_until_ms, 0);
@@ -162,9 +162,9 @@ static void test_trial_success_closes_and_resets(void **state)
     /* it takes the full threshold again to reopen */
     for (int i = 0; i < 4; i++)
         record_failure(&r, t + 200 + i, 0);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     record_failure(&r, t + 300, 0);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
 }
 
 static void test_trial_failure_reopens_with_new_deadline(void **state)
@@ -175,18 +175,18 @@ static void test_trial_failure_reopens_with_new_deadline(void **state)
     assert_int_equal(decide(&r, t, NULL), BREAKER_TRIAL);
     assert_int_equal(decide(&r, t + 1, NULL), BREAKER_TRIAL);
     record_failure(&r, t + 500, 1);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, t + 500 + 30000);
     assert_int_equal(r.half_open_inflight, 0);
     assert_int_equal(decide(&r, t + 600, NULL), BREAKER_SKIP);
     assert_int_equal(decide(&r, t + 500 + 29999, NULL), BREAKER_SKIP);
     /* the other trial's late success does not close the re-opened breaker */
     assert_int_equal(breaker_apply(&r, &POLICY, t + 700, 1, OUTCOME_SUCCESS, 0, NULL), 1);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, t + 500 + 30000);
     /* and after the new deadline a trial again */
     assert_int_equal(decide(&r, t + 500 + 30000, NULL), BREAKER_TRIAL);
-    assert_string_equal(r.state, "half_open");
+    assert_int_equal(r.state, BREAKER_HALF_OPEN);
 }
 
 static void test_throttled_opens_for_retry_after(void **state)
@@ -195,7 +195,7 @@ static void test_throttled_opens_for_retry_after(void **state)
     struct breaker_row r = closed_row();
     assert_int_equal(breaker_apply(&r, &POLICY, T0, 0, OUTCOME_THROTTLED, 7000, "throttled (429)"),
                      1);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, T0 + 7000);
     assert_string_equal(r.last_error, "throttled (429)");
     assert_int_equal(decide(&r, T0 + 6999, NULL), BREAKER_SKIP);
@@ -209,7 +209,7 @@ static void test_throttled_opens_for_retry_after(void **state)
     r = opened_row();
     assert_int_equal(decide(&r, T0 + 30000, NULL), BREAKER_TRIAL);
     breaker_apply(&r, &POLICY, T0 + 30010, 1, OUTCOME_THROTTLED, 2000, NULL);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, T0 + 32010);
     assert_int_equal(r.half_open_inflight, 0);
 }
@@ -226,11 +226,11 @@ static void test_late_failure_does_not_shorten_retry_after(void **state)
         record_failure(&r, T0 + i, 0);
     breaker_apply(&r, &POLICY, T0 + 10, 0, OUTCOME_THROTTLED, 120000,
                   "throttled (429 with Retry-After)");
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, T0 + 10 + 120000);
     /* a call started before the 429 now times out: the 5th failure */
     record_failure(&r, T0 + 20, 0);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     if (r.open_until_ms < T0 + 10 + 120000)
         print_error("open_until moved from +120010 ms to +%lld ms\n",
                     (long long)(r.open_until_ms - T0));
@@ -246,14 +246,14 @@ static void test_success_in_closed_resets_failures(void **state)
         record_failure(&r, T0 + i, 0);
     assert_int_equal(r.failures, 4);
     assert_int_equal(breaker_apply(&r, &POLICY, T0 + 10, 0, OUTCOME_SUCCESS, 0, NULL), 1);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     assert_int_equal(r.failures, 0);
     /* so failures must be consecutive to open it */
     for (int i = 0; i < 4; i++)
         record_failure(&r, T0 + 20 + i, 0);
     breaker_apply(&r, &POLICY, T0 + 30, 0, OUTCOME_SUCCESS, 0, NULL);
     record_failure(&r, T0 + 40, 0);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     assert_int_equal(r.failures, 1);
 }
 
@@ -271,7 +271,7 @@ static void test_stale_trial_slots_are_freed(void **state)
     assert_int_equal(decide(&r, t + POLICY.stale_trial_ms + 1, &changed), BREAKER_TRIAL);
     assert_int_equal(changed, 1);
     assert_int_equal(r.half_open_inflight, 1);
-    assert_string_equal(r.state, "half_open");
+    assert_int_equal(r.state, BREAKER_HALF_OPEN);
     assert_int_equal(r.updated_ms, t + POLICY.stale_trial_ms + 1);
 }
 
@@ -286,11 +286,11 @@ static void test_trial_result_releases_its_slot(void **state)
     decide(&r, t, NULL);
     assert_int_equal(r.half_open_inflight, 2);
     breaker_apply(&r, &POLICY, t + 5, 1, OUTCOME_SUCCESS, 0, NULL);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     assert_int_equal(r.half_open_inflight, 0);
     /* the second trial's result arriving in closed state keeps it closed */
     breaker_apply(&r, &POLICY, t + 6, 1, OUTCOME_SUCCESS, 0, NULL);
-    assert_string_equal(r.state, "closed");
+    assert_int_equal(r.state, BREAKER_CLOSED);
     assert_int_equal(r.half_open_inflight, 0);
 }
 
@@ -301,7 +301,7 @@ static void test_failure_while_half_open_from_an_older_call_reopens(void **state
     decide(&r, T0 + 30000, NULL);
     /* a non-trial call that started before the breaker opened fails now */
     record_failure(&r, T0 + 30001, 0);
-    assert_string_equal(r.state, "open");
+    assert_int_equal(r.state, BREAKER_OPEN);
     assert_int_equal(r.open_until_ms, T0 + 30001 + 30000);
 }
 
@@ -316,12 +316,12 @@ static void test_full_cycle_many_times(void **state)
             record_failure(&r, t, 0);
             t += 10;
         }
-        assert_string_equal(r.state, "open");
+        assert_int_equal(r.state, BREAKER_OPEN);
         assert_int_equal(decide(&r, t, NULL), BREAKER_SKIP);
         t = r.open_until_ms;
         assert_int_equal(decide(&r, t, NULL), BREAKER_TRIAL);
         breaker_apply(&r, &POLICY, t + 50, 1, OUTCOME_SUCCESS, 0, NULL);
-        assert_string_equal(r.state, "closed");
+        assert_int_equal(r.state, BREAKER_CLOSED);
         assert_int_equal(r.failures, 0);
         t += 100;
     }
