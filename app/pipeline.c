@@ -45,27 +45,6 @@ static enum aigw_err route_request(struct request *req)
     return AIGW_OK;
 }
 
-/* The routes that call a model backend: authenticated, limited, audited. */
-static int is_model_route(enum route r)
-{
-    return r == ROUTE_SEED_CHAT || r == ROUTE_AZURE_CHAT || r == ROUTE_AZURE_EMBED ||
-           r == ROUTE_OAI_CHAT || r == ROUTE_OAI_EMBED || r == ROUTE_RESPONSES ||
-           r == ROUTE_AZURE_RESPONSES || router_is_stored_response(r);
-}
-
-static int is_responses_route(enum route r)
-{
-    return r == ROUTE_RESPONSES || r == ROUTE_AZURE_RESPONSES;
-}
-
-static enum api_kind route_kind(enum route r)
-{
-    return r == ROUTE_SEED_CHAT                             ? API_SEED_CHAT
-           : r == ROUTE_AZURE_EMBED || r == ROUTE_OAI_EMBED ? API_EMBEDDINGS
-           : is_responses_route(r)                          ? API_RESPONSES
-                                                            : API_CHAT_COMPLETIONS;
-}
-
 /* What a query parameter forwarded to a backend may hold. */
 #define QUERY_CHARS API_VERSION_CHARS "_~%=[]+,"
 
@@ -122,7 +101,7 @@ static enum aigw_err read_api_version(struct request *req)
         if (q)
             q++;
     }
-    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED)
+    if (router_info(req->route)->needs_api_version)
         return request_fail(
             req, AIGW_ERR_MISSING_FIELD, "api-version",
             "The api-version query parameter is required (e.g. ?api-version=2024-10-21).");
@@ -143,8 +122,8 @@ static enum aigw_err validate_request(struct request *req)
                             "Content-Type must be application/json (got %s).", ct ? ct : "none");
     struct validation_error verr;
     enum aigw_err e =
-        validate_body(req->w->cfg, route_kind(req->route), req->body.data ? req->body.data : "",
-                      req->body.len, &req->in, &verr);
+        validate_body(req->w->cfg, router_info(req->route)->kind,
+                      req->body.data ? req->body.data : "", req->body.len, &req->in, &verr);
     if (e != AIGW_OK)
         return request_fail(req, e, verr.param, "%s", verr.message);
     return read_api_version(req);
@@ -157,8 +136,7 @@ static enum aigw_err resolve_model(struct request *req)
     const char *model;
     if (router_is_stored_response(req->route))
         return AIGW_OK; /* the model its origin named (responses_locate) */
-    if (req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_AZURE_EMBED ||
-        req->route == ROUTE_AZURE_RESPONSES)
+    if (router_info(req->route)->deployment_in_path)
         model = req->deployment;
     else if (req->in.model)
         model = req->in.model;
@@ -177,7 +155,7 @@ static enum aigw_err dispatch_request(struct request *req)
 {
     if (req->route == ROUTE_SEED_CHAT)
         return chat_handle(req);
-    if (is_responses_route(req->route))
+    if (router_info(req->route)->kind == API_RESPONSES)
         return responses_handle(req);
     if (router_is_stored_response(req->route))
         return responses_stored(req);
@@ -242,7 +220,7 @@ void pipeline_handle(struct request *req)
     enum aigw_err e = fcgi_read_request(req);
     if (e == AIGW_OK)
         e = route_request(req);
-    if (e == AIGW_OK && !is_model_route(req->route)) {
+    if (e == AIGW_OK && !router_info(req->route)->model_call) {
         if (req->route == ROUTE_MODELS)
             proxy_list_models(req);
         else if (req->route == ROUTE_METRICS)

@@ -244,7 +244,7 @@ static int proxy_accept(struct request *req, void *arg)
 
 enum aigw_err proxy_handle(struct request *req)
 {
-    int chat = req->route == ROUTE_AZURE_CHAT || req->route == ROUTE_OAI_CHAT;
+    int chat = router_info(req->route)->kind == API_CHAT_COMPLETIONS;
     struct stream_ctx s = {.req = req};
     struct dispatch_target t = {
         .op = chat ? "chat/completions" : "embeddings",

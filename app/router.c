@@ -103,7 +103,7 @@ static enum aigw_err match_stored_response(const char *method, const char *path,
 
 int router_is_stored_response(enum route r)
 {
-    return r == ROUTE_RESPONSE_GET || r == ROUTE_RESPONSE_DELETE || r == ROUTE_RESPONSE_INPUT_ITEMS;
+    return router_info(r)->stored_response;
 }
 
 enum aigw_err router_match(const char *method, const char *path, enum route *route,
@@ -143,24 +143,34 @@ enum aigw_err router_match(const char *method, const char *path, enum route *rou
     return match_stored_response(method, path, route, deployment);
 }
 
+static const struct route_info route_table[] = {
+    /* operation, model call, body kind, deployment in path, api-version, stored, streams */
+    [ROUTE_NONE] = {"unknown", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_SEED_CHAT] = {"chat", 1, API_SEED_CHAT, 0, 0, 0, 0},
+    [ROUTE_AZURE_CHAT] = {"chat.completions", 1, API_CHAT_COMPLETIONS, 1, 1, 0, 1},
+    [ROUTE_AZURE_EMBED] = {"embeddings", 1, API_EMBEDDINGS, 1, 1, 0, 0},
+    [ROUTE_OAI_CHAT] = {"chat.completions", 1, API_CHAT_COMPLETIONS, 0, 0, 0, 1},
+    [ROUTE_OAI_EMBED] = {"embeddings", 1, API_EMBEDDINGS, 0, 0, 0, 0},
+    [ROUTE_MODELS] = {"models", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_HEALTHZ] = {"healthz", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_READYZ] = {"readyz", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_METRICS] = {"metrics", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_RESPONSES] = {"responses", 1, API_RESPONSES, 0, 0, 0, 1},
+    [ROUTE_AZURE_RESPONSES] = {"responses", 1, API_RESPONSES, 1, 0, 0, 1},
+    [ROUTE_RESPONSE_GET] = {"responses.get", 1, API_NONE, 0, 0, 1, 0},
+    [ROUTE_RESPONSE_DELETE] = {"responses.delete", 1, API_NONE, 0, 0, 1, 0},
+    [ROUTE_RESPONSE_INPUT_ITEMS] = {"responses.input_items", 1, API_NONE, 0, 0, 1, 0},
+};
+
+const struct route_info *router_info(enum route route)
+{
+    if ((unsigned)route >= sizeof route_table / sizeof route_table[0] ||
+        !route_table[route].operation)
+        return &route_table[ROUTE_NONE];
+    return &route_table[route];
+}
+
 const char *router_operation(enum route route)
 {
-    switch (route) {
-    case ROUTE_SEED_CHAT: return "chat";
-    case ROUTE_AZURE_CHAT:
-    case ROUTE_OAI_CHAT: return "chat.completions";
-    case ROUTE_AZURE_EMBED:
-    case ROUTE_OAI_EMBED: return "embeddings";
-    case ROUTE_MODELS: return "models";
-    case ROUTE_RESPONSES:
-    case ROUTE_AZURE_RESPONSES: return "responses";
-    case ROUTE_RESPONSE_GET: return "responses.get";
-    case ROUTE_RESPONSE_DELETE: return "responses.delete";
-    case ROUTE_RESPONSE_INPUT_ITEMS: return "responses.input_items";
-    case ROUTE_HEALTHZ: return "healthz";
-    case ROUTE_READYZ: return "readyz";
-    case ROUTE_METRICS: return "metrics";
-    case ROUTE_NONE: break;
-    }
-    return "unknown";
+    return router_info(route)->operation;
 }

@@ -29,6 +29,29 @@ enum route {
     ROUTE_METRICS,              /* GET /metrics */
 };
 
+/* The body a route takes (validate.c checks it as this kind). */
+enum api_kind {
+    API_NONE,             /* no body: health, metrics, models, stored responses */
+    API_SEED_CHAT,        /* POST /api/chat, the seed's own shape */
+    API_CHAT_COMPLETIONS, /* Azure/OpenAI chat completions */
+    API_EMBEDDINGS,       /* Azure/OpenAI embeddings */
+    API_RESPONSES,        /* the Responses API (POST /v1/responses) */
+};
+
+/* What the pipeline needs to know of a route, in one place. */
+struct route_info {
+    const char *operation;  /* the audit log's and the metrics' name */
+    int model_call;         /* calls a backend: authenticated, limited, audited */
+    enum api_kind kind;     /* the body it takes */
+    int deployment_in_path; /* Azure's deployment routes: the path names the model */
+    int needs_api_version;  /* ... and the query must carry api-version */
+    int stored_response;    /* an id in the path (GET, DELETE of a stored response) */
+    int streams;            /* may relay a stream (stream: true) */
+};
+
+/* The properties of route; never NULL (ROUTE_NONE has a row too). */
+const struct route_info *router_info(enum route route);
+
 #define ROUTER_DEPLOYMENT_MAX 128
 
 /*

@@ -132,8 +132,7 @@ static const struct cfg_backend *backend_named(const struct cfg *cfg, const char
 
 void telemetry_otlp_json(const struct cfg *cfg, struct request *req, struct buf *b)
 {
-    const char *op =
-        req->route == ROUTE_AZURE_EMBED || req->route == ROUTE_OAI_EMBED ? "embeddings" : "chat";
+    const char *op = router_info(req->route)->kind == API_EMBEDDINGS ? "embeddings" : "chat";
     const struct cfg_backend *answered = backend_named(cfg, req->backend_name);
     buf_puts(b, "{\"resourceSpans\":[{\"resource\":{\"attributes\":[");
     int first = 1;
@@ -345,6 +344,6 @@ void telemetry_export(struct worker *w, struct request *req)
     if (req->route == ROUTE_HEALTHZ || req->route == ROUTE_READYZ || req->route == ROUTE_METRICS)
         return; /* probes every few seconds would drown the log */
     log_line(req);
-    if (req->route != ROUTE_NONE && req->route != ROUTE_MODELS)
+    if (router_info(req->route)->model_call)
         export_spans(w, req);
 }

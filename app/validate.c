@@ -608,6 +608,9 @@ enum aigw_err validate_body(const struct cfg *cfg, enum api_kind kind, const cha
             (r = check_model(root, 0, in, err)) != AIGW_OK)
             goto out;
         break;
+    case API_NONE:
+        r = verr(err, AIGW_ERR_INVALID_VALUE, "", "This endpoint takes no request body.");
+        break;
     }
 out:
     if (r != AIGW_OK)

@@ -13,13 +13,7 @@
 
 #include "config.h"
 #include "err.h"
-
-enum api_kind {
-    API_SEED_CHAT,        /* POST /api/chat, the seed's own shape */
-    API_CHAT_COMPLETIONS, /* Azure/OpenAI chat completions */
-    API_EMBEDDINGS,       /* Azure/OpenAI embeddings */
-    API_RESPONSES,        /* the Responses API (POST /v1/responses) */
-};
+#include "router.h"
 
 struct chat_input {
     json_object *root; /* the parsed body; owned, released by chat_input_clear */
