@@ -11,6 +11,7 @@
  */
 #include "store.h"
 
+#include <assert.h>
 #include <sqlite3.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -209,6 +210,12 @@ static int busy_wait(void *arg, int count)
     return 1;
 }
 
+/* The writes that must be part of a batch (the group commit's transaction,
+ * or the sweep's): one outside any would commit alone, unbatched and
+ * unsynchronised with the decisions it belongs to. Checked in every build
+ * that does not define NDEBUG (the tests' builds among them). */
+#define assert_in_transaction(s) assert(!sqlite3_get_autocommit((s)->db))
+
 /* Returns the statement, reset and with its bindings cleared. */
 static sqlite3_stmt *stmt(struct store *s, enum stmt_id id)
 {
@@ -266,6 +273,19 @@ static int exec_sql(struct store *s, const char *sql, struct buf *err)
     return 0;
 }
 
+/* A statement used once (migrations), or NULL with SQLite's reason in err. */
+static sqlite3_stmt *prepare_once(struct store *s, const char *sql, struct buf *err)
+{
+    sqlite3_stmt *q = NULL;
+    if (sqlite3_prepare_v2(s->db, sql, -1, &q, NULL) != SQLITE_OK) {
+        if (err)
+            buf_printf(err, "cannot prepare \"%.40s...\": %s", sql, sqlite3_errmsg(s->db));
+        sqlite3_finalize(q);
+        return NULL;
+    }
+    return q;
+}
+
 int store_migrate(struct store *s, struct buf *err)
 {
     if (exec_sql(s,
@@ -280,9 +300,12 @@ int store_migrate(struct store *s, struct buf *err)
          * together apply it once: the second finds it recorded. */
         if (exec_sql(s, "BEGIN IMMEDIATE", err) < 0)
             return -1;
-        sqlite3_stmt *q;
-        sqlite3_prepare_v2(s->db, "SELECT 1 FROM schema_migrations WHERE version = ?1", -1, &q,
-                           NULL);
+        sqlite3_stmt *q =
+            prepare_once(s, "SELECT 1 FROM schema_migrations WHERE version = ?1", err);
+        if (!q) {
+            exec_sql(s, "ROLLBACK", NULL);
+            return -1;
+        }
         sqlite3_bind_int(q, 1, m->version);
         int done = sqlite3_step(q) == SQLITE_ROW;
         sqlite3_finalize(q);
@@ -295,11 +318,15 @@ int store_migrate(struct store *s, struct buf *err)
             exec_sql(s, "ROLLBACK", NULL);
             return -1;
         }
-        sqlite3_prepare_v2(
-            s->db,
+        q = prepare_once(
+            s,
             "INSERT INTO schema_migrations(version, name, applied_ms)"
             " VALUES (?1, ?2, CAST((julianday('now') - 2440587.5) * 86400000 AS INTEGER))",
-            -1, &q, NULL);
+            err);
+        if (!q) {
+            exec_sql(s, "ROLLBACK", NULL);
+            return -1;
+        }
         sqlite3_bind_int(q, 1, m->version);
         sqlite3_bind_text(q, 2, m->name, -1, SQLITE_STATIC);
         int rc = sqlite3_step(q);
@@ -315,8 +342,9 @@ int store_migrate(struct store *s, struct buf *err)
     for (const char *p = reports_sql; *p; p++)
         h = (h ^ (unsigned char)*p) * 16777619u;
     int32_t want = (int32_t)(h & 0x7fffffff);
-    sqlite3_stmt *q;
-    sqlite3_prepare_v2(s->db, "PRAGMA user_version", -1, &q, NULL);
+    sqlite3_stmt *q = prepare_once(s, "PRAGMA user_version", err);
+    if (!q)
+        return -1;
     int32_t have = sqlite3_step(q) == SQLITE_ROW ? sqlite3_column_int(q, 0) : 0;
     sqlite3_finalize(q);
     if (have != want) {
@@ -600,6 +628,7 @@ int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
 
 int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_RATE_SET);
     bind_text(st, 1, user_id);
     bind_text(st, 2, kind);
@@ -630,6 +659,7 @@ int store_budget_get(struct store *s, const char *user_id, int64_t period_start,
 int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
                      int64_t reserved_delta)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_BUDGET_ADD);
     bind_text(st, 1, user_id);
     sqlite3_bind_int64(st, 2, period_start);
@@ -692,6 +722,7 @@ int store_response_origin(struct store *s, const char *response_id, struct respo
 
 int store_audit_insert(struct store *s, const struct audit_row *r)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_AUDIT_INSERT);
     bind_audit(st, r);
     return run(s, st);
@@ -699,6 +730,7 @@ int store_audit_insert(struct store *s, const struct audit_row *r)
 
 int store_audit_complete(struct store *s, const struct audit_row *r)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_AUDIT_COMPLETE);
     bind_audit(st, r);
     if (run(s, st) < 0)
@@ -726,6 +758,7 @@ int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *ou
 
 int store_audit_abandon(struct store *s, const char *request_id, int64_t now_ms)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_AUDIT_ABANDON);
     bind_text(st, 1, request_id);
     sqlite3_bind_int64(st, 2, now_ms);
@@ -821,6 +854,7 @@ int store_jwks_put(struct store *s, const char *url, const char *body, int64_t n
 
 int store_metric_add(struct store *s, const char *name, const char *labels, double delta)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_METRIC_ADD);
     bind_text(st, 1, name);
     bind_text(st, 2, labels);
@@ -845,6 +879,7 @@ int store_metric_each(struct store *s,
 
 int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7])
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_USAGE_ADD);
     sqlite3_bind_int64(st, 1, day_ms);
     bind_text(st, 2, user_id);
@@ -856,6 +891,7 @@ int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const 
 int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
                            int64_t failures, int64_t answered, int64_t failed_over)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_BACKEND_HOUR_ADD);
     sqlite3_bind_int64(st, 1, hour_ms);
     bind_text(st, 2, backend);
@@ -869,6 +905,7 @@ int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend
 int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, double bucket_ms,
                       int64_t calls)
 {
+    assert_in_transaction(s);
     sqlite3_stmt *st = stmt(s, ST_LATENCY_ADD);
     sqlite3_bind_int64(st, 1, hour_ms);
     bind_text(st, 2, backend);
