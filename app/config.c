@@ -15,6 +15,7 @@
 #include <json-c/json.h>
 #include <regex.h>
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -240,6 +241,304 @@ static void check_secret_ref(struct loader *L, const char *path, const char *ref
     buf_free(&err);
 }
 
+/* --- the configuration, described once ------------------------------------------
+ *
+ * Each section is a table of keys in the manner of nginx's ngx_command_t:
+ * name, type, where the value goes, default and bounds. The loader, the
+ * unknown-key check and cfg_free all read the same table; a key that needs
+ * code of its own (an object, a choice of identities) is KEY_CUSTOM there,
+ * listed so it is known, and read after the table. */
+enum key_type {
+    KEY_STRING, /* char *; choices, when set, are the values allowed */
+    KEY_INT,    /* int */
+    KEY_LONG,   /* long */
+    KEY_SIZE,   /* size_t */
+    KEY_NUMBER, /* double */
+    KEY_BOOL,   /* int, 0 or 1 */
+    KEY_ENUM,   /* an int-sized enum: the index of its name in choices */
+    KEY_LIST,   /* char ** (NULL-terminated) and its count at count_off */
+    KEY_CUSTOM, /* read by code after the table */
+};
+
+struct key {
+    const char *name;
+    enum key_type type;
+    size_t off; /* from the section's base */
+    long dflt, min, max;
+    double ndflt, nmin, nmax;
+    const char *sdflt;
+    const char *const *choices; /* KEY_ENUM names; KEY_STRING allowed values */
+    const char *const *ldflt;   /* KEY_LIST default (NULL-terminated) */
+    size_t count_off;
+};
+
+/* A row of a table: CFG_KEY("name", KEY_INT, field, .dflt = 5, .min = 0, .max = 9). */
+#define CFG_KEY(n, kind, f, ...)                                                                   \
+    {                                                                                              \
+        .name = n, .type = kind, .off = offsetof(struct cfg, f), __VA_ARGS__                       \
+    }
+#define BACKEND_KEY(n, kind, f, ...)                                                               \
+    {                                                                                              \
+        .name = n, .type = kind, .off = offsetof(struct cfg_backend, f), __VA_ARGS__               \
+    }
+#define CUSTOM_KEY(n)                                                                              \
+    {                                                                                              \
+        .name = n, .type = KEY_CUSTOM                                                              \
+    }
+
+_Static_assert(sizeof(enum budget_period) == sizeof(int), "enums are stored as int");
+_Static_assert(sizeof(enum log_bodies) == sizeof(int), "enums are stored as int");
+
+static const char *const synchronous_modes[] = {"normal", "full", "off", NULL};
+static const char *const budget_periods[] = {"day", "month", "total", NULL}; /* enum order */
+static const char *const body_modes[] = {"none", "redacted", "full", NULL};  /* enum order */
+static const char *const default_roles[] = {"AI.User", NULL};
+static const char *const default_deny[] = {"ignore previous", "disregard instructions",
+                                           "you are now", NULL};
+static const char *const default_redaction[] = {"sk-[a-zA-Z0-9]{48}", NULL};
+
+static const struct key database_keys[] = {
+    CFG_KEY("path", KEY_STRING, database.path, .sdflt = "/var/lib/aigw/aigw.db"),
+    CFG_KEY("synchronous", KEY_STRING, database.synchronous, .sdflt = "normal",
+            .choices = synchronous_modes),
+    CFG_KEY("busy_timeout_ms", KEY_INT, database.busy_timeout_ms, .dflt = 5000, .min = 0,
+            .max = 600000),
+    {0}};
+static const struct key server_keys[] = {
+    CFG_KEY("threads_per_worker", KEY_INT, server.threads_per_worker, .dflt = CFG_DEFAULT_THREADS,
+            .min = 1, .max = CFG_MAX_THREADS),
+    {0}};
+static const struct key auth_keys[] = {
+    CFG_KEY("enabled", KEY_BOOL, auth.enabled, .dflt = 1),
+    CFG_KEY("api_keys", KEY_BOOL, auth.api_keys, .dflt = 1),
+    CFG_KEY("on_behalf_of_role", KEY_STRING, auth.on_behalf_of_role, .sdflt = "AI.OnBehalfOf"),
+    CUSTOM_KEY("jwt"),
+    {0}};
+static const struct key jwt_keys[] = {
+    CFG_KEY("issuer", KEY_STRING, auth.jwt_issuer, .sdflt = NULL),
+    CFG_KEY("audience", KEY_STRING, auth.jwt_audience, .sdflt = NULL),
+    CFG_KEY("openid_config_url", KEY_STRING, auth.jwt_openid_config_url, .sdflt = NULL),
+    CFG_KEY("jwks_file", KEY_STRING, auth.jwt_jwks_file, .sdflt = NULL),
+    CFG_KEY("hs256_secret", KEY_STRING, auth.jwt_hs256_secret_ref, .sdflt = NULL),
+    CFG_KEY("required_roles", KEY_LIST, auth.required_roles,
+            .count_off = offsetof(struct cfg, auth.n_required_roles), .ldflt = default_roles),
+    CFG_KEY("user_claim", KEY_STRING, auth.user_claim, .sdflt = "sub"),
+    CFG_KEY("leeway_s", KEY_INT, auth.leeway_s, .dflt = 60, .min = 0, .max = 3600),
+    {0}};
+static const struct key limits_keys[] = {
+    CFG_KEY("requests_per_window", KEY_LONG, limits.requests_per_window, .dflt = 100, .min = 0,
+            .max = 100000000),
+    CFG_KEY("window_s", KEY_LONG, limits.window_s, .dflt = 60, .min = 1, .max = 86400 * 31),
+    CFG_KEY("tokens_per_minute", KEY_LONG, limits.tokens_per_minute, .dflt = 0, .min = 0,
+            .max = 1000000000),
+    CFG_KEY("default_token_budget", KEY_LONG, limits.default_token_budget, .dflt = 10000, .min = 0,
+            .max = 1L << 50),
+    CFG_KEY("budget_period", KEY_ENUM, limits.budget_period, .dflt = PERIOD_DAY,
+            .choices = budget_periods),
+    {0}};
+static const struct key validation_keys[] = {
+    CFG_KEY("max_body_bytes", KEY_SIZE, validation.max_body_bytes, .dflt = 1048576, .min = 64,
+            .max = 64L << 20),
+    CFG_KEY("max_depth", KEY_INT, validation.max_depth, .dflt = 64, .min = 2, .max = 64),
+    CFG_KEY("max_messages", KEY_INT, validation.max_messages, .dflt = 50, .min = 1, .max = 10000),
+    CFG_KEY("max_content_chars", KEY_INT, validation.max_content_chars, .dflt = 32000, .min = 1,
+            .max = 10000000),
+    CFG_KEY("max_tokens", KEY_INT, validation.max_tokens, .dflt = 4096, .min = 1, .max = 10000000),
+    CFG_KEY("deny_patterns", KEY_LIST, validation.deny_patterns,
+            .count_off = offsetof(struct cfg, validation.n_deny_patterns), .ldflt = default_deny),
+    {0}};
+static const struct key redaction_keys[] = {
+    CFG_KEY("patterns", KEY_LIST, redaction.patterns,
+            .count_off = offsetof(struct cfg, redaction.n_patterns), .ldflt = default_redaction),
+    CFG_KEY("replacement", KEY_STRING, redaction.replacement, .sdflt = "[REDACTED_KEY]"),
+    /* At least the seed's key (51 characters) must fit in what a stream holds back. */
+    CFG_KEY("max_match_chars", KEY_INT, redaction.max_match_chars, .dflt = 128, .min = 64,
+            .max = 4096),
+    {0}};
+static const struct key retry_keys[] = {
+    CFG_KEY("max_attempts", KEY_INT, retry.max_attempts, .dflt = 3, .min = 1, .max = 20),
+    CFG_KEY("base_delay_ms", KEY_INT, retry.base_delay_ms, .dflt = 500, .min = 0, .max = 60000),
+    CFG_KEY("max_delay_ms", KEY_INT, retry.max_delay_ms, .dflt = 10000, .min = 0, .max = 600000),
+    CFG_KEY("deadline_s", KEY_NUMBER, retry.deadline_s, .ndflt = 120, .nmin = 0.1, .nmax = 3600),
+    {0}};
+static const struct key breaker_keys[] = {
+    CFG_KEY("failure_threshold", KEY_INT, breaker.failure_threshold, .dflt = 5, .min = 1,
+            .max = 1000),
+    CFG_KEY("recovery_timeout_s", KEY_NUMBER, breaker.recovery_timeout_s, .ndflt = 30, .nmin = 0.1,
+            .nmax = 86400),
+    CFG_KEY("half_open_max_calls", KEY_INT, breaker.half_open_max_calls, .dflt = 3, .min = 1,
+            .max = 1000),
+    {0}};
+static const struct key audit_keys[] = {
+    CFG_KEY("log_bodies", KEY_ENUM, audit.log_bodies, .dflt = LOG_BODIES_REDACTED,
+            .choices = body_modes),
+    CFG_KEY("retention_days", KEY_INT, audit.retention_days, .dflt = 90, .min = 0, .max = 36500),
+    {0}};
+static const struct key telemetry_keys[] = {
+    CFG_KEY("otlp_endpoint", KEY_STRING, telemetry.otlp_endpoint, .sdflt = NULL),
+    CFG_KEY("service_name", KEY_STRING, telemetry.service_name, .sdflt = "aigw"),
+    /* One series per user breaks Prometheus at tens of thousands of users;
+     * the reports hold the per-user numbers either way. */
+    CFG_KEY("metrics_user_label", KEY_BOOL, telemetry.metrics_user_label, .dflt = 0),
+    {0}};
+static const struct key secrets_keys[] = {
+    CFG_KEY("cache_ttl_s", KEY_INT, secrets.cache_ttl_s, .dflt = 300, .min = 0, .max = 86400 * 30),
+    CUSTOM_KEY("keyvault"),
+    {0}};
+
+/* One backend (backends[i]); its type, url, name, style, deployments and
+ * Entra settings are checked by load_backend after the table. */
+static const struct key backend_keys[] = {
+    BACKEND_KEY("name", KEY_STRING, name, .sdflt = NULL),
+    CUSTOM_KEY("type"),
+    BACKEND_KEY("url", KEY_STRING, url, .sdflt = NULL),
+    BACKEND_KEY("api_key", KEY_STRING, api_key_ref, .sdflt = NULL),
+    BACKEND_KEY("priority", KEY_INT, priority, .dflt = 1, .min = 0, .max = 1000),
+    BACKEND_KEY("weight", KEY_INT, weight, .dflt = 1, .min = 1, .max = 1000),
+    BACKEND_KEY("api_version", KEY_STRING, api_version, .sdflt = NULL),
+    CUSTOM_KEY("api_style"),
+    CUSTOM_KEY("deployments"),
+    CUSTOM_KEY("entra"),
+    BACKEND_KEY("timeout_s", KEY_NUMBER, timeout_s, .ndflt = 60, .nmin = 0.1, .nmax = 3600),
+    BACKEND_KEY("connect_timeout_s", KEY_NUMBER, connect_timeout_s, .ndflt = 5, .nmin = 0.1,
+                .nmax = 600),
+    {0}};
+
+/* How to sign in with Entra ID (backends[i].entra): read by load_entra,
+ * whose defaults depend on the identity chosen. */
+#define ENTRA_KEYS                                                                                 \
+    CUSTOM_KEY("auth"), CUSTOM_KEY("tenant_id"), CUSTOM_KEY("client_id"),                          \
+        CUSTOM_KEY("client_secret"), CUSTOM_KEY("token_file"), CUSTOM_KEY("authority_host"),       \
+        CUSTOM_KEY("imds_endpoint"), CUSTOM_KEY("identity_endpoint"), CUSTOM_KEY("scope"),         \
+        CUSTOM_KEY("timeout_s")
+static const struct key entra_keys[] = {ENTRA_KEYS, {0}};
+/* secrets.keyvault: the same, and the vault's API version. */
+static const struct key keyvault_keys[] = {ENTRA_KEYS, CUSTOM_KEY("api_version"), {0}};
+
+/* The top-level sections read from tables (auth.jwt is read inside auth). */
+static const struct {
+    const char *name;
+    const struct key *keys;
+} sections[] = {
+    {"database", database_keys},   {"server", server_keys},           {"auth", auth_keys},
+    {"limits", limits_keys},       {"validation", validation_keys},   {"redaction", redaction_keys},
+    {"retry", retry_keys},         {"circuit_breaker", breaker_keys}, {"audit", audit_keys},
+    {"telemetry", telemetry_keys}, {"secrets", secrets_keys},
+};
+
+/* The top-level keys read by code. */
+static const char *const top_custom[] = {"environment", "backends", "default_model", NULL};
+
+/* The object under key, or NULL; a wrong type is reported where the
+ * section itself is read, not again here. */
+static json_object *peek_object(json_object *parent, const char *key)
+{
+    json_object *v;
+    return parent && json_object_object_get_ex(parent, key, &v) &&
+                   json_object_is_type(v, json_type_object)
+               ? v
+               : NULL;
+}
+
+/* '"a", "b" or "c"' for a message. */
+static void choice_list(const char *const *choices, char *out, size_t n)
+{
+    size_t k = 0, count = 0;
+    while (choices[count])
+        count++;
+    out[0] = '\0';
+    for (size_t i = 0; i < count; i++)
+        k += (size_t)snprintf(out + k, k < n ? n - k : 0, "%s\"%s\"",
+                              i == 0           ? ""
+                              : i + 1 == count ? " or "
+                                               : ", ",
+                              choices[i]);
+}
+
+static int choice_index(const char *const *choices, const char *v)
+{
+    for (int i = 0; choices[i]; i++)
+        if (strcmp(choices[i], v) == 0)
+            return i;
+    return -1;
+}
+
+/* Reports the keys of obj that no row of keys names. */
+static void check_table_keys(struct loader *L, json_object *obj, const char *path,
+                             const struct key *keys)
+{
+    const char *names[64];
+    size_t n = 0;
+    for (const struct key *k = keys; k->name && n + 1 < sizeof names / sizeof names[0]; k++)
+        names[n++] = k->name;
+    names[n] = NULL;
+    check_keys(L, obj, path, names);
+}
+
+/* Reads every key of the table from obj (NULL: all defaults) into base. */
+static void load_keys(struct loader *L, json_object *obj, const char *path, const struct key *keys,
+                      void *base)
+{
+    if (obj)
+        check_table_keys(L, obj, path, keys);
+    char *b = base;
+    char p[256], msg[128];
+    for (const struct key *k = keys; k->name; k++) {
+        void *at = b + k->off;
+        switch (k->type) {
+        case KEY_STRING:
+            *(char **)at = get_string(L, obj, path, k->name, k->sdflt);
+            if (k->choices && *(char **)at && choice_index(k->choices, *(char **)at) < 0) {
+                join_path(p, sizeof p, path, k->name);
+                choice_list(k->choices, msg, sizeof msg);
+                problem(L, p, "must be %s", msg);
+            }
+            break;
+        case KEY_INT:
+            *(int *)at = (int)get_int(L, obj, path, k->name, k->dflt, k->min, k->max);
+            break;
+        case KEY_LONG: *(long *)at = get_int(L, obj, path, k->name, k->dflt, k->min, k->max); break;
+        case KEY_SIZE:
+            *(size_t *)at = (size_t)get_int(L, obj, path, k->name, k->dflt, k->min, k->max);
+            break;
+        case KEY_NUMBER:
+            *(double *)at = get_number(L, obj, path, k->name, k->ndflt, k->nmin, k->nmax);
+            break;
+        case KEY_BOOL: *(int *)at = get_bool(L, obj, path, k->name, (int)k->dflt); break;
+        case KEY_ENUM: {
+            char *v = get_string(L, obj, path, k->name, k->choices[k->dflt]);
+            int i = choice_index(k->choices, v);
+            if (i < 0) {
+                join_path(p, sizeof p, path, k->name);
+                choice_list(k->choices, msg, sizeof msg);
+                problem(L, p, "must be %s", msg);
+                i = (int)k->dflt;
+            }
+            *(int *)at = i;
+            free(v);
+            break;
+        }
+        case KEY_LIST:
+            *(char ***)at =
+                get_string_list(L, obj, path, k->name, k->ldflt, (size_t *)(b + k->count_off));
+            break;
+        case KEY_CUSTOM: break;
+        }
+    }
+}
+
+/* Frees what load_keys allocated for the table in base. */
+static void free_keys(const struct key *keys, void *base)
+{
+    char *b = base;
+    for (const struct key *k = keys; k->name; k++) {
+        if (k->type == KEY_STRING)
+            free(*(char **)(b + k->off));
+        else if (k->type == KEY_LIST)
+            free_list(*(char ***)(b + k->off), *(size_t *)(b + k->count_off));
+    }
+}
+
 /* An environment variable's value, or NULL when unset or empty. */
 static const char *env_or_null(const char *name)
 {
@@ -313,13 +612,8 @@ static void entra_free(struct cfg_entra *e)
 static void load_backend(struct loader *L, json_object *o, const char *path, struct cfg_backend *b,
                          const char *environment)
 {
-    static const char *const known[] = {
-        "name",      "type",        "url",         "api_key",   "priority",
-        "weight",    "api_version", "deployments", "timeout_s", "connect_timeout_s",
-        "api_style", "entra",       NULL};
-    check_keys(L, o, path, known);
+    load_keys(L, o, path, backend_keys, b);
     char p[256];
-    b->name = get_string(L, o, path, "name", NULL);
     if (!b->name || !*b->name) {
         join_path(p, sizeof p, path, "name");
         problem(L, p, "is required (a short name such as \"east-us\")");
@@ -342,7 +636,6 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
         problem(L, p, "must be \"azure\" or \"openai\"");
     }
     free(type);
-    b->url = get_string(L, o, path, "url", NULL);
     join_path(p, sizeof p, path, "url");
     if (!b->url)
         problem(L, p, "is required (e.g. https://myai-eastus.openai.azure.com)");
@@ -353,25 +646,13 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
         while (n > 0 && b->url[n - 1] == '/')
             b->url[--n] = '\0';
     }
-    b->api_key_ref = get_string(L, o, path, "api_key", NULL);
     join_path(p, sizeof p, path, "api_key");
     check_secret_ref(L, p, b->api_key_ref, environment);
     json_object *entra = get_object(L, o, path, "entra");
     if (entra) {
-        static const char *const k_entra[] = {"auth",
-                                              "tenant_id",
-                                              "client_id",
-                                              "client_secret",
-                                              "token_file",
-                                              "authority_host",
-                                              "imds_endpoint",
-                                              "identity_endpoint",
-                                              "scope",
-                                              "timeout_s",
-                                              NULL};
         char pe[256];
         join_path(pe, sizeof pe, path, "entra");
-        check_keys(L, entra, pe, k_entra);
+        check_table_keys(L, entra, pe, entra_keys);
         b->entra = calloc(1, sizeof *b->entra);
         if (b->entra)
             load_entra(L, entra, pe, "https://cognitiveservices.azure.com/.default", environment,
@@ -381,9 +662,6 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
         if (b->type != BACKEND_AZURE)
             problem(L, pe, "applies to type \"azure\" only");
     }
-    b->priority = (int)get_int(L, o, path, "priority", 1, 0, 1000);
-    b->weight = (int)get_int(L, o, path, "weight", 1, 1, 1000);
-    b->api_version = get_string(L, o, path, "api_version", NULL);
     char *style = get_string(L, o, path, "api_style", "deployments");
     if (strcmp(style, "v1") == 0)
         b->v1_api = 1;
@@ -398,8 +676,6 @@ static void load_backend(struct loader *L, json_object *o, const char *path, str
         problem(L, p, "applies to type \"azure\" only (an openai backend's url names its API)");
     }
     free(style);
-    b->timeout_s = get_number(L, o, path, "timeout_s", 60, 0.1, 3600);
-    b->connect_timeout_s = get_number(L, o, path, "connect_timeout_s", 5, 0.1, 600);
 
     json_object *deps = get_object(L, o, path, "deployments");
     join_path(p, sizeof p, path, "deployments");
@@ -483,121 +759,38 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     struct cfg *c = calloc(1, sizeof *c);
     if (!c)
         return NULL;
-    static const char *const top[] = {"environment", "database",        "auth",     "limits",
-                                      "validation",  "redaction",       "backends", "default_model",
-                                      "retry",       "circuit_breaker", "audit",    "telemetry",
-                                      "secrets",     "server",          NULL};
-    check_keys(L, root, "", top);
+    {
+        const char *top[32];
+        size_t n = 0;
+        for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+            top[n++] = sections[i].name;
+        for (const char *const *t = top_custom; *t; t++)
+            top[n++] = *t;
+        top[n] = NULL;
+        check_keys(L, root, "", top);
+    }
 
     c->environment = get_string(L, root, "", "environment",
                                 getenv("AIGW_ENV") ? getenv("AIGW_ENV") : "production");
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        load_keys(L, get_object(L, root, "", sections[i].name), sections[i].name, sections[i].keys,
+                  c);
 
-    json_object *o = get_object(L, root, "", "database");
-    static const char *const k_db[] = {"path", "synchronous", "busy_timeout_ms", NULL};
-    if (o)
-        check_keys(L, o, "database", k_db);
-    c->database.path = get_string(L, o, "database", "path", "/var/lib/aigw/aigw.db");
-    c->database.synchronous = get_string(L, o, "database", "synchronous", "normal");
-    if (strcmp(c->database.synchronous, "normal") && strcmp(c->database.synchronous, "full") &&
-        strcmp(c->database.synchronous, "off"))
-        problem(L, "database.synchronous", "must be \"normal\", \"full\" or \"off\"");
-    c->database.busy_timeout_ms =
-        (int)get_int(L, o, "database", "busy_timeout_ms", 5000, 0, 600000);
-
-    o = get_object(L, root, "", "server");
-    static const char *const k_srv[] = {"threads_per_worker", NULL};
-    if (o)
-        check_keys(L, o, "server", k_srv);
-    c->server.threads_per_worker =
-        (int)get_int(L, o, "server", "threads_per_worker", CFG_DEFAULT_THREADS, 1, CFG_MAX_THREADS);
-
-    o = get_object(L, root, "", "auth");
-    static const char *const k_auth[] = {"enabled", "api_keys", "jwt", "on_behalf_of_role", NULL};
-    if (o)
-        check_keys(L, o, "auth", k_auth);
-    c->auth.enabled = get_bool(L, o, "auth", "enabled", 1);
-    c->auth.api_keys = get_bool(L, o, "auth", "api_keys", 1);
-    c->auth.on_behalf_of_role = get_string(L, o, "auth", "on_behalf_of_role", "AI.OnBehalfOf");
-    json_object *jwt = get_object(L, o, "auth", "jwt");
-    static const char *const k_jwt[] = {"issuer",     "audience",     "openid_config_url",
-                                        "jwks_file",  "hs256_secret", "required_roles",
-                                        "user_claim", "leeway_s",     NULL};
-    if (jwt)
-        check_keys(L, jwt, "auth.jwt", k_jwt);
-    c->auth.jwt_issuer = get_string(L, jwt, "auth.jwt", "issuer", NULL);
-    c->auth.jwt_audience = get_string(L, jwt, "auth.jwt", "audience", NULL);
-    c->auth.jwt_openid_config_url = get_string(L, jwt, "auth.jwt", "openid_config_url", NULL);
-    c->auth.jwt_jwks_file = get_string(L, jwt, "auth.jwt", "jwks_file", NULL);
-    c->auth.jwt_hs256_secret_ref = get_string(L, jwt, "auth.jwt", "hs256_secret", NULL);
+    /* auth.jwt: its keys, then what they mean together. */
+    json_object *jwt = get_object(L, peek_object(root, "auth"), "auth", "jwt");
+    load_keys(L, jwt, "auth.jwt", jwt_keys, c);
     check_secret_ref(L, "auth.jwt.hs256_secret", c->auth.jwt_hs256_secret_ref, c->environment);
-    c->auth.user_claim = get_string(L, jwt, "auth.jwt", "user_claim", "sub");
-    c->auth.leeway_s = (int)get_int(L, jwt, "auth.jwt", "leeway_s", 60, 0, 3600);
-    static const char *const dflt_roles[] = {"AI.User", NULL};
-    c->auth.required_roles = get_string_list(L, jwt, "auth.jwt", "required_roles", dflt_roles,
-                                             &c->auth.n_required_roles);
     if (jwt && !c->auth.jwt_openid_config_url && !c->auth.jwt_jwks_file &&
         !c->auth.jwt_hs256_secret_ref)
         problem(L, "auth.jwt", "needs one of openid_config_url, jwks_file or hs256_secret");
     if (jwt && (!c->auth.jwt_issuer || !c->auth.jwt_audience))
         problem(L, "auth.jwt", "needs issuer and audience: tokens are checked against both");
 
-    o = get_object(L, root, "", "limits");
-    static const char *const k_lim[] = {"requests_per_window", "window_s",
-                                        "tokens_per_minute",   "default_token_budget",
-                                        "budget_period",       NULL};
-    if (o)
-        check_keys(L, o, "limits", k_lim);
-    c->limits.requests_per_window =
-        get_int(L, o, "limits", "requests_per_window", 100, 0, 100000000);
-    c->limits.window_s = get_int(L, o, "limits", "window_s", 60, 1, 86400 * 31);
-    c->limits.tokens_per_minute = get_int(L, o, "limits", "tokens_per_minute", 0, 0, 1000000000);
-    c->limits.default_token_budget =
-        get_int(L, o, "limits", "default_token_budget", 10000, 0, 1L << 50);
-    char *period = get_string(L, o, "limits", "budget_period", "day");
-    if (strcmp(period, "day") == 0)
-        c->limits.budget_period = PERIOD_DAY;
-    else if (strcmp(period, "month") == 0)
-        c->limits.budget_period = PERIOD_MONTH;
-    else if (strcmp(period, "total") == 0)
-        c->limits.budget_period = PERIOD_TOTAL;
-    else
-        problem(L, "limits.budget_period", "must be \"day\", \"month\" or \"total\"");
-    free(period);
-
-    o = get_object(L, root, "", "validation");
-    static const char *const k_val[] = {
-        "max_body_bytes", "max_depth", "max_messages", "max_content_chars", "max_tokens",
-        "deny_patterns",  NULL};
-    if (o)
-        check_keys(L, o, "validation", k_val);
-    c->validation.max_body_bytes =
-        (size_t)get_int(L, o, "validation", "max_body_bytes", 1048576, 64, 64L << 20);
-    c->validation.max_depth = (int)get_int(L, o, "validation", "max_depth", 64, 2, 64);
-    c->validation.max_messages = (int)get_int(L, o, "validation", "max_messages", 50, 1, 10000);
-    c->validation.max_content_chars =
-        (int)get_int(L, o, "validation", "max_content_chars", 32000, 1, 10000000);
-    c->validation.max_tokens = (int)get_int(L, o, "validation", "max_tokens", 4096, 1, 10000000);
-    static const char *const dflt_deny[] = {"ignore previous", "disregard instructions",
-                                            "you are now", NULL};
-    c->validation.deny_patterns = get_string_list(L, o, "validation", "deny_patterns", dflt_deny,
-                                                  &c->validation.n_deny_patterns);
-
-    o = get_object(L, root, "", "redaction");
-    static const char *const k_red[] = {"patterns", "replacement", "max_match_chars", NULL};
-    if (o)
-        check_keys(L, o, "redaction", k_red);
-    static const char *const dflt_red[] = {"sk-[a-zA-Z0-9]{48}", NULL};
-    c->redaction.patterns =
-        get_string_list(L, o, "redaction", "patterns", dflt_red, &c->redaction.n_patterns);
     for (size_t i = 0; i < c->redaction.n_patterns; i++) {
         char p[64];
         snprintf(p, sizeof p, "redaction.patterns[%zu]", i);
         regex_ok(L, p, c->redaction.patterns[i], 0);
     }
-    c->redaction.replacement = get_string(L, o, "redaction", "replacement", "[REDACTED_KEY]");
-    /* At least the seed's key (51 characters) must fit in what a stream holds back. */
-    c->redaction.max_match_chars =
-        (int)get_int(L, o, "redaction", "max_match_chars", 128, 64, 4096);
 
     json_object *arr;
     if (!json_object_object_get_ex(root, "backends", &arr) ||
@@ -639,77 +832,13 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
                     c->default_model);
     }
 
-    o = get_object(L, root, "", "retry");
-    static const char *const k_retry[] = {"max_attempts", "base_delay_ms", "max_delay_ms",
-                                          "deadline_s", NULL};
-    if (o)
-        check_keys(L, o, "retry", k_retry);
-    c->retry.max_attempts = (int)get_int(L, o, "retry", "max_attempts", 3, 1, 20);
-    c->retry.base_delay_ms = (int)get_int(L, o, "retry", "base_delay_ms", 500, 0, 60000);
-    c->retry.max_delay_ms = (int)get_int(L, o, "retry", "max_delay_ms", 10000, 0, 600000);
-    c->retry.deadline_s = get_number(L, o, "retry", "deadline_s", 120, 0.1, 3600);
-
-    o = get_object(L, root, "", "circuit_breaker");
-    static const char *const k_cb[] = {"failure_threshold", "recovery_timeout_s",
-                                       "half_open_max_calls", NULL};
-    if (o)
-        check_keys(L, o, "circuit_breaker", k_cb);
-    c->breaker.failure_threshold =
-        (int)get_int(L, o, "circuit_breaker", "failure_threshold", 5, 1, 1000);
-    c->breaker.recovery_timeout_s =
-        get_number(L, o, "circuit_breaker", "recovery_timeout_s", 30, 0.1, 86400);
-    c->breaker.half_open_max_calls =
-        (int)get_int(L, o, "circuit_breaker", "half_open_max_calls", 3, 1, 1000);
-
-    o = get_object(L, root, "", "audit");
-    static const char *const k_audit[] = {"log_bodies", "retention_days", NULL};
-    if (o)
-        check_keys(L, o, "audit", k_audit);
-    char *lb = get_string(L, o, "audit", "log_bodies", "redacted");
-    if (strcmp(lb, "none") == 0)
-        c->audit.log_bodies = LOG_BODIES_NONE;
-    else if (strcmp(lb, "redacted") == 0)
-        c->audit.log_bodies = LOG_BODIES_REDACTED;
-    else if (strcmp(lb, "full") == 0)
-        c->audit.log_bodies = LOG_BODIES_FULL;
-    else
-        problem(L, "audit.log_bodies", "must be \"full\", \"redacted\" or \"none\"");
-    free(lb);
-    c->audit.retention_days = (int)get_int(L, o, "audit", "retention_days", 90, 0, 36500);
-
-    o = get_object(L, root, "", "telemetry");
-    static const char *const k_tel[] = {"otlp_endpoint", "service_name", "metrics_user_label",
-                                        NULL};
-    if (o)
-        check_keys(L, o, "telemetry", k_tel);
-    c->telemetry.otlp_endpoint = get_string(L, o, "telemetry", "otlp_endpoint", NULL);
-    c->telemetry.service_name = get_string(L, o, "telemetry", "service_name", "aigw");
-    /* One series per user breaks Prometheus at tens of thousands of users;
-     * the reports hold the per-user numbers either way. */
-    c->telemetry.metrics_user_label = get_bool(L, o, "telemetry", "metrics_user_label", 0);
     if (c->telemetry.otlp_endpoint && strncmp(c->telemetry.otlp_endpoint, "http://", 7) != 0 &&
         strncmp(c->telemetry.otlp_endpoint, "https://", 8) != 0)
         problem(L, "telemetry.otlp_endpoint", "must start with http:// or https://");
 
-    o = get_object(L, root, "", "secrets");
-    static const char *const k_sec[] = {"cache_ttl_s", "keyvault", NULL};
-    if (o)
-        check_keys(L, o, "secrets", k_sec);
-    c->secrets.cache_ttl_s = (int)get_int(L, o, "secrets", "cache_ttl_s", 300, 0, 86400 * 30);
-    json_object *kv = get_object(L, o, "secrets", "keyvault");
-    static const char *const k_kv[] = {"auth",
-                                       "tenant_id",
-                                       "client_id",
-                                       "client_secret",
-                                       "authority_host",
-                                       "imds_endpoint",
-                                       "identity_endpoint",
-                                       "api_version",
-                                       "timeout_s",
-                                       "token_file",
-                                       NULL};
+    json_object *kv = get_object(L, peek_object(root, "secrets"), "secrets", "keyvault");
     if (kv)
-        check_keys(L, kv, "secrets.keyvault", k_kv);
+        check_table_keys(L, kv, "secrets.keyvault", keyvault_keys);
     load_entra(L, kv, "secrets.keyvault", "https://vault.azure.net/.default", c->environment,
                &c->secrets.keyvault);
     c->secrets.kv_api_version = get_string(L, kv, "secrets.keyvault", "api_version", "7.4");
@@ -794,27 +923,14 @@ void cfg_free(struct cfg *c)
         return;
     free(c->path);
     free(c->environment);
-    free(c->database.path);
-    free(c->database.synchronous);
-    free(c->auth.jwt_issuer);
-    free(c->auth.jwt_audience);
-    free(c->auth.jwt_openid_config_url);
-    free(c->auth.jwt_jwks_file);
-    free(c->auth.jwt_hs256_secret_ref);
-    free(c->auth.user_claim);
-    free(c->auth.on_behalf_of_role);
-    free_list(c->auth.required_roles, c->auth.n_required_roles);
-    free_list(c->validation.deny_patterns, c->validation.n_deny_patterns);
-    free_list(c->redaction.patterns, c->redaction.n_patterns);
-    free(c->redaction.replacement);
+    for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
+        free_keys(sections[i].keys, c);
+    free_keys(jwt_keys, c);
     for (size_t i = 0; i < c->n_backends; i++) {
         struct cfg_backend *b = &c->backends[i];
-        free(b->name);
-        free(b->url);
-        free(b->api_key_ref);
+        free_keys(backend_keys, b);
         entra_free(b->entra);
         free(b->entra);
-        free(b->api_version);
         for (size_t j = 0; j < b->n_deployments; j++) {
             free(b->deployments[j].model);
             free(b->deployments[j].deployment);
@@ -823,8 +939,6 @@ void cfg_free(struct cfg *c)
     }
     free(c->backends);
     free(c->default_model);
-    free(c->telemetry.otlp_endpoint);
-    free(c->telemetry.service_name);
     entra_free(&c->secrets.keyvault);
     free(c->secrets.kv_api_version);
     free(c);

@@ -242,6 +242,33 @@ static int proxy_accept(struct request *req, void *arg)
     return 0;
 }
 
+enum aigw_err proxy_stream_outcome(struct request *req, long relayed_chars)
+{
+    if (req->client_gone && req->err == AIGW_OK)
+        request_fail(req, AIGW_ERR_CLIENT_CLOSED, "", "The client disconnected mid-stream.");
+    if (req->total_tokens == 0 && relayed_chars > 0) {
+        /* No usage arrived: count what was relayed, erring high. */
+        req->prompt_tokens = validate_prompt_token_estimate(&req->in);
+        req->completion_tokens = relayed_chars / 3 + 1;
+        req->total_tokens = req->prompt_tokens + req->completion_tokens;
+    }
+    req->http_status = 200;
+    return req->err;
+}
+
+enum aigw_err proxy_send_whole_answer(struct request *req)
+{
+    buf_reset(&req->out);
+    redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "", req->upstream.len,
+                &req->out);
+    fcgi_send_json(req, req->upstream_status, req->out.data, req->out.len);
+    req->http_status = req->upstream_status;
+    if (req->upstream_status >= 300)
+        return request_fail(req, AIGW_ERR_INVALID_VALUE, "",
+                            "The backend refused the request (HTTP %d).", req->upstream_status);
+    return AIGW_OK;
+}
+
 enum aigw_err proxy_handle(struct request *req)
 {
     int chat = router_info(req->route)->kind == API_CHAT_COMPLETIONS;
@@ -278,26 +305,9 @@ enum aigw_err proxy_handle(struct request *req)
             send_event(&s, err.data, err.len);
             buf_free(&err);
         }
-        if (req->client_gone && req->err == AIGW_OK)
-            request_fail(req, AIGW_ERR_CLIENT_CLOSED, "", "The client disconnected mid-stream.");
-        if (req->total_tokens == 0 && s.relayed_chars > 0) {
-            /* No usage event arrived: count what was relayed, erring high. */
-            req->prompt_tokens = validate_prompt_token_estimate(&req->in);
-            req->completion_tokens = s.relayed_chars / 3 + 1;
-            req->total_tokens = req->prompt_tokens + req->completion_tokens;
-        }
-        req->http_status = 200;
-        e = req->err;
+        e = proxy_stream_outcome(req, s.relayed_chars);
     } else if (e == AIGW_OK) {
-        /* A whole answer (2xx, or the backend's 4xx verdict on the request). */
-        buf_reset(&req->out);
-        redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "",
-                    req->upstream.len, &req->out);
-        fcgi_send_json(req, req->upstream_status, req->out.data, req->out.len);
-        if (req->upstream_status >= 300)
-            e = request_fail(req, AIGW_ERR_INVALID_VALUE, "",
-                             "The backend refused the request (HTTP %d).", req->upstream_status);
-        req->http_status = req->upstream_status;
+        e = proxy_send_whole_answer(req);
     }
     for (int i = 0; i < MAX_STREAM_CHOICES; i++)
         buf_free(&s.pending[i]);

@@ -22,6 +22,7 @@
 #include "fcgi_io.h"
 #include "json_strict.h"
 #include "log.h"
+#include "proxy.h"
 #include "sanitize.h"
 #include "store.h"
 #include "worker.h"
@@ -260,20 +261,6 @@ static int accept_stored(struct request *req, void *arg)
                : -1;
 }
 
-/* A whole answer (2xx, or the backend's 4xx verdict): redacted and sent. */
-static enum aigw_err send_whole_answer(struct request *req, enum aigw_err e)
-{
-    buf_reset(&req->out);
-    redact_text(req->w->redactor, req->upstream.data ? req->upstream.data : "", req->upstream.len,
-                &req->out);
-    fcgi_send_json(req, req->upstream_status, req->out.data, req->out.len);
-    req->http_status = req->upstream_status;
-    if (req->upstream_status >= 300)
-        e = request_fail(req, AIGW_ERR_INVALID_VALUE, "",
-                         "The backend refused the request (HTTP %d).", req->upstream_status);
-    return e;
-}
-
 enum aigw_err responses_locate(struct request *req)
 {
     int stored = router_is_stored_response(req->route);
@@ -360,18 +347,9 @@ enum aigw_err responses_handle(struct request *req)
             relay(&s, err, "error");
             json_object_put(err);
         }
-        if (req->client_gone && req->err == AIGW_OK)
-            request_fail(req, AIGW_ERR_CLIENT_CLOSED, "", "The client disconnected mid-stream.");
-        if (req->total_tokens == 0 && s.relayed_chars > 0) {
-            /* No usage arrived: count what was relayed, erring high. */
-            req->prompt_tokens = validate_prompt_token_estimate(&req->in);
-            req->completion_tokens = s.relayed_chars / 3 + 1;
-            req->total_tokens = req->prompt_tokens + req->completion_tokens;
-        }
-        req->http_status = 200;
-        e = req->err;
+        e = proxy_stream_outcome(req, s.relayed_chars);
     } else if (e == AIGW_OK) {
-        e = send_whole_answer(req, e);
+        e = proxy_send_whole_answer(req);
     }
     for (int i = 0; i < MAX_TEXT_PARTS; i++)
         buf_free(&s.pending[i]);
@@ -394,5 +372,5 @@ enum aigw_err responses_stored(struct request *req)
         .accept = accept_stored,
     };
     enum aigw_err e = dispatch_call(req, &t);
-    return e == AIGW_OK ? send_whole_answer(req, e) : e;
+    return e == AIGW_OK ? proxy_send_whole_answer(req) : e;
 }

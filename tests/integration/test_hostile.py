@@ -230,19 +230,6 @@ NGINX_REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(NGINX_REFUSALS))
-def test_what_nginx_refuses_itself_is_openai_shaped_json(make_gateway, mocks, case):
-    g = make_gateway(server="nginx", workers=1)
-    data, statuses = NGINX_REFUSALS[case]
-    status, headers, body = raw_exchange(g.port, data)
-    assert status in statuses, (case, status, body[:200])
-    assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
-    err = json.loads(body)["error"]
-    assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
-    assert mocks["east"].stats()["requests"] == 0
-    assert g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
-
-
 LIGHTTPD_REFUSALS = {
     "body over max-request-size": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\n"
                                    b"Content-Type: application/json\r\nContent-Length: 9000000\r\n\r\n{",
@@ -257,19 +244,6 @@ LIGHTTPD_REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("case", sorted(LIGHTTPD_REFUSALS))
-def test_what_lighttpd_refuses_itself_is_openai_shaped_json(make_gateway, mocks, case):
-    g = make_gateway(workers=1)
-    data, statuses = LIGHTTPD_REFUSALS[case]
-    status, headers, body = raw_exchange(g.port, data)
-    assert status in statuses, (case, status, body[:200])
-    assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
-    err = json.loads(body)["error"]
-    assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
-    assert mocks["east"].stats()["requests"] == 0
-    assert g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]}).status == 200
-
-
 APACHE_REFUSALS = {
     "64 KiB header": (b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nX-Junk: " + b"j" * 65536
                       + b"\r\nContent-Length: 0\r\n\r\n", (400, 431)),
@@ -281,17 +255,24 @@ APACHE_REFUSALS = {
 }
 
 
-@pytest.mark.parametrize("server", ["apache", "apache_proxy_fcgi"])
-@pytest.mark.parametrize("case", sorted(APACHE_REFUSALS))
-def test_what_apache_refuses_itself_is_openai_shaped_json(make_gateway, mocks, server, case):
+SERVER_REFUSALS = [(server, case, *cases[case]) for server, cases in (
+    ("nginx", NGINX_REFUSALS), ("lighttpd", LIGHTTPD_REFUSALS), ("apache", APACHE_REFUSALS),
+    ("apache_proxy_fcgi", APACHE_REFUSALS)) for case in sorted(cases)]
+
+
+@pytest.mark.parametrize("server,case,data,statuses", SERVER_REFUSALS,
+                         ids=[f"{s}-{c}" for s, c, _, _ in SERVER_REFUSALS])
+def test_what_the_web_server_refuses_itself_is_openai_shaped_json(make_gateway, mocks, server, case,
+                                                                  data, statuses):
     g = make_gateway(server=server, workers=1)
-    data, statuses = APACHE_REFUSALS[case]
     status, headers, body = raw_exchange(g.port, data)
     assert status in statuses, (case, status, body[:200])
     assert headers.get("content-type", "").startswith("application/json"), (case, headers, body[:200])
     err = json.loads(body)["error"]
     assert err["type"] == "invalid_request_error" and err["code"] and err["message"], err
     assert mocks["east"].stats()["requests"] == 0
+    r = g.post("/v1/chat/completions", {"model": "gpt-4o", "messages": [{"role": "user", "content": "hi"}]})
+    assert r.status == 200, r
 
 
 def test_oversized_headers_are_refused_by_the_server(gw, mocks):
