@@ -139,6 +139,44 @@ static enum aigw_err check_joined_parts(const struct cfg *cfg, json_object *cont
     return r;
 }
 
+/* One message's content, chat's or a Responses input item's: a string, or
+ * content parts whose text parts are checked (apart and joined). */
+static enum aigw_err check_item_content(const struct cfg *cfg, json_object *content,
+                                        const char *param, int allow_empty, struct chat_input *in,
+                                        struct validation_error *e)
+{
+    if (json_object_is_type(content, json_type_string))
+        return check_text(cfg, json_object_get_string(content),
+                          (size_t)json_object_get_string_len(content), param, allow_empty, in, e);
+    if (!json_object_is_type(content, json_type_array))
+        return verr(e, AIGW_ERR_INVALID_VALUE, param,
+                    "%s must be a string or an array of content parts.", param);
+    if (json_object_array_length(content) == 0)
+        return verr(e, AIGW_ERR_INVALID_VALUE, param, "%s must not be empty.", param);
+    size_t np = json_object_array_length(content);
+    for (size_t j = 0; j < np; j++) {
+        json_object *part = json_object_array_get_idx(content, j), *type, *text;
+        char pp[160];
+        snprintf(pp, sizeof pp, "%s[%zu]", param, j);
+        if (!json_object_is_type(part, json_type_object) ||
+            !json_object_object_get_ex(part, "type", &type) ||
+            !json_object_is_type(type, json_type_string))
+            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be an object with a type.", pp);
+        if (!is_text_part(json_object_get_string(type)))
+            continue; /* images, audio, files: forwarded as they are */
+        snprintf(pp, sizeof pp, "%s[%zu].text", param, j);
+        if (!json_object_object_get_ex(part, "text", &text) ||
+            !json_object_is_type(text, json_type_string))
+            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
+        enum aigw_err r =
+            check_text(cfg, json_object_get_string(text), (size_t)json_object_get_string_len(text),
+                       pp, allow_empty, in, e);
+        if (r != AIGW_OK)
+            return r;
+    }
+    return np > 1 ? check_joined_parts(cfg, content, param, e) : AIGW_OK;
+}
+
 static int role_allowed(const char *role, enum api_kind kind)
 {
     static const char *const seed[] = {"system", "user", "assistant", NULL};
@@ -202,35 +240,9 @@ static enum aigw_err check_messages(const struct cfg *cfg, json_object *root, st
         if (in->kind == API_SEED_CHAT || !json_object_is_type(content, json_type_array))
             return verr(e, AIGW_ERR_INVALID_VALUE, param, "%s must be a string%s.", param,
                         in->kind == API_SEED_CHAT ? "" : " or an array of content parts");
-        size_t np = json_object_array_length(content);
-        if (np == 0)
-            return verr(e, AIGW_ERR_INVALID_VALUE, param, "%s must not be empty.", param);
-        for (size_t j = 0; j < np; j++) {
-            json_object *part = json_object_array_get_idx(content, j), *type, *text;
-            char pp[128];
-            snprintf(pp, sizeof pp, "messages[%zu].content[%zu]", i, j);
-            if (!json_object_is_type(part, json_type_object) ||
-                !json_object_object_get_ex(part, "type", &type) ||
-                !json_object_is_type(type, json_type_string))
-                return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be an object with a type.", pp);
-            if (!is_text_part(json_object_get_string(type)))
-                continue; /* images, audio, files: forwarded as they are */
-            snprintf(pp, sizeof pp, "messages[%zu].content[%zu].text", i, j);
-            if (!json_object_object_get_ex(part, "text", &text) ||
-                !json_object_is_type(text, json_type_string))
-                return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
-            enum aigw_err r = check_text(cfg, json_object_get_string(text),
-                                         (size_t)json_object_get_string_len(text), pp, 0, in, e);
-            if (r != AIGW_OK)
-                return r;
-        }
-        /* The parts together are one message: its length bound and the deny
-         * patterns apply to their joined text too ("ignore " | "previous"). */
-        if (np > 1) {
-            enum aigw_err r = check_joined_parts(cfg, content, param, e);
-            if (r != AIGW_OK)
-                return r;
-        }
+        enum aigw_err r = check_item_content(cfg, content, param, 0, in, e);
+        if (r != AIGW_OK)
+            return r;
     }
     return AIGW_OK;
 }
@@ -414,41 +426,6 @@ static enum aigw_err check_embeddings(const struct cfg *cfg, json_object *root,
                         "%s must be a string or an array of token ids.", param);
     }
     return AIGW_OK;
-}
-
-/* One content value of a Responses input item: a string, or parts. */
-static enum aigw_err check_item_content(const struct cfg *cfg, json_object *content,
-                                        const char *param, int allow_empty, struct chat_input *in,
-                                        struct validation_error *e)
-{
-    if (json_object_is_type(content, json_type_string))
-        return check_text(cfg, json_object_get_string(content),
-                          (size_t)json_object_get_string_len(content), param, allow_empty, in, e);
-    if (!json_object_is_type(content, json_type_array) || json_object_array_length(content) == 0)
-        return verr(e, AIGW_ERR_INVALID_VALUE, param,
-                    "%s must be a string or a non-empty array of content parts.", param);
-    size_t np = json_object_array_length(content);
-    for (size_t j = 0; j < np; j++) {
-        json_object *part = json_object_array_get_idx(content, j), *type, *text;
-        char pp[160];
-        snprintf(pp, sizeof pp, "%s[%zu]", param, j);
-        if (!json_object_is_type(part, json_type_object) ||
-            !json_object_object_get_ex(part, "type", &type) ||
-            !json_object_is_type(type, json_type_string))
-            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be an object with a type.", pp);
-        if (!is_text_part(json_object_get_string(type)))
-            continue; /* images, files: forwarded as they are */
-        snprintf(pp, sizeof pp, "%s[%zu].text", param, j);
-        if (!json_object_object_get_ex(part, "text", &text) ||
-            !json_object_is_type(text, json_type_string))
-            return verr(e, AIGW_ERR_INVALID_VALUE, pp, "%s must be a string.", pp);
-        enum aigw_err r =
-            check_text(cfg, json_object_get_string(text), (size_t)json_object_get_string_len(text),
-                       pp, allow_empty, in, e);
-        if (r != AIGW_OK)
-            return r;
-    }
-    return np > 1 ? check_joined_parts(cfg, content, param, e) : AIGW_OK;
 }
 
 /* input: a string, or a list of items. Message items (those with a role) are

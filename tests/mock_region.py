@@ -344,23 +344,24 @@ def rand_id(prefix):
     return prefix + "".join(random.choices(string.ascii_letters + string.digits, k=29))
 
 
-def message_chars(messages):
+def content_chars(c):
+    """Characters of one message's content: a string, or parts with text."""
+    if isinstance(c, str):
+        return len(c)
     total = 0
+    if isinstance(c, list):
+        for part in c:
+            if isinstance(part, dict) and isinstance(part.get("text"), str):
+                total += len(part["text"])
+            elif isinstance(part, str):
+                total += len(part)
+    return total
+
+
+def message_chars(messages):
     if not isinstance(messages, list):
         return 0
-    for m in messages:
-        if not isinstance(m, dict):
-            continue
-        c = m.get("content")
-        if isinstance(c, str):
-            total += len(c)
-        elif isinstance(c, list):
-            for part in c:
-                if isinstance(part, dict) and isinstance(part.get("text"), str):
-                    total += len(part["text"])
-                elif isinstance(part, str):
-                    total += len(part)
-    return total
+    return sum(content_chars(m.get("content")) for m in messages if isinstance(m, dict))
 
 
 def input_chars(inp):
@@ -368,19 +369,7 @@ def input_chars(inp):
     items (content as a string or a list of parts with text)."""
     if isinstance(inp, str):
         return len(inp)
-    total = 0
-    if isinstance(inp, list):
-        for item in inp:
-            if not isinstance(item, dict):
-                continue
-            c = item.get("content")
-            if isinstance(c, str):
-                total += len(c)
-            elif isinstance(c, list):
-                for part in c:
-                    if isinstance(part, dict) and isinstance(part.get("text"), str):
-                        total += len(part["text"])
-    return total
+    return message_chars(inp)
 
 
 def normalise_input(inp):
@@ -811,6 +800,17 @@ class Handler(BaseHTTPRequestHandler):
             return False
         return d.get("active") is True and d.get("audience") == "https://cognitiveservices.azure.com"
 
+    def start_event_stream(self):
+        """The status and headers of a chunked text/event-stream answer."""
+        self.send_response(200)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.send_header("Transfer-Encoding", "chunked")
+        for k, v in self.api_headers():
+            self.send_header(k, v)
+        self.end_headers()
+        self.wfile.flush()
+
     def invalid_request(self, message, param=None):
         self.send_json(400, {"error": {"message": message, "type": "invalid_request_error",
                                        "param": param, "code": None}}, self.api_headers())
@@ -935,14 +935,7 @@ class Handler(BaseHTTPRequestHandler):
             return
 
         # ---- streaming: typed events, no [DONE] ----
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        for k, v in self.api_headers():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.flush()
+        self.start_event_stream()
 
         delay = cfg["stream_delay_s"]
         seq = [0]
@@ -1039,14 +1032,7 @@ class Handler(BaseHTTPRequestHandler):
         # ---- streaming ----
         include_usage = (isinstance(body.get("stream_options"), dict)
                          and body["stream_options"].get("include_usage") is True)
-        self.send_response(200)
-        self.send_header("Content-Type", "text/event-stream")
-        self.send_header("Cache-Control", "no-cache")
-        self.send_header("Transfer-Encoding", "chunked")
-        for k, v in self.api_headers():
-            self.send_header(k, v)
-        self.end_headers()
-        self.wfile.flush()
+        self.start_event_stream()
 
         st = self.server.state
         delay = cfg["stream_delay_s"]
