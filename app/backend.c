@@ -165,13 +165,17 @@ static int sse_feed(struct upstream_call *call, const char *data, size_t n)
         char *end = NULL;
         size_t sep = 0;
         for (size_t i = call->sse_pos; i + 1 < b->len; i++) {
-            if (start[i] == '\n' && start[i + 1] == '\n') {
+            /* Only a line feed can start a separator: jump to the next one. */
+            const char *nl = memchr(start + i, '\n', b->len - 1 - i);
+            if (!nl)
+                break;
+            i = (size_t)(nl - start);
+            if (start[i + 1] == '\n') {
                 end = start + i;
                 sep = 2;
                 break;
             }
-            if (start[i] == '\n' && start[i + 1] == '\r' && i + 2 < b->len &&
-                start[i + 2] == '\n') {
+            if (start[i + 1] == '\r' && i + 2 < b->len && start[i + 2] == '\n') {
                 end = start + i;
                 sep = 3;
                 break;

@@ -42,14 +42,17 @@ static void frame_event(struct stream_ctx *s, const char *data, size_t len)
     /* An event whose data spans lines gets one "data: " per line, so a line
      * break from the backend can never end the event early or start another. */
     buf_puts(&s->event, "data: ");
+    size_t run = 0; /* the start of the bytes not yet copied */
     for (size_t i = 0; i < len; i++) {
-        if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
+        if (data[i] != '\n' && data[i] != '\r')
             continue;
-        if (data[i] == '\n' || data[i] == '\r')
-            buf_puts(&s->event, "\ndata: ");
-        else
-            buf_putc(&s->event, data[i]);
+        buf_append(&s->event, data + run, i - run);
+        if (data[i] == '\r' && i + 1 < len && data[i + 1] == '\n')
+            i++; /* CR LF is one line break */
+        buf_puts(&s->event, "\ndata: ");
+        run = i + 1;
     }
+    buf_append(&s->event, data + run, len - run);
     buf_puts(&s->event, "\n\n");
     if (req->w->cfg->audit.log_bodies != LOG_BODIES_NONE && req->out.len < (1u << 20))
         buf_append(&req->out, s->event.data, s->event.len);
