@@ -287,14 +287,6 @@ int secrets_backend_token(struct secrets *s, size_t backend, int force, struct b
     return entra_token_get(s->signin[backend].token, force, out, err);
 }
 
-unsigned long secrets_backend_token_requests(struct secrets *s)
-{
-    unsigned long n = 0;
-    for (size_t i = 0; s && i < s->cfg->n_backends; i++)
-        n += entra_token_requests(s->signin[i].token);
-    return n;
-}
-
 void secrets_free(struct secrets *s)
 {
     if (!s)

@@ -85,7 +85,5 @@ int secrets_check_all(const struct cfg *cfg, FILE *out);
  * -1 with a sentence in err that never holds the token. */
 int secrets_backend_token(struct secrets *s, size_t backend, int force, struct buf *out,
                           struct buf *err);
-/* How many tokens the backends' sign-ins have asked for (for tests). */
-unsigned long secrets_backend_token_requests(struct secrets *s);
 
 #endif
