@@ -46,8 +46,7 @@ static struct cfg *load_config(const char *path)
 static struct store *open_store(struct cfg *cfg)
 {
     struct buf err = {0};
-    struct store *s = store_open(cfg->database.path, cfg->database.synchronous,
-                                 cfg->database.busy_timeout_ms, &err);
+    struct store *s = store_open(cfg, &err);
     if (!s)
         fprintf(stderr, "aigw: %s\n", buf_cstr(&err));
     buf_free(&err);
@@ -82,7 +81,7 @@ static void admin_close(struct admin_ctx *ctx)
 {
     store_close(ctx->s);
     if (ctx->cfg && ctx->s)
-        epochs_bump_all(ctx->cfg->database.path);
+        epochs_bump_all(ctx->cfg->database.local_path);
     cfg_free(ctx->cfg);
 }
 
@@ -157,7 +156,8 @@ int admin_db(const char *config_path, int argc, char **argv)
     struct admin_ctx ctx;
     if (admin_open(config_path, &ctx) < 0) /* store_open applies the migrations */
         return 1;
-    printf("database %s is up to date\n", ctx.cfg->database.path);
+    printf("database %s is up to date\n",
+           ctx.cfg->database.url ? ctx.cfg->database.url : ctx.cfg->database.path);
     admin_close(&ctx);
     return 0;
 }

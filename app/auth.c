@@ -125,7 +125,7 @@ static enum aigw_err auth_api_key(struct request *req, const char *key)
     struct key_row k;
     int found = db_read_row(req->w->db, DB_ROWS_KEYS, hash, sizeof hash, &k, read_key);
     if (found < 0)
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
+        return request_store_unavailable(req);
     if (!found)
         return request_fail(req, AIGW_ERR_INVALID_API_KEY, "", "The API key is not valid.");
     if (k.revoked_ms)
@@ -135,7 +135,7 @@ static enum aigw_err auth_api_key(struct request *req, const char *key)
     struct user_row u;
     int ufound = user_lookup(req, k.user_id, &u);
     if (ufound < 0)
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
+        return request_store_unavailable(req);
     if (!ufound || u.disabled)
         return request_fail(req, AIGW_ERR_INVALID_API_KEY, "", "The API key's user is disabled.");
     struct caller *c = &req->caller;
@@ -162,7 +162,7 @@ static enum aigw_err auth_jwt(struct request *req, const char *token)
     struct user_row u;
     int found = user_lookup(req, c->user_id, &u);
     if (found < 0)
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
+        return request_store_unavailable(req);
     if (found && u.disabled)
         return request_fail(req, AIGW_ERR_FORBIDDEN, "", "User %s is disabled.", c->user_id);
     apply_limits(req, found ? &u : NULL);
@@ -250,8 +250,7 @@ enum aigw_err auth_authorize_subject(struct request *req)
         struct user_row u;
         int found = user_lookup(req, body_user, &u);
         if (found < 0)
-            return request_fail(req, AIGW_ERR_INTERNAL, "",
-                                "The gateway's database is unavailable.");
+            return request_store_unavailable(req);
         if (found && u.disabled)
             return request_fail(req, AIGW_ERR_FORBIDDEN, "user_id", "User %s is disabled.",
                                 body_user);

@@ -303,6 +303,13 @@ static const struct key database_keys[] = {
             .choices = synchronous_modes),
     CFG_KEY("busy_timeout_ms", KEY_INT, database.busy_timeout_ms, .dflt = 5000, .min = 0,
             .max = 600000),
+    CFG_KEY("url", KEY_STRING, database.url),
+    CFG_KEY("password", KEY_STRING, database.password_ref),
+    CFG_KEY("local_path", KEY_STRING, database.local_path),
+    CFG_KEY("statement_timeout_ms", KEY_INT, database.statement_timeout_ms, .dflt = 5000,
+            .min = 100, .max = 600000),
+    CFG_KEY("connect_timeout_s", KEY_INT, database.connect_timeout_s, .dflt = 5, .min = 1,
+            .max = 300),
     {0}};
 static const struct key server_keys[] = {
     CFG_KEY("threads_per_worker", KEY_INT, server.threads_per_worker, .dflt = CFG_DEFAULT_THREADS,
@@ -438,6 +445,45 @@ static json_object *peek_object(json_object *parent, const char *key)
                    json_object_is_type(v, json_type_object)
                ? v
                : NULL;
+}
+
+/* 1 when a URI's user information (scheme://user:password@host) has a password. */
+static int uri_has_password(const char *uri)
+{
+    const char *p = strstr(uri, "://");
+    if (!p)
+        return 0;
+    p += 3;
+    size_t host_at = strcspn(p, "/?");
+    const char *at = memchr(p, '@', host_at);
+    return at && memchr(p, ':', (size_t)(at - p)) != NULL;
+}
+
+/* database: SQLite at path, or PostgreSQL at url; and where the host's own
+ * files go (the writer lock and the epochs page, which are per host even
+ * when the database is shared by several). */
+static void load_database(struct loader *L, json_object *db, struct cfg *c)
+{
+    json_object *v;
+    if (!c->database.url) {
+        if (!c->database.local_path)
+            c->database.local_path = xstrdup(c->database.path);
+        if (c->database.password_ref)
+            problem(L, "database.password", "is for PostgreSQL: set database.url too");
+        return;
+    }
+    if (db && json_object_object_get_ex(db, "path", &v))
+        problem(L, "database", "has both path (SQLite) and url (PostgreSQL): keep one");
+    if (strncmp(c->database.url, "postgresql://", 13) != 0 &&
+        strncmp(c->database.url, "postgres://", 11) != 0)
+        problem(L, "database.url", "must be a PostgreSQL URI: postgresql://USER@HOST:PORT/DBNAME");
+    else if (uri_has_password(c->database.url))
+        problem(L, "database.url",
+                "holds a password; put it in database.password as a secret reference "
+                "(env:PGPASSWORD, file:..., keyvault:...)");
+    check_secret_ref(L, "database.password", c->database.password_ref, c->environment);
+    if (!c->database.local_path)
+        c->database.local_path = xstrdup("/var/lib/aigw/aigw-postgresql");
 }
 
 /* '"a", "b" or "c"' for a message. */
@@ -775,6 +821,8 @@ static struct cfg *cfg_from_json(struct loader *L, json_object *root)
     for (size_t i = 0; i < sizeof sections / sizeof sections[0]; i++)
         load_keys(L, get_object(L, root, "", sections[i].name), sections[i].name, sections[i].keys,
                   c);
+
+    load_database(L, peek_object(root, "database"), c);
 
     /* auth.jwt: its keys, then what they mean together. */
     json_object *jwt = get_object(L, peek_object(root, "auth"), "auth", "jwt");

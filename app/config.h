@@ -64,9 +64,14 @@ struct cfg {
     char *path;
     char *environment;
     struct {
-        char *path;
-        char *synchronous;
-        int busy_timeout_ms;
+        char *path;               /* SQLite: the database file (when url is not set) */
+        char *url;                /* PostgreSQL: a libpq URI, postgresql://USER@HOST:PORT/DBNAME */
+        char *password_ref;       /* PostgreSQL: a secret reference, or NULL */
+        char *local_path;         /* prefix of the host's own files (writer lock, epochs) */
+        char *synchronous;        /* SQLite */
+        int busy_timeout_ms;      /* SQLite */
+        int statement_timeout_ms; /* PostgreSQL: bounds every statement */
+        int connect_timeout_s;    /* PostgreSQL */
     } database;
     struct {
         int threads_per_worker; /* $AIGW_THREADS and aigw serve --threads override it */

@@ -69,14 +69,13 @@ struct db *db_open(const struct cfg *cfg, int max_readers, struct buf *err)
     db->max_open = max_readers > 0 ? max_readers : 1;
     pthread_mutex_init(&db->mu, NULL);
     pthread_cond_init(&db->freed, NULL);
-    struct store *writer = store_open(cfg->database.path, cfg->database.synchronous,
-                                      cfg->database.busy_timeout_ms, err);
+    struct store *writer = store_open(cfg, err);
     if (!writer) {
         db_close(db);
         return NULL;
     }
     struct buf lock_path = {0};
-    buf_printf(&lock_path, "%s-writer.lock", cfg->database.path);
+    buf_printf(&lock_path, "%s-writer.lock", cfg->database.local_path);
     db->commit = commit_queue_new(writer, buf_cstr(&lock_path), err);
     buf_free(&lock_path);
     if (!db->commit) {
@@ -85,7 +84,7 @@ struct db *db_open(const struct cfg *cfg, int max_readers, struct buf *err)
         return NULL;
     }
     struct buf why = {0};
-    db->epochs = epochs_open(cfg->database.path, 1, &why);
+    db->epochs = epochs_open(cfg->database.local_path, 1, &why);
     if (!db->epochs)
         log_warn("users, keys and breakers are read from the database on every request: %s",
                  buf_cstr(&why));
@@ -127,9 +126,7 @@ struct store *db_reader(struct db *db)
     db->n_open++; /* reserve the slot, then open without the mutex */
     pthread_mutex_unlock(&db->mu);
     struct buf err = {0};
-    const struct cfg *c = db->cfg;
-    struct store *s = store_open_connection(c->database.path, c->database.synchronous,
-                                            c->database.busy_timeout_ms, &err);
+    struct store *s = store_open_connection(db->cfg, &err);
     if (!s) {
         log_error("cannot open a database connection: %s", buf_cstr(&err));
         pthread_mutex_lock(&db->mu);

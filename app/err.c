@@ -51,6 +51,8 @@ static const struct aigw_err_info err_table[AIGW_ERR__COUNT] = {
     [AIGW_ERR_AUTH_UNAVAILABLE] = {503, "server_error", "auth_unavailable",
                                    "The identity provider's signing keys cannot be fetched; "
                                    "retry later."},
+    [AIGW_ERR_STORE_UNAVAILABLE] = {503, "server_error", "store_unavailable",
+                                    "The gateway's database is unavailable; retry later."},
     [AIGW_ERR_INTERNAL] = {500, "server_error", "internal_error", "Internal gateway error."},
 };
 

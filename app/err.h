@@ -31,7 +31,8 @@ enum aigw_err {
     AIGW_ERR_BACKEND_UNAVAILABLE,
     AIGW_ERR_BACKEND_ERROR,
     AIGW_ERR_DEADLINE,
-    AIGW_ERR_AUTH_UNAVAILABLE, /* the identity provider's keys cannot be fetched */
+    AIGW_ERR_AUTH_UNAVAILABLE,  /* the identity provider's keys cannot be fetched */
+    AIGW_ERR_STORE_UNAVAILABLE, /* the database cannot be read or written now */
     AIGW_ERR_INTERNAL,
     AIGW_ERR__COUNT
 };

@@ -147,10 +147,9 @@ struct housekeeper *housekeeper_start(struct worker *w, int stop_fd)
         return NULL;
     h->w = w;
     h->stop_fd = stop_fd;
-    buf_printf(&path, "%s-writer.lock", cfg->database.path);
+    buf_printf(&path, "%s-writer.lock", cfg->database.local_path);
     h->lock_fd = open(buf_cstr(&path), O_RDWR | O_CREAT | O_CLOEXEC, 0660);
-    h->conn = store_open_connection(cfg->database.path, cfg->database.synchronous,
-                                    cfg->database.busy_timeout_ms, &err);
+    h->conn = store_open_connection(cfg, &err);
     if (h->lock_fd < 0 || !h->conn || pthread_create(&h->tid, NULL, housekeeping_thread, h) != 0) {
         log_error("cannot start the housekeeping thread: %s", h->lock_fd < 0 ? strerror(errno)
                                                               : err.len      ? buf_cstr(&err)

@@ -243,8 +243,7 @@ enum aigw_err limits_admit(struct request *req)
         req->audited = 0;
         req->reserved_tokens = 0;
         req->budget_period_start = -1;
-        return request_fail(req, AIGW_ERR_INTERNAL, "",
-                            "The gateway's database is unavailable; retry.");
+        return request_store_unavailable(req);
     }
     if (a.refused) {
         req->audited = 2; /* complete: nothing to settle */
@@ -315,18 +314,29 @@ static int settle_in_batch(struct store *st, struct counters *cn, void *arg)
     return 0;
 }
 
+/* How long a settlement keeps trying a database that refuses it. */
+#define SETTLE_PATIENCE_MS 15000
+
 void limits_settle(struct request *req)
 {
     if (req->audited != 1)
         return;
     struct settlement a = {.req = req};
     audit_fill(req, req->err == AIGW_OK ? "success" : "error", &a.row, &req->t->audit_scratch);
-    /* A few tries: settlement must not be lost to a briefly busy database. */
-    for (int attempt = 0; attempt < 3; attempt++) {
+    /* Settlement must not be lost to a briefly busy or restarting database:
+     * tried again with a growing pause, for SETTLE_PATIENCE_MS at least
+     * three times. The answer has been given; only this thread waits. */
+    int64_t start = now_ms();
+    for (int attempt = 0, pause_ms = 50;;
+         attempt++, pause_ms = pause_ms < 1000 ? pause_ms * 2 : 1000) {
         if (db_write(req->w->db, settle_in_batch, &a) == 0) {
             req->audited = 2;
             return;
         }
+        if (attempt >= 2 && now_ms() - start >= SETTLE_PATIENCE_MS)
+            break;
+        struct timespec ts = {pause_ms / 1000, (long)(pause_ms % 1000) * 1000000};
+        nanosleep(&ts, NULL);
     }
     /* The row stays 'pending'; the sweep marks it abandoned and charges it. */
     log_error("request %s: cannot settle", req->request_id);

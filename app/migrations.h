@@ -1,5 +1,6 @@
 /*
- * migrations.h - the schema migrations compiled in from sql/NNN_*.sql.
+ * migrations.h - the schema migrations compiled in from sql/NNN_*.sql and
+ * sql/postgresql/NNN_*.sql.
  */
 #ifndef AIGW_MIGRATIONS_H
 #define AIGW_MIGRATIONS_H
@@ -14,5 +15,9 @@ extern const struct migration migrations[];
 extern const int n_migrations;
 /* sql/reports.sql: the reporting views, recreated whenever their text changes. */
 extern const char reports_sql[];
+/* The same for PostgreSQL, from sql/postgresql/. */
+extern const struct migration pg_migrations[];
+extern const int n_pg_migrations;
+extern const char pg_reports_sql[];
 
 #endif

@@ -53,6 +53,14 @@ enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *p
     return err;
 }
 
+enum aigw_err request_store_unavailable(struct request *req)
+{
+    if (!req->retry_after_s)
+        req->retry_after_s = 1;
+    return request_fail(req, AIGW_ERR_STORE_UNAVAILABLE, "", "%s",
+                        aigw_err_info(AIGW_ERR_STORE_UNAVAILABLE)->message);
+}
+
 int64_t now_ms(void)
 {
     struct timespec ts;

@@ -160,6 +160,10 @@ void request_free(struct request *req);
 enum aigw_err request_fail(struct request *req, enum aigw_err err, const char *param,
                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
 
+/* request_fail with store_unavailable (503) and a Retry-After: the database
+ * could not be read or written, so nothing may be served unrecorded. */
+enum aigw_err request_store_unavailable(struct request *req);
+
 /* Wall-clock milliseconds and monotonic seconds. */
 int64_t now_ms(void);
 int64_t now_ns(void);

@@ -272,7 +272,7 @@ enum aigw_err responses_locate(struct request *req)
     int found = st ? store_response_origin(st, id, &o) : -1;
     db_reader_done(req->w->db, st);
     if (found < 0)
-        return request_fail(req, AIGW_ERR_INTERNAL, "", "The gateway's database is unavailable.");
+        return request_store_unavailable(req);
     const char *param = stored ? "" : "previous_response_id";
     /* Someone else's response is answered as if it did not exist. */
     if (found && strcmp(o.owner, req->subject ? req->subject : "") != 0)

@@ -2,7 +2,8 @@
  * store.h - every question aigw asks its database, one function each.
  *
  * All SQL of the program lives in store.c, prepared once per connection and run
- * with bound parameters only. The policy (GCRA arithmetic, breaker state
+ * with bound parameters only, on SQLite or PostgreSQL (sql.h): nothing above
+ * this interface knows which. The policy (GCRA arithmetic, breaker state
  * machine) lives in limits.c and breaker.c, which call these functions inside
  * the short transactions they open with store_begin/store_commit. A transaction
  * is never held across a network call.
@@ -14,23 +15,23 @@
 
 #include "buf.h"
 
+struct cfg;
 struct store;
 
-/* Opens (creating if need be) the database at path, sets WAL, synchronous and
- * busy_timeout, applies pending migrations and prepares every statement.
- * Returns a new handle the caller closes with store_close, or NULL with the
- * reason appended to err. */
 /* Process-wide SQLite settings, once, before any connection is opened:
  * no allocation statistics (each would take one global mutex per allocation,
  * which hundreds of request threads then queue on). */
 void store_global_init(void);
 
-struct store *store_open(const char *path, const char *synchronous, int busy_timeout_ms,
-                         struct buf *err);
+/* Opens a connection to cfg's database: SQLite at database.path, or
+ * PostgreSQL at database.url. Applies pending migrations (a read-only check
+ * when there are none) and prepares every statement. Returns a new handle
+ * the caller closes with store_close, or NULL with the reason appended to
+ * err. */
+struct store *store_open(const struct cfg *cfg, struct buf *err);
 /* Another connection to a database store_open has already migrated: no
  * migration check, for the connections a worker keeps in its pool. */
-struct store *store_open_connection(const char *path, const char *synchronous, int busy_timeout_ms,
-                                    struct buf *err);
+struct store *store_open_connection(const struct cfg *cfg, struct buf *err);
 void store_close(struct store *s);
 /* Applies migrations not yet applied; returns how many, or -1 (reason in err). */
 int store_migrate(struct store *s, struct buf *err);
@@ -38,7 +39,7 @@ int store_migrate(struct store *s, struct buf *err);
  * anyone (a passive checkpoint), or with reset waits for the readers and
  * restarts the WAL from its start (the caller holds the writer lock).
  * Returns the frames left, or -1; *wal_frames (when not NULL) gets the WAL's
- * length in frames. */
+ * length in frames. PostgreSQL checkpoints by itself: 0 frames. */
 int store_checkpoint(struct store *s, int reset, int *wal_frames);
 
 /* BEGIN IMMEDIATE / COMMIT / ROLLBACK. begin and commit return 0 or -1. */
@@ -53,6 +54,12 @@ void store_rollback_to(struct store *s);
 /* 1 inside a transaction (for assertions). */
 int store_in_transaction(struct store *s);
 const char *store_errmsg(struct store *s);
+/* 1 when the last failure was the database being out of reach (PostgreSQL
+ * down or failing over, SQLite locked past its busy timeout), not the
+ * statement: the request may be retried later. */
+int store_unavailable(struct store *s);
+/* "sqlite" or "postgresql". */
+const char *store_engine(const struct store *s);
 
 /* --- users and keys ------------------------------------------------------ */
 struct user_row {

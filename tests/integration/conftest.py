@@ -1,10 +1,15 @@
 """Fixtures for aigw's integration tests: real web servers, real SQLite, mock regions.
 
-Everything runs on 127.0.0.1 in a temporary directory. The web servers are
+Everything runs on 127.0.0.1 in a temporary directory. With
+AIGW_TEST_STORE=postgresql the gateways store their state in a real
+PostgreSQL (tests/integration/pgserver.py) instead of SQLite: one server for
+the session, one database per test, migrated by its owner role and used by
+the gateway's own role, which may read and write rows only. The web servers are
 started from the configuration files shipped in webserver-configs/, with only
 installation paths and ports substituted. Mock regions (tests/mock_region.py)
 stand in for Azure OpenAI, which cannot be reached from here.
 """
+import contextlib
 import json
 import os
 import re
@@ -25,6 +30,48 @@ SRCDIR = os.environ.get("AIGW_SRCDIR") or os.path.abspath(os.path.join(os.path.d
 AIGW_BIN = os.environ.get("AIGW_BIN") or os.path.join(SRCDIR, "aigw")
 MOCK = os.path.join(SRCDIR, "tests", "mock_region.py")
 LIGHTTPD = shutil.which("lighttpd") or "/usr/sbin/lighttpd"
+STORE = os.environ.get("AIGW_TEST_STORE", "sqlite")
+if STORE not in ("sqlite", "postgresql"):
+    raise RuntimeError(f"AIGW_TEST_STORE must be sqlite or postgresql, not {STORE!r}")
+
+# The session's PostgreSQL (pgserver.PgServer) once started, and the database
+# each test directory got.
+_pg = None
+_pg_databases = {}
+
+
+def postgres():
+    """The session's PostgreSQL server, started on first use."""
+    global _pg
+    if _pg is None:
+        import tempfile
+        import pgserver
+        _pg = pgserver.PgServer(tempfile.mkdtemp(prefix="aigw-pgtests-")).start()
+    return _pg
+
+
+def pg_database_config(tmpdir, role="aigw", same_as=None):
+    """database settings for a gateway in tmpdir on its own PostgreSQL database
+    (made on first use; or the one of the gateway in same_as, for a second
+    host), signing in as role with a password file."""
+    pg = postgres()
+    if same_as:
+        _pg_databases[tmpdir] = _pg_databases[same_as]
+    name = _pg_databases.get(tmpdir)
+    if name is None:
+        name = _pg_databases[tmpdir] = pg.new_database()
+    pwfile = os.path.join(tmpdir, f"pg-{role}.password")
+    with open(pwfile, "w") as f:
+        f.write(pg.password(role) + "\n")
+    os.chmod(pwfile, 0o600)
+    return {"url": pg.url(role=role, dbname=name), "password": f"file:{pwfile}",
+            "local_path": os.path.join(tmpdir, "aigw-pg")}
+
+
+def sqlite_only(why):
+    """Marks a test that is about SQLite itself (its file, its locks): shown as
+    skipped, with why, when the suite runs on PostgreSQL."""
+    return pytest.mark.skipif(STORE != "sqlite", reason=f"SQLite only: {why}")
 
 
 def free_port():
@@ -146,7 +193,10 @@ class Gateway:
         self.server = server
         self.workers = workers
         self.config_path = os.path.join(tmpdir, "aigw.json")
-        self.db_path = config["database"]["path"]
+        db = config["database"]
+        self.pg_url = db.get("url")
+        # SQLite's file, or the prefix of the host's own files beside PostgreSQL.
+        self.db_path = db.get("path") or db["local_path"]
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.proc = None
@@ -164,24 +214,87 @@ class Gateway:
         return r
 
     def db(self):
+        assert not self.pg_url, "a SQLite connection to a gateway on PostgreSQL"
         con = sqlite3.connect(self.db_path, timeout=10)
         con.row_factory = sqlite3.Row
         return con
 
     def query(self, sql, *params):
+        """Rows of sql (with ? parameters) as dicts, from whichever store the gateway uses."""
+        if self.pg_url:
+            return postgres().query(self.pg_url.rsplit("/", 1)[1], sql, *params)
         con = self.db()
         try:
             return [dict(r) for r in con.execute(sql, params).fetchall()]
         finally:
             con.close()
 
+    def execute(self, sql, *params):
+        """Runs a statement that writes (with ? parameters) and commits it."""
+        if self.pg_url:
+            postgres().query(self.pg_url.rsplit("/", 1)[1], sql, *params)
+            return
+        con = self.db()
+        try:
+            with con:
+                con.execute(sql, params)
+        finally:
+            con.close()
+
+    @contextlib.contextmanager
+    def writer_lock_held(self):
+        """Holds the database's writer lock as another program would: SQLite's
+        file lock (BEGIN EXCLUSIVE), or on PostgreSQL the advisory lock the
+        gateway's writers take in every write transaction."""
+        if self.pg_url:
+            con = postgres().connect(self.pg_url.rsplit("/", 1)[1])
+            con.autocommit = False
+            cur = con.cursor()
+            cur.execute("SELECT pg_advisory_xact_lock(7316431000001)")
+        else:
+            con = sqlite3.connect(self.db_path, timeout=5, isolation_level=None)
+            con.execute("BEGIN EXCLUSIVE")
+        try:
+            yield
+        finally:
+            con.commit() if self.pg_url else con.execute("COMMIT")
+            con.close()
+
+    def dump_text(self):
+        """Everything the database holds, as text (to look for what must not be there)."""
+        if not self.pg_url:
+            con = self.db()
+            try:
+                return "\n".join(con.iterdump())
+            finally:
+                con.close()
+        tables = self.query("SELECT table_name FROM information_schema.tables "
+                            "WHERE table_schema = 'public' AND table_type = 'BASE TABLE'")
+        return "\n".join(repr(row) for t in tables
+                         for row in self.query(f'SELECT * FROM "{t["table_name"]}"'))
+
     def audit_rows(self):
         return self.query("SELECT * FROM audit_log ORDER BY id")
 
     # --- web servers -----------------------------------------------------
 
+    def migrate(self):
+        """aigw db migrate: on PostgreSQL as the database's owner, since the
+        gateway's own role may not change the schema."""
+        if not self.pg_url:
+            return self.cli("db", "migrate")
+        owner = dict(self.config, database={**self.config["database"],
+                                            **pg_database_config(self.tmpdir, "aigw_owner")})
+        path = os.path.join(self.tmpdir, "aigw-owner.json")
+        with open(path, "w") as f:
+            json.dump(owner, f)
+        r = subprocess.run([AIGW_BIN, "--config", path, "db", "migrate"],
+                           capture_output=True, text=True, timeout=60)
+        assert r.returncode == 0, f"aigw db migrate as the owner failed: {r.stderr}{r.stdout}"
+        return r
+
     def start(self):
-        self.cli("db", "migrate")
+        self.migrate()
         getattr(self, "_start_" + self.server)()
         wait_for_port(self.port)
         # The first request may wait for workers to come up.
@@ -301,7 +414,8 @@ class Gateway:
 def base_config(tmpdir, backends, **overrides):
     cfg = {
         "environment": "test",
-        "database": {"path": os.path.join(tmpdir, "aigw.db")},
+        "database": pg_database_config(tmpdir) if STORE == "postgresql"
+        else {"path": os.path.join(tmpdir, "aigw.db")},
         "auth": {"enabled": False},
         "limits": {"requests_per_window": 100000, "window_s": 60, "default_token_budget": 100000000},
         "backends": backends,

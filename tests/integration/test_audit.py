@@ -176,8 +176,7 @@ def test_redacted_bodies_store_no_key(make_gateway, mocks):
     assert r.status == 200 and SK not in r.body.decode()
     row = gw.audit_rows()[0]
     assert "[REDACTED_KEY]" in row["request_body"] and "[REDACTED_KEY]" in row["response_body"]
-    dump = "\n".join(gw.db().iterdump())
-    assert SK not in dump
+    assert SK not in gw.dump_text()
     assert SK not in gw.error_log()
 
 
@@ -273,15 +272,12 @@ def test_audit_prune_deletes_old_rows_in_batches_and_keeps_the_rest(make_gateway
     for _ in range(3):
         assert gw.post("/api/chat", chat_body()).status == 200
     gw.stop()
-    con = gw.db()
     old = int((time.time() - 100 * 86400) * 1000)
-    con.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
-                   INSERT INTO audit_log(request_id, ts_ms, operation, status)
-                   SELECT 'old-' || i, ? + i, 'chat', 'success' FROM n""", (old,))
-    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('old-pending', ?, 'chat', 'pending')",
-                (old,))
-    con.commit()
-    con.close()
+    gw.execute("""WITH RECURSIVE n(i) AS (SELECT 0 UNION ALL SELECT i + 1 FROM n WHERE i < 2499)
+                  INSERT INTO audit_log(request_id, ts_ms, operation, status)
+                  SELECT 'old-' || i, ? + i, 'chat', 'success' FROM n""", old)
+    gw.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('old-pending', ?, 'chat', 'pending')",
+               old)
     out = gw.cli("audit", "prune", "--older-than", "90d").stdout
     assert "deleted 2500 audit row(s)" in out
     ids = [r["request_id"] for r in gw.audit_rows()]
@@ -297,13 +293,10 @@ def test_workers_apply_retention_days_themselves(make_gateway, mocks):
     then once a minute, in the background: no request waits for it."""
     gw = make_gateway(workers=1, audit={"retention_days": 30})
     gw.stop()
-    con = gw.db()
-    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('ancient', ?, 'chat', 'success')",
-                (int((time.time() - 40 * 86400) * 1000),))
-    con.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('recent', ?, 'chat', 'success')",
-                (int((time.time() - 20 * 86400) * 1000),))
-    con.commit()
-    con.close()
+    gw.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('ancient', ?, 'chat', 'success')",
+               int((time.time() - 40 * 86400) * 1000))
+    gw.execute("INSERT INTO audit_log(request_id, ts_ms, operation, status) VALUES ('recent', ?, 'chat', 'success')",
+               int((time.time() - 20 * 86400) * 1000))
     gw.start()
     assert gw.post("/api/chat", chat_body()).status == 200
     deadline = time.time() + 10

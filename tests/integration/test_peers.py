@@ -7,7 +7,6 @@ by workers (test_failover), broken streams ending in an error event
 (test_stream), streamed usage counted (test_stream, test_clients).
 """
 import concurrent.futures
-import sqlite3
 import threading
 import time
 
@@ -77,11 +76,8 @@ def test_a_locked_database_delays_settlement_but_loses_nothing(make_gateway, moc
     t = threading.Thread(target=lambda: result.append(gw.post("/api/chat", chat_body())))
     t.start()
     time.sleep(0.2)  # admitted, waiting for the backend
-    lock = sqlite3.connect(gw.db_path, timeout=5, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    time.sleep(1.5)  # the worker tries to settle meanwhile and waits (busy_timeout)
-    lock.execute("COMMIT")
-    lock.close()
+    with gw.writer_lock_held():
+        time.sleep(1.5)  # the worker tries to settle meanwhile and waits
     t.join(15)
     assert result and result[0].status == 200
     row = gw.audit_rows()[0]
@@ -91,14 +87,10 @@ def test_a_locked_database_delays_settlement_but_loses_nothing(make_gateway, moc
 
 def test_a_database_that_stays_locked_refuses_instead_of_serving_unrecorded(make_gateway, mocks):
     """No audit row, no answer: admission fails closed when the database cannot be written."""
-    gw = make_gateway(workers=1, database={"busy_timeout_ms": 300})
-    lock = sqlite3.connect(gw.db_path, timeout=5, isolation_level=None)
-    lock.execute("BEGIN EXCLUSIVE")
-    try:
+    gw = make_gateway(workers=1, database={"busy_timeout_ms": 300, "statement_timeout_ms": 300})
+    with gw.writer_lock_held():
         r = gw.post("/api/chat", chat_body())
-    finally:
-        lock.execute("COMMIT")
-        lock.close()
-    assert r.status == 500 and r.json()["error"]["code"] == "internal_error"
+    assert r.status == 503 and r.json()["error"]["code"] == "store_unavailable", r
+    assert int(r.headers["retry-after"]) >= 1
     assert mocks["east"].stats()["requests"] == 0
     assert gw.post("/api/chat", chat_body()).status == 200

@@ -50,6 +50,7 @@ static const struct expected table[] = {
     {AIGW_ERR_BACKEND_ERROR, 502, "backend_error", "server_error"},
     {AIGW_ERR_DEADLINE, 504, "deadline_exceeded", "server_error"},
     {AIGW_ERR_AUTH_UNAVAILABLE, 503, "auth_unavailable", "server_error"},
+    {AIGW_ERR_STORE_UNAVAILABLE, 503, "store_unavailable", "server_error"},
     {AIGW_ERR_INTERNAL, 500, "internal_error", "server_error"},
 };
 

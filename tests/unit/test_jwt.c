@@ -1159,6 +1159,7 @@ static void test_openid_discovery_and_cache(void **state)
     /* The database every worker of the host shares, as a worker opens it. */
     struct cfg dbcfg = {0};
     dbcfg.database.path = dbpath;
+    dbcfg.database.local_path = dbpath;
     dbcfg.database.synchronous = "normal";
     dbcfg.database.busy_timeout_ms = 5000;
     struct db *db = db_open(&dbcfg, 2, &err);

@@ -22,11 +22,13 @@
 #include <string.h>
 #include <unistd.h>
 
+#include "config.h"
 #include "store.h"
 
 static char dir[64];
 static char path[128];
 static struct store *st;
+static struct cfg cfg;
 
 static int setup(void **state)
 {
@@ -36,7 +38,11 @@ static int setup(void **state)
         return -1;
     snprintf(path, sizeof path, "%s/aigw.db", dir);
     struct buf err = {0};
-    st = store_open(path, "normal", 5000, &err);
+    cfg.database.path = path;
+    cfg.database.local_path = path;
+    cfg.database.synchronous = "normal";
+    cfg.database.busy_timeout_ms = 5000;
+    st = store_open(&cfg, &err);
     if (!st)
         fprintf(stderr, "store_open: %s\n", buf_cstr(&err));
     buf_free(&err);
@@ -57,7 +63,7 @@ static void test_migrations_apply_once(void **state)
     (void)state;
     struct buf err = {0};
     assert_int_equal(store_migrate(st, &err), 0); /* already applied at open */
-    struct store *other = store_open_connection(path, "normal", 5000, &err);
+    struct store *other = store_open_connection(&cfg, &err);
     assert_non_null(other);
     struct user_row u;
     assert_int_equal(store_user_get(other, "nobody", &u), 0);

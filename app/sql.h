@@ -1,0 +1,172 @@
+/*
+ * sql.h - one small statement interface over the two database engines aigw
+ * stores its state in: SQLite (sql_sqlite.c, the embedded default) and
+ * PostgreSQL through libpq (sql_pg.c, for several gateway hosts).
+ *
+ * store.c asks every question through this interface, so the policy above it
+ * does not know which engine it has. The shape is SQLite's: prepare once,
+ * bind parameters (numbered from 1), step through the rows, reset. A
+ * connection and its statements are used by one thread at a time.
+ */
+#ifndef AIGW_SQL_H
+#define AIGW_SQL_H
+
+#include <stdint.h>
+
+#include "buf.h"
+
+struct cfg;
+struct sql_driver;
+
+/* Every driver's connection and statement begin with these. */
+struct sql_conn {
+    const struct sql_driver *drv;
+};
+struct sql_stmt {
+    const struct sql_driver *drv;
+};
+
+/* What sql_step returns. */
+enum { SQL_ERROR = -1, SQL_DONE = 0, SQL_ROW = 1 };
+
+struct sql_driver {
+    const char *name; /* "sqlite" or "postgresql" */
+    void (*close)(struct sql_conn *c);
+    /* once: kept for the life of the connection (prepared ahead on engines
+     * that can); otherwise for one use, finalized after it. */
+    struct sql_stmt *(*prepare)(struct sql_conn *c, const char *sql, int once, struct buf *err);
+    void (*finalize)(struct sql_stmt *st);
+    /* Bound values are not copied: they must live until the next step. */
+    void (*bind_null)(struct sql_stmt *st, int i);
+    void (*bind_text)(struct sql_stmt *st, int i, const char *v);
+    void (*bind_int64)(struct sql_stmt *st, int i, int64_t v);
+    void (*bind_double)(struct sql_stmt *st, int i, double v);
+    void (*bind_blob)(struct sql_stmt *st, int i, const void *v, int n);
+    int (*step)(struct sql_stmt *st);
+    /* Ends the statement's current run and clears its bindings. */
+    void (*reset)(struct sql_stmt *st);
+    /* Rows the statement's last run inserted, changed or deleted. */
+    int64_t (*changes)(struct sql_stmt *st);
+    int (*column_count)(struct sql_stmt *st);
+    const char *(*column_name)(struct sql_stmt *st, int col);
+    int (*column_is_null)(struct sql_stmt *st, int col);
+    /* The value as text, NULL for SQL NULL; valid until the next step. */
+    const char *(*column_text)(struct sql_stmt *st, int col);
+    int (*column_bytes)(struct sql_stmt *st, int col);
+    int64_t (*column_int64)(struct sql_stmt *st, int col);
+    double (*column_double)(struct sql_stmt *st, int col);
+    /* Runs one or more statements that return nothing (migrations). */
+    int (*exec)(struct sql_conn *c, const char *sql, struct buf *err);
+    int (*in_transaction)(struct sql_conn *c);
+    /* The engine's reason for the last failure. */
+    const char *(*errmsg)(struct sql_conn *c);
+    /* 1 when the last failure was the database being unreachable (a lost
+     * connection, a server shutting down) rather than the statement. */
+    int (*unavailable)(struct sql_conn *c);
+};
+
+/* A SQLite connection to the file at path (created when missing). */
+struct sql_conn *sql_sqlite_open(const char *path, const char *synchronous, int busy_timeout_ms,
+                                 struct buf *err);
+/* A PostgreSQL connection as cfg->database says (url, password reference,
+ * timeouts). */
+struct sql_conn *sql_pg_open(const struct cfg *cfg, struct buf *err);
+
+/* SQLite's process-wide settings, before its first connection. */
+void sql_sqlite_global_init(void);
+/* The SQLite-only operations store.c needs (checkpoints); 0 on another engine. */
+int sql_sqlite_checkpoint(struct sql_conn *c, int reset, int *wal_frames);
+
+static inline void sql_close(struct sql_conn *c)
+{
+    if (c)
+        c->drv->close(c);
+}
+static inline struct sql_stmt *sql_prepare(struct sql_conn *c, const char *sql, int once,
+                                           struct buf *err)
+{
+    return c->drv->prepare(c, sql, once, err);
+}
+static inline void sql_finalize(struct sql_stmt *st)
+{
+    if (st)
+        st->drv->finalize(st);
+}
+static inline void sql_bind_null(struct sql_stmt *st, int i)
+{
+    st->drv->bind_null(st, i);
+}
+static inline void sql_bind_text(struct sql_stmt *st, int i, const char *v)
+{
+    st->drv->bind_text(st, i, v);
+}
+static inline void sql_bind_int64(struct sql_stmt *st, int i, int64_t v)
+{
+    st->drv->bind_int64(st, i, v);
+}
+static inline void sql_bind_double(struct sql_stmt *st, int i, double v)
+{
+    st->drv->bind_double(st, i, v);
+}
+static inline void sql_bind_blob(struct sql_stmt *st, int i, const void *v, int n)
+{
+    st->drv->bind_blob(st, i, v, n);
+}
+static inline int sql_step(struct sql_stmt *st)
+{
+    return st->drv->step(st);
+}
+static inline void sql_reset(struct sql_stmt *st)
+{
+    st->drv->reset(st);
+}
+static inline int64_t sql_changes(struct sql_stmt *st)
+{
+    return st->drv->changes(st);
+}
+static inline int sql_column_count(struct sql_stmt *st)
+{
+    return st->drv->column_count(st);
+}
+static inline const char *sql_column_name(struct sql_stmt *st, int col)
+{
+    return st->drv->column_name(st, col);
+}
+static inline int sql_column_is_null(struct sql_stmt *st, int col)
+{
+    return st->drv->column_is_null(st, col);
+}
+static inline const char *sql_column_text(struct sql_stmt *st, int col)
+{
+    return st->drv->column_text(st, col);
+}
+static inline int sql_column_bytes(struct sql_stmt *st, int col)
+{
+    return st->drv->column_bytes(st, col);
+}
+static inline int64_t sql_column_int64(struct sql_stmt *st, int col)
+{
+    return st->drv->column_int64(st, col);
+}
+static inline double sql_column_double(struct sql_stmt *st, int col)
+{
+    return st->drv->column_double(st, col);
+}
+static inline int sql_exec(struct sql_conn *c, const char *sql, struct buf *err)
+{
+    return c->drv->exec(c, sql, err);
+}
+static inline int sql_in_transaction(struct sql_conn *c)
+{
+    return c->drv->in_transaction(c);
+}
+static inline const char *sql_errmsg(struct sql_conn *c)
+{
+    return c->drv->errmsg(c);
+}
+static inline int sql_unavailable(struct sql_conn *c)
+{
+    return c->drv->unavailable(c);
+}
+
+#endif

@@ -1,0 +1,497 @@
+/*
+ * sql_pg.c - the PostgreSQL engine behind sql.h, through libpq: one database
+ * shared by every gateway host.
+ *
+ * Statements are written as for SQLite, with numbered parameters ?N; they are
+ * rewritten to PostgreSQL's $N once, and prepared on the server the first
+ * time a connection runs them (again after a reconnection). Values travel as
+ * text, blobs as binary. A connection that is lost is reopened by the next
+ * statement run outside a transaction, so a restarted or failed-over server
+ * is picked up without the gateway being restarted. Every statement is
+ * bounded by the server's statement_timeout, set when connecting.
+ */
+#include "sql.h"
+
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+#include "secrets.h"
+
+#define PG_MAX_PARAMS 32
+#define PG_MAX_COLS   32
+#define TEXT_OID      25  /* pg_type.oid of text: the type of a parameter a statement ignores */
+#define FLOAT8_OID    701 /* double precision: shown as SQLite shows a REAL */
+
+struct pg_conn {
+    struct sql_conn base;
+    PGconn *pg;
+    unsigned gen; /* bumped at each (re)connection: statements are prepared again */
+    int next_id;  /* names the prepared statements s1, s2, ... */
+    int unavailable;
+    char err[512];
+};
+
+struct pg_stmt {
+    struct sql_stmt base;
+    struct pg_conn *c;
+    char name[16]; /* "" for a statement used once (unnamed, not prepared ahead) */
+    char *sql;     /* with $N */
+    int nparams;   /* the highest N the statement names */
+    Oid types[PG_MAX_PARAMS];
+    const char *values[PG_MAX_PARAMS];
+    int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
+    char num[PG_MAX_PARAMS][32];     /* the text of bound numbers */
+    unsigned gen;                    /* the connection generation it is prepared in; 0 none */
+    char real_text[PG_MAX_COLS][32]; /* double precision columns in SQLite's notation */
+    PGresult *res;
+    int row, nrows, ran;
+    int64_t changes;
+};
+
+static const struct sql_driver pg_driver;
+
+static struct pg_conn *conn_of(struct sql_conn *c)
+{
+    return (struct pg_conn *)c;
+}
+
+static struct pg_stmt *stmt_of(struct sql_stmt *st)
+{
+    return (struct pg_stmt *)st;
+}
+
+/* Notices ("relation already exists, skipping") are not errors: dropped. */
+static void quiet(void *arg, const char *message)
+{
+    (void)arg;
+    (void)message;
+}
+
+/* Records libpq's reason (one line) and whether it means the server is gone. */
+static void set_error(struct pg_conn *c, const PGresult *res)
+{
+    const char *msg = res ? PQresultErrorMessage(res) : "";
+    if (!msg || !*msg)
+        msg = PQerrorMessage(c->pg);
+    snprintf(c->err, sizeof c->err, "%s", msg && *msg ? msg : "unknown PostgreSQL error");
+    c->err[strcspn(c->err, "\n")] = '\0'; /* the first line: the rest points into the SQL */
+    size_t n = strlen(c->err);
+    while (n && (c->err[n - 1] == '\n' || c->err[n - 1] == ' '))
+        c->err[--n] = '\0';
+    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
+    /* 08: connection exceptions; 57P0x: the server is shutting down or
+     * starting; 53300: too many connections; 57014: a statement timed out
+     * (the server is overloaded or a lock is held); 40xxx: a serialization
+     * failure or deadlock, which a retry resolves. */
+    c->unavailable = PQstatus(c->pg) == CONNECTION_BAD ||
+                     (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
+                                strcmp(state, "53300") == 0 || strcmp(state, "57014") == 0 ||
+                                strncmp(state, "40", 2) == 0));
+}
+
+/* A live connection for a statement about to run outside a transaction:
+ * reopens a lost one. 0, or -1 with the reason recorded. */
+static int ensure_connected(struct pg_conn *c)
+{
+    if (PQstatus(c->pg) == CONNECTION_OK)
+        return 0;
+    PQreset(c->pg);
+    if (PQstatus(c->pg) != CONNECTION_OK) {
+        set_error(c, NULL);
+        c->unavailable = 1;
+        return -1;
+    }
+    c->gen++;
+    return 0;
+}
+
+static void pg_close(struct sql_conn *sc)
+{
+    struct pg_conn *c = conn_of(sc);
+    PQfinish(c->pg);
+    free(c);
+}
+
+/* Rewrites ?N to $N outside quoted text; notes which N are named. */
+static int translate(struct pg_stmt *st, const char *sql, struct buf *err)
+{
+    size_t n = strlen(sql);
+    char *out = malloc(n + 1);
+    int named[PG_MAX_PARAMS + 1] = {0};
+    if (!out) {
+        if (err)
+            buf_puts(err, "out of memory");
+        return -1;
+    }
+    char quote = 0;
+    size_t o = 0;
+    for (size_t i = 0; i < n; i++) {
+        char ch = sql[i];
+        if (quote) {
+            quote = ch == quote ? 0 : quote;
+        } else if (ch == '\'' || ch == '"') {
+            quote = ch;
+        } else if (ch == '?' && sql[i + 1] >= '0' && sql[i + 1] <= '9') {
+            int k = 0;
+            out[o++] = '$';
+            while (sql[i + 1] >= '0' && sql[i + 1] <= '9') {
+                k = k * 10 + (sql[i + 1] - '0');
+                out[o++] = sql[++i];
+                if (k > PG_MAX_PARAMS) {
+                    if (err)
+                        buf_printf(err, "statement \"%.40s...\" has more than %d parameters", sql,
+                                   PG_MAX_PARAMS);
+                    free(out);
+                    return -1;
+                }
+            }
+            named[k] = 1;
+            if (k > st->nparams)
+                st->nparams = k;
+            continue;
+        }
+        out[o++] = ch;
+    }
+    out[o] = '\0';
+    st->sql = out;
+    /* A parameter bound but not named has no type to infer: say text. */
+    for (int k = 1; k <= st->nparams; k++)
+        st->types[k - 1] = named[k] ? 0 : TEXT_OID;
+    return 0;
+}
+
+static struct sql_stmt *pg_prepare(struct sql_conn *sc, const char *sql, int once, struct buf *err)
+{
+    struct pg_conn *c = conn_of(sc);
+    struct pg_stmt *st = calloc(1, sizeof *st);
+    if (!st) {
+        if (err)
+            buf_puts(err, "out of memory");
+        return NULL;
+    }
+    st->base.drv = &pg_driver;
+    st->c = c;
+    if (translate(st, sql, err) < 0) {
+        free(st);
+        return NULL;
+    }
+    if (once)
+        snprintf(st->name, sizeof st->name, "s%d", ++c->next_id);
+    return &st->base;
+}
+
+static void clear_result(struct pg_stmt *st)
+{
+    PQclear(st->res);
+    st->res = NULL;
+    st->row = st->nrows = st->ran = 0;
+}
+
+static void pg_finalize(struct sql_stmt *s)
+{
+    struct pg_stmt *st = stmt_of(s);
+    clear_result(st);
+    free(st->sql);
+    free(st);
+}
+
+static void bind(struct pg_stmt *st, int i, const char *v, int len, int format)
+{
+    if (i < 1 || i > PG_MAX_PARAMS)
+        return;
+    st->values[i - 1] = v;
+    st->lengths[i - 1] = len;
+    st->formats[i - 1] = format;
+}
+
+static void pg_bind_null(struct sql_stmt *s, int i)
+{
+    bind(stmt_of(s), i, NULL, 0, 0);
+}
+
+static void pg_bind_text(struct sql_stmt *s, int i, const char *v)
+{
+    bind(stmt_of(s), i, v, 0, 0);
+}
+
+static void pg_bind_int64(struct sql_stmt *s, int i, int64_t v)
+{
+    struct pg_stmt *st = stmt_of(s);
+    if (i < 1 || i > PG_MAX_PARAMS)
+        return;
+    snprintf(st->num[i - 1], sizeof st->num[0], "%lld", (long long)v);
+    bind(st, i, st->num[i - 1], 0, 0);
+}
+
+static void pg_bind_double(struct sql_stmt *s, int i, double v)
+{
+    struct pg_stmt *st = stmt_of(s);
+    if (i < 1 || i > PG_MAX_PARAMS)
+        return;
+    snprintf(st->num[i - 1], sizeof st->num[0], "%.17g", v);
+    bind(st, i, st->num[i - 1], 0, 0);
+}
+
+static void pg_bind_blob(struct sql_stmt *s, int i, const void *v, int n)
+{
+    bind(stmt_of(s), i, v, n, 1);
+}
+
+/* Runs the statement with its bindings: 0, or -1 with the reason recorded. */
+static int run(struct pg_stmt *st)
+{
+    struct pg_conn *c = st->c;
+    int idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
+    if ((idle || PQstatus(c->pg) != CONNECTION_OK) && ensure_connected(c) < 0)
+        return -1;
+    if (st->name[0] && st->gen != c->gen) {
+        PGresult *p = PQprepare(c->pg, st->name, st->sql, st->nparams, st->types);
+        int ok = PQresultStatus(p) == PGRES_COMMAND_OK;
+        if (!ok)
+            set_error(c, p);
+        PQclear(p);
+        if (!ok)
+            return -1;
+        st->gen = c->gen;
+    }
+    st->res = st->name[0] ? PQexecPrepared(c->pg, st->name, st->nparams, st->values, st->lengths,
+                                           st->formats, 0)
+                          : PQexecParams(c->pg, st->sql, st->nparams, st->types, st->values,
+                                         st->lengths, st->formats, 0);
+    ExecStatusType status = PQresultStatus(st->res);
+    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
+        set_error(c, st->res);
+        /* A statement that failed on a connection reopened since it was
+         * prepared here is prepared again next time. */
+        if (PQstatus(c->pg) != CONNECTION_OK)
+            st->gen = 0;
+        return -1;
+    }
+    c->unavailable = 0;
+    st->nrows = status == PGRES_TUPLES_OK ? PQntuples(st->res) : 0;
+    const char *n = PQcmdTuples(st->res);
+    st->changes = n && *n ? strtoll(n, NULL, 10) : 0;
+    return 0;
+}
+
+static int pg_step(struct sql_stmt *s)
+{
+    struct pg_stmt *st = stmt_of(s);
+    if (!st->ran) {
+        st->ran = 1;
+        if (run(st) < 0)
+            return SQL_ERROR;
+        st->row = 0;
+    } else {
+        st->row++;
+    }
+    return st->row < st->nrows ? SQL_ROW : SQL_DONE;
+}
+
+static void pg_reset(struct sql_stmt *s)
+{
+    struct pg_stmt *st = stmt_of(s);
+    clear_result(st);
+    for (int i = 0; i < st->nparams; i++)
+        bind(st, i + 1, NULL, 0, 0);
+}
+
+static int64_t pg_changes(struct sql_stmt *s)
+{
+    return stmt_of(s)->changes;
+}
+
+static int pg_column_count(struct sql_stmt *s)
+{
+    struct pg_stmt *st = stmt_of(s);
+    return st->res ? PQnfields(st->res) : 0;
+}
+
+static const char *pg_column_name(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    return st->res ? PQfname(st->res, col) : NULL;
+}
+
+static int pg_column_is_null(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    return !st->res || st->row >= st->nrows || PQgetisnull(st->res, st->row, col);
+}
+
+/* A double as SQLite's text of a REAL: 15 significant digits, and a whole
+ * number keeps its ".0", so reports read the same from either engine. */
+static const char *real_text(struct pg_stmt *st, int col, const char *v)
+{
+    char *out = st->real_text[col];
+    snprintf(out, sizeof st->real_text[0], "%.15g", strtod(v, NULL));
+    if (!strpbrk(out, ".eni"))
+        strcat(out, ".0");
+    return out;
+}
+
+static const char *pg_column_text(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    if (pg_column_is_null(s, col))
+        return NULL;
+    const char *v = PQgetvalue(st->res, st->row, col);
+    return col < PG_MAX_COLS && PQftype(st->res, col) == FLOAT8_OID ? real_text(st, col, v) : v;
+}
+
+static int pg_column_bytes(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    return pg_column_is_null(s, col) ? 0 : PQgetlength(st->res, st->row, col);
+}
+
+static int64_t pg_column_int64(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    const char *v = pg_column_is_null(s, col) ? NULL : PQgetvalue(st->res, st->row, col);
+    return v ? strtoll(v, NULL, 10) : 0;
+}
+
+static double pg_column_double(struct sql_stmt *s, int col)
+{
+    struct pg_stmt *st = stmt_of(s);
+    const char *v = pg_column_is_null(s, col) ? NULL : PQgetvalue(st->res, st->row, col);
+    return v ? strtod(v, NULL) : 0;
+}
+
+static int pg_exec(struct sql_conn *sc, const char *sql, struct buf *err)
+{
+    struct pg_conn *c = conn_of(sc);
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE && ensure_connected(c) < 0) {
+        if (err)
+            buf_puts(err, c->err);
+        return -1;
+    }
+    PGresult *res = PQexec(c->pg, sql);
+    ExecStatusType status = PQresultStatus(res);
+    int ok = status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK;
+    if (!ok) {
+        set_error(c, res);
+        if (err)
+            buf_puts(err, c->err);
+    }
+    PQclear(res);
+    return ok ? 0 : -1;
+}
+
+static int pg_in_transaction(struct sql_conn *sc)
+{
+    PGTransactionStatusType t = PQtransactionStatus(conn_of(sc)->pg);
+    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+}
+
+static const char *pg_errmsg(struct sql_conn *sc)
+{
+    return conn_of(sc)->err;
+}
+
+static int pg_unavailable(struct sql_conn *sc)
+{
+    return conn_of(sc)->unavailable;
+}
+
+static const struct sql_driver pg_driver = {
+    .name = "postgresql",
+    .close = pg_close,
+    .prepare = pg_prepare,
+    .finalize = pg_finalize,
+    .bind_null = pg_bind_null,
+    .bind_text = pg_bind_text,
+    .bind_int64 = pg_bind_int64,
+    .bind_double = pg_bind_double,
+    .bind_blob = pg_bind_blob,
+    .step = pg_step,
+    .reset = pg_reset,
+    .changes = pg_changes,
+    .column_count = pg_column_count,
+    .column_name = pg_column_name,
+    .column_is_null = pg_column_is_null,
+    .column_text = pg_column_text,
+    .column_bytes = pg_column_bytes,
+    .column_int64 = pg_column_int64,
+    .column_double = pg_column_double,
+    .exec = pg_exec,
+    .in_transaction = pg_in_transaction,
+    .errmsg = pg_errmsg,
+    .unavailable = pg_unavailable,
+};
+
+/* The password of database.password (any secret reference), or none. */
+static int resolve_password(const struct cfg *cfg, struct buf *out, struct buf *err)
+{
+    const char *ref = cfg->database.password_ref;
+    if (!ref)
+        return 0;
+    if (strncmp(ref, "keyvault:", 9) != 0)
+        return secret_resolve(ref, cfg->environment, out, err);
+    struct secrets *s = secrets_new(cfg);
+    int rc = s ? secrets_get(s, ref, 0, out, err) : -1;
+    secrets_free(s);
+    return rc;
+}
+
+struct sql_conn *sql_pg_open(const struct cfg *cfg, struct buf *err)
+{
+    struct pg_conn *c = calloc(1, sizeof *c);
+    struct buf password = {0}, why = {0};
+    if (!c) {
+        buf_puts(err, "out of memory");
+        return NULL;
+    }
+    c->base.drv = &pg_driver;
+    c->gen = 1;
+    if (resolve_password(cfg, &password, &why) < 0) {
+        buf_printf(err, "database.password: %s", buf_cstr(&why));
+        buf_free(&why);
+        free(c);
+        return NULL;
+    }
+    char timeout[16], options[160];
+    snprintf(timeout, sizeof timeout, "%d", cfg->database.connect_timeout_s);
+    /* statement_timeout bounds every call; a transaction left open by a
+     * stalled process is ended by the server, so its locks are not held. */
+    snprintf(options, sizeof options,
+             "-c statement_timeout=%d -c idle_in_transaction_session_timeout=%d"
+             " -c TimeZone=UTC",
+             cfg->database.statement_timeout_ms, cfg->database.statement_timeout_ms * 2);
+    const char *keys[] = {"dbname",           "password",        "connect_timeout",
+                          "application_name", "options",         "client_encoding",
+                          "keepalives",       "keepalives_idle", NULL};
+    const char *values[] = {cfg->database.url,
+                            password.len ? buf_cstr(&password) : NULL,
+                            timeout,
+                            "aigw",
+                            options,
+                            "UTF8",
+                            "1",
+                            "30",
+                            NULL};
+    if (!password.len) { /* libpq ends the list at the first NULL value: drop the key */
+        keys[1] = "fallback_application_name";
+        values[1] = "aigw";
+    }
+    c->pg = PQconnectdbParams(keys, values, 1);
+    /* The password is not kept: libpq has its own copy for reconnections. */
+    if (password.len)
+        memset(password.data, 0, password.len);
+    buf_free(&password);
+    if (!c->pg || PQstatus(c->pg) != CONNECTION_OK) {
+        buf_printf(err, "cannot connect to PostgreSQL (database.url): %s",
+                   c->pg ? PQerrorMessage(c->pg) : "out of memory");
+        while (err->len && (err->data[err->len - 1] == '\n'))
+            err->data[--err->len] = '\0';
+        PQfinish(c->pg);
+        free(c);
+        return NULL;
+    }
+    PQsetNoticeProcessor(c->pg, quiet, NULL);
+    return &c->base;
+}
