@@ -53,6 +53,9 @@ struct sql_driver {
     /* The value as text, NULL for SQL NULL; valid until the next step. */
     const char *(*column_text)(struct sql_stmt *st, int col);
     int (*column_bytes)(struct sql_stmt *st, int col);
+    /* 1 when the value is a blob (BLOB, bytea), then read with column_blob. */
+    int (*column_is_blob)(struct sql_stmt *st, int col);
+    const void *(*column_blob)(struct sql_stmt *st, int col);
     int64_t (*column_int64)(struct sql_stmt *st, int col);
     double (*column_double)(struct sql_stmt *st, int col);
     /* Runs one or more statements that return nothing (migrations). */
@@ -143,6 +146,14 @@ static inline const char *sql_column_text(struct sql_stmt *st, int col)
 static inline int sql_column_bytes(struct sql_stmt *st, int col)
 {
     return st->drv->column_bytes(st, col);
+}
+static inline int sql_column_is_blob(struct sql_stmt *st, int col)
+{
+    return st->drv->column_is_blob(st, col);
+}
+static inline const void *sql_column_blob(struct sql_stmt *st, int col)
+{
+    return st->drv->column_blob(st, col);
 }
 static inline int64_t sql_column_int64(struct sql_stmt *st, int col)
 {

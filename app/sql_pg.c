@@ -348,6 +348,22 @@ static int pg_column_bytes(struct sql_stmt *s, int col)
     return pg_column_is_null(s, col) ? 0 : PQgetlength(st->res, st->row, col);
 }
 
+/* bytea arrives in its text form (\\x and hex digits), which binds back into
+ * PostgreSQL as text: no value is handed out as a blob. */
+static int pg_column_is_blob(struct sql_stmt *s, int col)
+{
+    (void)s;
+    (void)col;
+    return 0;
+}
+
+static const void *pg_column_blob(struct sql_stmt *s, int col)
+{
+    (void)s;
+    (void)col;
+    return NULL;
+}
+
 static int64_t pg_column_int64(struct sql_stmt *s, int col)
 {
     struct pg_stmt *st = stmt_of(s);
@@ -416,6 +432,8 @@ static const struct sql_driver pg_driver = {
     .column_is_null = pg_column_is_null,
     .column_text = pg_column_text,
     .column_bytes = pg_column_bytes,
+    .column_is_blob = pg_column_is_blob,
+    .column_blob = pg_column_blob,
     .column_int64 = pg_column_int64,
     .column_double = pg_column_double,
     .exec = pg_exec,

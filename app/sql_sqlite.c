@@ -166,6 +166,16 @@ static int sq_column_bytes(struct sql_stmt *st, int col)
     return sqlite3_column_bytes(q_of(st), col);
 }
 
+static int sq_column_is_blob(struct sql_stmt *st, int col)
+{
+    return sqlite3_column_type(q_of(st), col) == SQLITE_BLOB;
+}
+
+static const void *sq_column_blob(struct sql_stmt *st, int col)
+{
+    return sqlite3_column_blob(q_of(st), col);
+}
+
 static int64_t sq_column_int64(struct sql_stmt *st, int col)
 {
     return sqlite3_column_int64(q_of(st), col);
@@ -224,6 +234,8 @@ static const struct sql_driver sqlite_driver = {
     .column_is_null = sq_column_is_null,
     .column_text = sq_column_text,
     .column_bytes = sq_column_bytes,
+    .column_is_blob = sq_column_is_blob,
+    .column_blob = sq_column_blob,
     .column_int64 = sq_column_int64,
     .column_double = sq_column_double,
     .exec = sq_exec,

@@ -1019,3 +1019,110 @@ int store_report(struct store *s, const char *report, int64_t since_ms,
     sql_finalize(st);
     return rc == SQL_DONE ? 0 : -1;
 }
+
+/* --- copying a database (aigw db copy) ---------------------------------------- */
+
+/* Every table, parents before children; audit_log's id and timestamp are
+ * made by the destination (ids in the same order). */
+static const char *const copied_tables[] = {
+    "users",   "api_keys",    "rate_state",     "budget_usage",   "backend_state", "jwks_cache",
+    "metrics", "usage_daily", "backend_hourly", "latency_hourly", "audit_log",     NULL};
+
+static int column_copied(const char *table, const char *col)
+{
+    return strcmp(table, "audit_log") != 0 ||
+           (strcmp(col, "id") != 0 && strcmp(col, "timestamp") != 0);
+}
+
+/* Copies one table's rows; returns how many, or -1 with the reason in err. */
+static long copy_table(struct store *from, struct store *to, const char *table, struct buf *err)
+{
+    char sql[160];
+    snprintf(sql, sizeof sql, "SELECT * FROM %s%s", table,
+             strcmp(table, "audit_log") == 0 ? " ORDER BY id" : "");
+    struct sql_stmt *src = sql_prepare(from->conn, sql, 0, err), *dst = NULL;
+    if (!src)
+        return -1;
+    long rows = 0;
+    int rc, ncol = 0, keep[64];
+    while ((rc = sql_step(src)) == SQL_ROW) {
+        if (!dst) { /* the INSERT, from the first row's columns */
+            struct buf ins = {0}, vals = {0};
+            ncol = sql_column_count(src) < 64 ? sql_column_count(src) : 64;
+            int n = 0;
+            buf_printf(&ins, "INSERT INTO %s(", table);
+            for (int i = 0; i < ncol; i++) {
+                const char *name = sql_column_name(src, i);
+                if (!(keep[i] = column_copied(table, name)))
+                    continue;
+                buf_printf(&ins, "%s%s", n ? ", " : "", name);
+                buf_printf(&vals, "%s?%d", n ? ", " : "", n + 1);
+                n++;
+            }
+            buf_printf(&ins, ") VALUES (%s)", buf_cstr(&vals));
+            dst = sql_prepare(to->conn, buf_cstr(&ins), 1, err);
+            buf_free(&ins);
+            buf_free(&vals);
+            if (!dst)
+                break;
+        }
+        sql_reset(dst);
+        for (int i = 0, n = 0; i < ncol; i++) {
+            if (!keep[i])
+                continue;
+            n++;
+            if (sql_column_is_null(src, i))
+                sql_bind_null(dst, n);
+            else if (sql_column_is_blob(src, i))
+                sql_bind_blob(dst, n, sql_column_blob(src, i), sql_column_bytes(src, i));
+            else
+                sql_bind_text(dst, n, sql_column_text(src, i));
+        }
+        if (sql_step(dst) == SQL_ERROR) {
+            buf_printf(err, "%s: %s", table, sql_errmsg(to->conn));
+            rc = SQL_ERROR;
+            break;
+        }
+        rows++;
+    }
+    if (rc == SQL_ERROR && !err->len)
+        buf_printf(err, "%s: %s", table, sql_errmsg(from->conn));
+    sql_finalize(src);
+    sql_finalize(dst);
+    return rc == SQL_ERROR || (rows && !dst) ? -1 : rows;
+}
+
+int store_copy(struct store *from, struct store *to,
+               void (*copied)(const char *table, long rows, void *arg), void *arg, struct buf *err)
+{
+    int failed = 0;
+    int64_t present = query_int(to,
+                                "SELECT (SELECT count(*) FROM users) +"
+                                " (SELECT count(*) FROM api_keys) +"
+                                " (SELECT count(*) FROM audit_log)",
+                                -1, 0, &failed, err);
+    if (failed)
+        return -1;
+    if (present) {
+        buf_puts(err, "the destination database already has users, keys or audit rows: "
+                      "copy into a new, migrated database");
+        return -1;
+    }
+    if (store_begin(to) < 0) {
+        buf_printf(err, "cannot begin: %s", sql_errmsg(to->conn));
+        return -1;
+    }
+    for (const char *const *t = copied_tables; *t; t++) {
+        long rows = copy_table(from, to, *t, err);
+        if (rows < 0) {
+            store_rollback(to);
+            return -1;
+        }
+        copied(*t, rows, arg);
+    }
+    if (store_commit(to) < 0) {
+        buf_printf(err, "cannot commit: %s", sql_errmsg(to->conn));
+        return -1;
+    }
+    return 0;
+}

@@ -215,4 +215,12 @@ int store_report(struct store *s, const char *report, int64_t since_ms,
                              void *arg),
                  void *arg);
 
+/* --- copying ------------------------------------------------------------------ */
+/* Copies every row of from (a SQLite database, say) into to, which must be
+ * migrated and hold no users, keys or audit rows, in one transaction; calls
+ * copied after each table. 0, or -1 with the reason in err (nothing is
+ * written then). */
+int store_copy(struct store *from, struct store *to,
+               void (*copied)(const char *table, long rows, void *arg), void *arg, struct buf *err);
+
 #endif

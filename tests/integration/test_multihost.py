@@ -212,3 +212,53 @@ def test_postgresql_stopped_mid_load_refuses_then_recovers_by_itself(two_hosts, 
     served = [r.headers["x-request-id"] for _, r in answers if r.status == 200]
     assert all(rows.get(rid) == "success" for rid in served), \
         [rid for rid in served if rows.get(rid) != "success"][:5]
+
+
+def test_db_copy_moves_a_sqlite_gateway_to_postgresql_with_nothing_lost(tmp_path, mocks):
+    """aigw db copy: the same users, keys, budgets and audit rows, the same
+    reports, and a key made on SQLite still works on PostgreSQL."""
+    old_dir, new_dir = tmp_path / "sqlite", tmp_path / "pg"
+    old_dir.mkdir()
+    new_dir.mkdir()
+    backends = [backend_config(mocks["east"], 1)]
+    cfg = base_config(str(old_dir), backends, auth={"enabled": True})
+    cfg["database"] = {"path": str(old_dir / "aigw.db")}
+    old = Gateway(str(old_dir), cfg, server="nginx", workers=1)
+    new = None
+    try:
+        old.start()
+        old.cli("user", "add", "erin", "--budget", "5000", "--period", "total")
+        key = old.cli("key", "create", "erin").stdout.strip()
+        mocks["east"].set(prompt_tokens=10, completion_tokens=20)
+        for _ in range(5):
+            assert old.post("/api/chat", chat_body(user_id="erin"), headers={"api-key": key}).status == 200
+        assert old.post("/api/chat", chat_body(user_id="nobody"), headers={"api-key": "aigw_bad"}).status == 401
+        old.stop()
+        reports = {r: old.cli("report", r, "--since", "30d", "--format", "csv").stdout
+                   for r in ("usage", "budget", "errors", "latency", "refusals")}
+
+        cfg_new = base_config(str(new_dir), backends, auth={"enabled": True})
+        cfg_new["database"] = pg_database_config(str(new_dir))
+        new = Gateway(str(new_dir), cfg_new, server="nginx", workers=1)
+        new.migrate()
+        out = new.cli("db", "copy", "--from", str(old_dir / "aigw.db")).stdout
+        assert "audit_log" in out and "copied" in out, out
+        assert new.query("SELECT count(*) AS n FROM audit_log")[0]["n"] == \
+            old.query("SELECT count(*) AS n FROM audit_log")[0]["n"] == 5
+        for r, text in reports.items():
+            assert new.cli("report", r, "--since", "30d", "--format", "csv").stdout == text, r
+        # A second copy is refused: the destination is no longer empty, and nothing changes.
+        again = new.cli("db", "copy", "--from", str(old_dir / "aigw.db"), check=False)
+        assert again.returncode != 0 and "already has" in again.stderr and "nothing was copied" in again.stderr
+        assert new.query("SELECT count(*) AS n FROM audit_log")[0]["n"] == 5
+        new.start()
+        r = new.post("/api/chat", chat_body(user_id="erin"), headers={"api-key": key})
+        assert r.status == 200, r
+        assert new.query("SELECT used, reserved FROM budget_usage WHERE user_id = 'erin'")[0] == \
+            {"used": 180, "reserved": 0}
+        ids = [row["id"] for row in new.audit_rows()]
+        assert ids == sorted(ids) and len(ids) == 6
+    finally:
+        old.stop()
+        if new:
+            new.stop()
