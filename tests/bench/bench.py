@@ -11,6 +11,8 @@ returning a fixed Azure OpenAI chat completion, or a short SSE stream):
                   policy (matrix only: the least a FastCGI gateway costs)
   aigw-lighttpd   aigw under lighttpd, from webserver-configs/lighttpd/aigw.conf
   aigw-nginx      nginx (webserver-configs/nginx/aigw.conf) + `aigw serve`
+  aigw-pg-nginx   the same with its database on PostgreSQL on this host
+                  (tests/integration/pgserver.py; matrix and slow lane; BENCH_PG=0: off)
   portkey         Portkey's gateway (npm @portkey-ai/gateway) routing to the mock
 
 aigw runs with every policy on: API-key authentication, a rate limit, a token
@@ -32,7 +34,9 @@ Sections (BENCH_SECTIONS, comma separated; default all):
 
 Progress goes to stderr, the table to stdout, everything to
 tests/bench/results/latest.json (results/ is git-ignored).
-Python 3 standard library only.
+Python 3 standard library only, but for the aigw-pg-nginx rows: pgserver.py
+sets its server up through psycopg2 (Debian: python3-psycopg2), and needs
+PostgreSQL's server binaries (postgresql-15); without either they are skipped.
 """
 import http.client
 import json
@@ -91,6 +95,16 @@ TARGET_SLOW_RPS_RATIO = 0.9
 TARGET_SLOW_P99_RATIO = 1.5
 TARGET_SLOW_PSS_MIB = 256
 TARGET_INSTRUCTIONS = 250000
+# aigw on PostgreSQL on the same host (aigw-pg-nginx) against the same aigw on
+# SQLite (aigw-nginx): at least half its requests/s at 128 connections in the
+# zero-latency matrix, and in the slow lane the same streams/s (within 10%)
+# besides the slow-lane targets above.
+TARGET_PG_RATIO = 0.5
+TARGET_PG_CONCURRENCY = 128
+TARGET_PG_SLOW_TOLERANCE = 0.10
+PG_ENABLED = os.environ.get("BENCH_PG", "1") == "1"
+PG_NAME = "aigw-pg-nginx"
+PGSERVER_DIR = os.path.join(SRCDIR, "tests", "integration")   # pgserver.py, the integration tests' fixture
 BUDGET = float(os.environ.get("BENCH_BUDGET", "540"))
 PORTKEY_JS = os.environ.get("PORTKEY_JS") or os.path.join(
     BENCH_DIR, ".portkey", "node_modules", "@portkey-ai", "gateway", "build", "start-server.js")
@@ -170,9 +184,15 @@ def track(name, p):
 
 
 def write_pgids():
-    """The process groups still running, for run.sh's trap (if this script is killed)."""
+    """The process groups still running, for run.sh's trap (if this script is
+    killed): those of PROCS, and PostgreSQL's postmaster (pg_ctl makes it a
+    session leader)."""
+    pgids = [p.pid for _, p in PROCS]
+    pm = PG["server"].postmaster_pid() if PG["server"] is not None else None
+    if pm:
+        pgids.append(pm)
     with open(os.path.join(WORK, "pgids"), "w") as f:
-        f.write("".join("%d\n" % p.pid for _, p in PROCS))
+        f.write("".join("%d\n" % g for g in pgids))
 
 
 def stop(p, timeout=10.0, sig=signal.SIGTERM):
@@ -201,6 +221,74 @@ def stop(p, timeout=10.0, sig=signal.SIGTERM):
 def stop_all():
     while PROCS:
         stop(PROCS[-1][1], timeout=5)
+    stop_postgres()
+
+
+# --- PostgreSQL on the same host (the aigw-pg-nginx rows) --------------------
+
+PG = {"server": None, "unavailable": None, "version": None}
+
+
+def postgres():
+    """The bench's PostgreSQL (tests/integration/pgserver.py: initdb in a
+    temporary directory, fsync on, 127.0.0.1 with passwords, roles aigw_owner
+    and aigw), started on the first call, stopped by stop_postgres() (and
+    stop_all()). None if it cannot run: the reason, logged once, is
+    PG["unavailable"]."""
+    if PG["server"] is not None or PG["unavailable"]:
+        return PG["server"]
+    why = None
+    if not PG_ENABLED:
+        why = "BENCH_PG=0"
+    else:
+        if PGSERVER_DIR not in sys.path:
+            sys.path.insert(0, PGSERVER_DIR)
+        try:
+            import pgserver
+            import psycopg2  # noqa: F401 -- pgserver creates the roles and databases through it
+        except ImportError as e:
+            why = "%s: %s (install python3-psycopg2 for %s)" % (type(e).__name__, e, sys.executable)
+        else:
+            t = time.time()
+            d = os.path.join(WORK, "postgresql")
+            os.makedirs(d, exist_ok=True)
+            try:
+                srv = pgserver.PgServer(d)     # RuntimeError without the server binaries
+                PG["server"] = srv             # stop_postgres() closes even a half-started one
+                srv.start()
+                PG["version"] = text_of([os.path.join(srv.bindir, "postgres"), "--version"])
+                write_pgids()
+                log("postgresql: %s on 127.0.0.1:%d (%s), started in %.1f s" % (
+                    PG["version"], srv.port, srv.datadir, time.time() - t))
+            except Exception as e:  # noqa: BLE001 -- reported, not fatal
+                why = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+                stop_postgres()
+    if why:
+        PG["unavailable"] = why
+        log("postgresql: the %s rows are skipped: %s" % (PG_NAME, why))
+    return PG["server"]
+
+
+def stop_postgres():
+    """Stop the bench's PostgreSQL and remove its files (its log is kept as
+    WORK/postgresql.log). No-op if it is not running."""
+    srv, PG["server"] = PG["server"], None
+    if srv is None:
+        return
+    PG["unavailable"] = PG["unavailable"] or "stopped"     # started once per run, not again
+    try:
+        if srv.logfile and os.path.exists(srv.logfile):
+            shutil.copyfile(srv.logfile, os.path.join(WORK, "postgresql.log"))
+    except OSError:
+        pass
+    srv.close()
+    write_pgids()
+
+
+def postgres_pids():
+    """PostgreSQL's postmaster and its children (backends, checkpointer, ...)."""
+    pm = PG["server"].postmaster_pid() if PG["server"] is not None else None
+    return [pm] + children(pm) if pm else []
 
 
 def free_port():
@@ -459,14 +547,19 @@ def azure_path(deployment):
 
 
 class Gateway:
-    """One aigw installation: config, database, user and key."""
+    """One aigw installation: config, database, user and key. With pg (a
+    pgserver.PgServer) its database is a fresh one on that PostgreSQL,
+    migrated as its owner (aigw_owner) and used as role aigw, which may only
+    read and write rows."""
 
-    def __init__(self, name, mock, slow=None, db_path=None):
+    def __init__(self, name, mock, slow=None, db_path=None, pg=None):
         self.name = name
         self.dir = os.path.join(WORK, name)
         os.makedirs(self.dir, exist_ok=True)
         self.config_path = os.path.join(self.dir, "aigw.json")
-        self.db_path = db_path or os.path.join(self.dir, "aigw.db")
+        self.pg = pg
+        self.pg_db = pg.new_database() if pg is not None else None
+        self.db_path = None if pg is not None else db_path or os.path.join(self.dir, "aigw.db")
         key_file = os.path.join(self.dir, "backend.key")
         with open(key_file, "w") as f:
             f.write(MOCK_KEY + "\n")
@@ -483,7 +576,7 @@ class Gateway:
                              "priority": 1, "deployments": {"gpt-4o-slow": "slow"}, "timeout_s": 30})
         self.config = {
             "environment": "bench",
-            "database": {"path": self.db_path},
+            "database": self.pg_database("aigw") if pg is not None else {"path": self.db_path},
             "auth": {"enabled": True, "api_keys": True},
             "limits": {"requests_per_window": 100000000, "window_s": 60,
                        "default_token_budget": 1000000000000, "budget_period": "day"},
@@ -494,15 +587,33 @@ class Gateway:
             json.dump(self.config, f, indent=2)
         self.key = None
 
-    def cli(self, *args):
-        r = subprocess.run([AIGW_BIN, "--config", self.config_path, *args],
+    def pg_database(self, role):
+        """database settings on the bench's PostgreSQL signing in as role,
+        the password in a file (as tests/integration/conftest.py has them)."""
+        pwfile = os.path.join(self.dir, "pg-%s.password" % role)
+        with open(pwfile, "w") as f:
+            f.write(self.pg.password(role) + "\n")
+        os.chmod(pwfile, 0o600)
+        return {"url": self.pg.url(role, self.pg_db), "password": "file:" + pwfile,
+                "local_path": os.path.join(self.dir, "aigw-pg")}
+
+    def cli(self, *args, config=None):
+        r = subprocess.run([AIGW_BIN, "--config", config or self.config_path, *args],
                            capture_output=True, text=True, timeout=60)
         if r.returncode != 0:
             raise RuntimeError("aigw %s: %s" % (" ".join(args), (r.stderr or r.stdout).strip()))
         return r.stdout
 
     def setup(self):
-        self.cli("db", "migrate")
+        if self.pg is not None:
+            # The schema as the database's owner (a config of its own); the
+            # gateway's role may not create tables.
+            owner = os.path.join(self.dir, "aigw-owner.json")
+            with open(owner, "w") as f:
+                json.dump(dict(self.config, database=self.pg_database("aigw_owner")), f, indent=2)
+            self.cli("db", "migrate", config=owner)
+        else:
+            self.cli("db", "migrate")
         self.cli("user", "add", USER, "--requests", "100000000", "--window", "60",
                  "--tpm", "1000000000000", "--budget", "1000000000000", "--period", "day")
         out = self.cli("key", "create", USER)
@@ -521,6 +632,8 @@ class Gateway:
         self.key = key
 
     def audit_count(self):
+        if self.pg is not None:
+            return self.pg.query(self.pg_db, "SELECT count(*) AS n FROM audit_log")[0]["n"]
         con = sqlite3.connect(self.db_path, timeout=30)
         try:
             return con.execute("SELECT count(*) FROM audit_log").fetchone()[0]
@@ -640,6 +753,26 @@ def aigw_system(name, gw, server, workers=WORKERS):
     deadline = time.time() + 10
     while len(children(parent)) < s.workers and time.time() < deadline:
         time.sleep(0.1)
+    return s
+
+
+def pg_system(name, gw_name, mock, model, unavailable, workers=WORKERS):
+    """aigw-nginx's twin (nginx + `aigw serve`, the same policy) with its
+    database on the bench's PostgreSQL; None if that cannot run or the
+    gateway does not start (the reason in unavailable[name], and logged)."""
+    pg = postgres()
+    if pg is None:
+        unavailable[name] = "PostgreSQL rows skipped: %s" % PG["unavailable"]
+        return None
+    try:
+        gw = Gateway(gw_name, mock, model, pg=pg).setup()
+        pg_from = pg_log_offset()   # after the migration (its probe for schema_migrations is an ERROR there)
+        s = aigw_system(name, gw, "nginx", workers)
+    except Exception as e:  # noqa: BLE001 -- reported, not fatal
+        unavailable[name] = "did not start: %s" % e
+        log("%s did not start: %s" % (name, e))
+        return None
+    s.pg_log_from = pg_from
     return s
 
 
@@ -857,10 +990,13 @@ def section_matrix(systems, mock, res):
                 if c in direct:
                     a["added_p50_ms"] = a["p50_ms"] - direct[c]["p50_ms"]
                     a["added_p99_ms"] = a["p99_ms"] - direct[c]["p99_ms"]
-                for other in ("portkey", "nginx-proxy", "fastcgi-floor"):
+                for other in ("portkey", "nginx-proxy", "fastcgi-floor") + (("aigw-nginx",) if name == PG_NAME else ()):
                     if other in m and c in m[other] and m[other][c]["rps"]:
                         a["rps_ratio_vs_" + other] = a["rps"] / m[other][c]["rps"]
     res["matrix"]["targets"] = matrix_targets(res["matrix"]["chat"])
+    pgs = [s for s in systems if s.name == PG_NAME]
+    if pgs:
+        res["matrix"]["pg_log_problems"] = pg_log_problems(PG_NAME, pgs[0].pg_log_from)
 
 
 def matrix_targets(chat):
@@ -879,7 +1015,50 @@ def matrix_targets(chat):
         if "1" in per:
             p99 = per["1"]["p99_ms"]
             t["p99_ms_c1"] = {"value": p99, "target": TARGET_P99_C1_MS, "met": p99 <= TARGET_P99_C1_MS}
+        # On PostgreSQL: against the same gateway on SQLite.
+        r = per.get(str(TARGET_PG_CONCURRENCY), {}).get("rps_ratio_vs_aigw-nginx") if name == PG_NAME else None
+        if r is not None:
+            t["sqlite_ratio_c%d" % TARGET_PG_CONCURRENCY] = {"value": r, "target": TARGET_PG_RATIO,
+                                                             "met": r >= TARGET_PG_RATIO}
         out[name] = t
+    return out
+
+
+# Trouble in the logs of an aigw on PostgreSQL: aigw's errors and warnings
+# (a failed batch, a lost connection, ...), nginx's errors, PostgreSQL's
+# (a statement cut off by statement_timeout_ms is "ERROR:  canceling
+# statement due to statement timeout"), and store_unavailable anywhere.
+PG_LOG_PATTERN = re.compile(r"aigw\[\d+\] (?:error|warn): |\b(?:ERROR|FATAL|PANIC|WARNING):  |"
+                            r"\[(?:error|crit|alert|emerg)\]|store_unavailable|statement timeout")
+
+
+def pg_log_offset():
+    """The size of PostgreSQL's log now: pg_log_problems() reads on from it."""
+    srv = PG["server"]
+    return file_size(srv.logfile) or 0 if srv is not None and srv.logfile else 0
+
+
+def pg_log_problems(gw_name, pg_from=0):
+    """Lines of the logs of an aigw on PostgreSQL (aigw serve's, its nginx's
+    error log) and of PostgreSQL's own log from byte pg_from on that tell of
+    trouble: how many, and the first few."""
+    paths = [(os.path.join(WORK, gw_name + "-serve.log"), 0),
+             (os.path.join(WORK, gw_name + "-nginx", "error.log"), 0)]
+    srv = PG["server"]
+    if srv is not None and srv.logfile:
+        paths.append((srv.logfile, pg_from))
+    out = {"lines": 0, "first": []}
+    for path, offset in paths:
+        try:
+            with open(path, errors="replace") as f:
+                f.seek(offset)
+                for line in f:
+                    if PG_LOG_PATTERN.search(line):
+                        out["lines"] += 1
+                        if len(out["first"]) < 5:
+                            out["first"].append("%s: %s" % (os.path.basename(path), line.strip()[:200]))
+        except OSError:
+            pass
     return out
 
 
@@ -1009,9 +1188,9 @@ def verify_slow(s, model):
 
 def slow_systems(mock, res, portkey):
     """nginx proxy_pass (the floor), Portkey, aigw behind nginx + `aigw serve`
-    and behind lighttpd, aigw with the worker counts it ships with; each
-    routed to a slow mock of its own (s.model), so that what one system still
-    sends after its run never counts for another."""
+    (on SQLite, and on PostgreSQL) and behind lighttpd, aigw with the worker
+    counts it ships with; each routed to a slow mock of its own (s.model), so
+    that what one system still sends after its run never counts for another."""
     systems = []
     model = ModelMock()
     proxy = proxy_system("slow-nginx-proxy", model.port, keepalive=max(SLOW_CONCURRENCY))
@@ -1027,10 +1206,16 @@ def slow_systems(mock, res, portkey):
         portkey.model = ModelMock()
         portkey.slow_headers = portkey_headers(portkey.model.url, "slow")
         systems.append(portkey)
-    for name, server in (("aigw-nginx", "nginx"), ("aigw-lighttpd", "lighttpd")):
+    for name, server in (("aigw-nginx", "nginx"), (PG_NAME, "nginx"), ("aigw-lighttpd", "lighttpd")):
         model = ModelMock()
-        gw = Gateway("slow-" + name, mock, model).setup()
-        s = aigw_system(name, gw, server, workers=None)
+        if name == PG_NAME:
+            s = pg_system(name, "slow-" + name, mock, model, res["slow"]["unavailable"], workers=None)
+            if s is None:
+                stop(model.proc)
+                continue
+        else:
+            gw = Gateway("slow-" + name, mock, model).setup()
+            s = aigw_system(name, gw, server, workers=None)
         s.model, s.server = model, server
         systems.append(s)
     return systems
@@ -1044,6 +1229,7 @@ def restart_aigw(s):
         stop(p)
     n = aigw_system(s.name, s.gw, s.server, workers=None)
     n.model, n.server = s.model, s.server
+    n.pg_log_from = getattr(s, "pg_log_from", 0)
     return n
 
 
@@ -1098,6 +1284,9 @@ def section_slow(mock, res, portkey):
                                                                                      sample=c == top)
                 settle_into(j, 0)   # slow_point has waited already
         slow_ratios(out)
+        pgs = [s for s in systems if s.name == PG_NAME]
+        if pgs:
+            out["pg_log_problems"] = pg_log_problems(pgs[0].gw.name, pgs[0].pg_log_from)
     finally:
         for s in started:
             if s is not portkey:    # the matrix's Portkey: main() stops it
@@ -1161,6 +1350,10 @@ def slow_point(s, conc, dur, sample):
         if sample and 1.0 <= time.time() - t0 <= dur - 0.5:
             kb, n = pss_sum(s)
             samples.append({"t_s": round(time.time() - t0, 1), "pss_kb": kb, "processes": n})
+            if s.gw is not None and s.gw.pg is not None:
+                # PostgreSQL's processes, not counted in the aigw Pss above
+                pk = [m["pss_kb"] for m in (smaps(p) for p in postgres_pids()) if m]
+                samples[-1].update(postgres_pss_kb=sum(pk), postgres_processes=len(pk))
 
     r = run_wrk(s, conc, dur, slow=True, during=watch)
     # What reached the mock because of this run: the streams in flight when
@@ -1192,6 +1385,9 @@ def slow_point(s, conc, dur, sample):
         a["pss_processes"] = samples[-1]["processes"]
         a["pss_kb_max"] = max(x["pss_kb"] for x in samples)
         a["pss_samples"] = samples
+        if "postgres_pss_kb" in samples[-1]:
+            a["postgres_pss_kb"] = samples[-1]["postgres_pss_kb"]
+            a["postgres_processes"] = samples[-1]["postgres_processes"]
     log("  %-14s c=%-5d %7.1f streams/s  p50 %7s ms  p99 %7s ms  errors %d  at the mock at once %d%s" % (
         s.name, conc, a["streams_per_s"], fmt(a["p50_ms"], "%.1f"), fmt(a["p99_ms"], "%.1f"), a["errors"],
         in_flight[0],
@@ -1221,6 +1417,11 @@ def slow_ratios(out):
                 t["p99"] = False
             if c == top and "pss_kb" in a:
                 t["memory"] = a["pss_kb"] / 1024 <= TARGET_SLOW_PSS_MIB
+            sq = out["systems"].get("aigw-nginx", {}).get(c) if name == PG_NAME else None
+            if sq and sq["streams_per_s"]:
+                # on PostgreSQL: the same result as on SQLite
+                a["streams_ratio_vs_aigw-nginx"] = a["streams_per_s"] / sq["streams_per_s"]
+                t["sqlite"] = abs(a["streams_ratio_vs_aigw-nginx"] - 1) <= TARGET_PG_SLOW_TOLERANCE
             a["targets"] = t
             a["target_met"] = bool(t) and all(t.values())
 
@@ -1655,8 +1856,16 @@ def print_report(res):
             if "p99_ms_c1" in t:
                 parts.append("p99 %.2f ms at 1 connection (target <= %g ms): %s" % (
                     t["p99_ms_c1"]["value"], TARGET_P99_C1_MS, "target met" if t["p99_ms_c1"]["met"] else "MISSED"))
+            k = "sqlite_ratio_c%d" % TARGET_PG_CONCURRENCY
+            if k in t:
+                parts.append("%.2f x aigw-nginx (SQLite) at %d connections (target >= %.2f): %s" % (
+                    t[k]["value"], TARGET_PG_CONCURRENCY, TARGET_PG_RATIO, "target met" if t[k]["met"] else "MISSED"))
             for part in parts:
                 print("%-14s %s" % (name, part))
+        lp = res["matrix"].get("pg_log_problems")
+        if lp and lp["lines"]:
+            print("%-14s %d log lines of trouble (aigw serve, nginx, PostgreSQL), first: %s" % (
+                PG_NAME, lp["lines"], lp["first"][0]))
     if "memory" in res:
         print()
         print("memory per aigw worker (kB, /proc/PID/smaps_rollup)")
@@ -1785,6 +1994,23 @@ def print_slow(sl):
                 fmt(a["pss_kb"] / 1024 if "pss_kb" in a else None, "%.1f", ""), target))
     for name, why in sl.get("unavailable", {}).items():
         print("%-14s  n/a: %s" % (name, why))
+    for c in sl["concurrency"]:
+        a = sl["systems"].get(PG_NAME, {}).get(str(c))
+        if a is None or "streams_ratio_vs_aigw-nginx" not in a:
+            continue
+        r_ngx, r_sq = a.get("streams_ratio_vs_nginx"), a["streams_ratio_vs_aigw-nginx"]
+        ok_ngx = r_ngx is not None and r_ngx >= TARGET_SLOW_RPS_RATIO
+        ok_sq = abs(r_sq - 1) <= TARGET_PG_SLOW_TOLERANCE
+        print("%-14s %d connections: %s x nginx streams/s (target >= %.1f): %s; %.2f x aigw-nginx (SQLite) "
+              "(target within %.0f%%): %s%s" % (
+                  PG_NAME, c, fmt(r_ngx, "%.3f"), TARGET_SLOW_RPS_RATIO, "target met" if ok_ngx else "MISSED",
+                  r_sq, TARGET_PG_SLOW_TOLERANCE * 100, "target met" if ok_sq else "MISSED",
+                  "; PostgreSQL's own %d processes %.0f MiB Pss" % (a["postgres_processes"], a["postgres_pss_kb"] / 1024)
+                  if "postgres_pss_kb" in a else ""))
+    lp = sl.get("pg_log_problems")
+    if lp and lp["lines"]:
+        print("%-14s %d log lines of trouble (aigw serve, nginx, PostgreSQL), first: %s" % (
+            PG_NAME, lp["lines"], lp["first"][0]))
     print("(streams/s: 2xx answers ending in [DONE]; p50/p99 over every answer wrk got, errors included; errors: "
           "non-2xx, socket errors and timeouts (10 s), streams cut short; mock: streams the mock answered to the end "
           "per stream wrk got whole; at once: most streams open at the mock at one time; Pss: all aigw processes together (serve: master + workers; lighttpd: the aigw "
@@ -1827,7 +2053,10 @@ def main():
         "targets": {"aigw_rps_vs_fastcgi_floor_min": TARGET_FLOOR_RATIO,
                     "at_concurrency": list(TARGET_FLOOR_CONCURRENCY), "aigw_p99_ms_c1_max": TARGET_P99_C1_MS,
                     "slow_streams_vs_nginx_min": TARGET_SLOW_RPS_RATIO, "slow_p99_vs_nginx_max": TARGET_SLOW_P99_RATIO,
-                    "slow_aigw_pss_mib_max": TARGET_SLOW_PSS_MIB, "instructions_per_request_max": TARGET_INSTRUCTIONS}},
+                    "slow_aigw_pss_mib_max": TARGET_SLOW_PSS_MIB, "instructions_per_request_max": TARGET_INSTRUCTIONS,
+                    "pg_rps_vs_sqlite_min": TARGET_PG_RATIO, "pg_at_concurrency": TARGET_PG_CONCURRENCY,
+                    "slow_pg_streams_vs_sqlite_within": TARGET_PG_SLOW_TOLERANCE},
+        "pg": PG_ENABLED},
         "unavailable": {}, "skipped_sections": {}}
     res["machine"]["versions"]["portkey"] = ""
     status = 0
@@ -1858,6 +2087,12 @@ def main():
                 idle[name] = worker_memory(s)
                 systems.append(s)
                 aigws.append(s)
+            # aigw-nginx on PostgreSQL: the matrix only (memory, syscalls and
+            # stream stay with the two above).
+            if "matrix" in SECTIONS:
+                s = pg_system(PG_NAME, PG_NAME, mock, slow, res["unavailable"])
+                if s is not None:
+                    systems.append(s)
             portkey = portkey_system(mock, res, slow)
             if portkey is not None:
                 systems.append(portkey)
@@ -1895,12 +2130,14 @@ def main():
             else:
                 res["skipped_sections"]["stream"] = "no time left"
         # The matrix systems are no longer needed; Portkey, warmed up, serves
-        # the slow lane too (idle meanwhile).
+        # the slow lane too (idle meanwhile), and so does PostgreSQL.
         for s in systems:
             if s is portkey and "slow" in SECTIONS:
                 continue
             for p in s.procs or ([s.proc] if s.proc else []):
                 stop(p)
+        if "slow" not in SECTIONS:
+            stop_postgres()
         if "callgrind" in SECTIONS:
             if left() > 60:
                 log("callgrind: one worker under valgrind")
@@ -1922,6 +2159,7 @@ def main():
                 res["skipped_sections"]["slow"] = "no time left"
             if portkey is not None:
                 stop(portkey.proc)
+            stop_postgres()     # nothing after the slow lane uses it (its writes would disturb audit)
         if "audit" in SECTIONS:
             section_audit(mock, res)
     except Exception as e:  # noqa: BLE001
@@ -1931,6 +2169,9 @@ def main():
         status = 1
     finally:
         stop_all()
+        res["machine"]["versions"]["postgresql"] = PG["version"] or ""
+        if PG["unavailable"] and PG["unavailable"] != "stopped":
+            res["pg_unavailable"] = PG["unavailable"]
         res["machine"]["loadavg_end"] = open("/proc/loadavg").read().split()[:3]
         res["elapsed_s"] = round(time.time() - T0, 1)
         os.makedirs(os.path.dirname(RESULTS), exist_ok=True)

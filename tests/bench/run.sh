@@ -124,8 +124,12 @@ trap 'exit 130' INT TERM
 # the hard stop is a minute later.
 SPENT=$(( $(date +%s) - T_START ))
 export BENCH_BUDGET="${BENCH_BUDGET:-$(( 540 - SPENT ))}"
+# The python3 that configure picks for the integration tests (/usr/bin first):
+# Debian's has python3-psycopg2, through which pgserver.py sets up the
+# PostgreSQL of the aigw-pg-nginx rows (another python3 earlier in PATH may not).
+PYTHON3="${PYTHON3:-$(PATH="/usr/bin:$PATH" command -v python3)}"
 status=0
-timeout -s TERM -k 15 $(( BENCH_BUDGET + 60 )) python3 "$BENCH_DIR/bench.py" &
+timeout -s TERM -k 15 $(( BENCH_BUDGET + 60 )) "$PYTHON3" "$BENCH_DIR/bench.py" &
 BENCH_PID=$!
 wait "$BENCH_PID" || status=$?
 BENCH_PID=""
