@@ -63,9 +63,6 @@ struct sql_driver {
     int (*in_transaction)(struct sql_conn *c);
     /* The engine's reason for the last failure. */
     const char *(*errmsg)(struct sql_conn *c);
-    /* 1 when the last failure was the database being unreachable (a lost
-     * connection, a server shutting down) rather than the statement. */
-    int (*unavailable)(struct sql_conn *c);
 };
 
 /* A SQLite connection to the file at path (created when missing). */
@@ -174,10 +171,6 @@ static inline int sql_in_transaction(struct sql_conn *c)
 static inline const char *sql_errmsg(struct sql_conn *c)
 {
     return c->drv->errmsg(c);
-}
-static inline int sql_unavailable(struct sql_conn *c)
-{
-    return c->drv->unavailable(c);
 }
 
 #endif

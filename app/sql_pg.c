@@ -30,7 +30,6 @@ struct pg_conn {
     PGconn *pg;
     unsigned gen; /* bumped at each (re)connection: statements are prepared again */
     int next_id;  /* names the prepared statements s1, s2, ... */
-    int unavailable;
     char err[512];
 };
 
@@ -70,7 +69,7 @@ static void quiet(void *arg, const char *message)
     (void)message;
 }
 
-/* Records libpq's reason (one line) and whether it means the server is gone. */
+/* Records libpq's reason, one line. */
 static void set_error(struct pg_conn *c, const PGresult *res)
 {
     const char *msg = res ? PQresultErrorMessage(res) : "";
@@ -81,15 +80,6 @@ static void set_error(struct pg_conn *c, const PGresult *res)
     size_t n = strlen(c->err);
     while (n && (c->err[n - 1] == '\n' || c->err[n - 1] == ' '))
         c->err[--n] = '\0';
-    const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
-    /* 08: connection exceptions; 57P0x: the server is shutting down or
-     * starting; 53300: too many connections; 57014: a statement timed out
-     * (the server is overloaded or a lock is held); 40xxx: a serialization
-     * failure or deadlock, which a retry resolves. */
-    c->unavailable = PQstatus(c->pg) == CONNECTION_BAD ||
-                     (state && (strncmp(state, "08", 2) == 0 || strncmp(state, "57P0", 4) == 0 ||
-                                strcmp(state, "53300") == 0 || strcmp(state, "57014") == 0 ||
-                                strncmp(state, "40", 2) == 0));
 }
 
 /* A live connection for a statement about to run outside a transaction:
@@ -101,7 +91,6 @@ static int ensure_connected(struct pg_conn *c)
     PQreset(c->pg);
     if (PQstatus(c->pg) != CONNECTION_OK) {
         set_error(c, NULL);
-        c->unavailable = 1;
         return -1;
     }
     c->gen++;
@@ -270,7 +259,6 @@ static int run(struct pg_stmt *st)
             st->gen = 0;
         return -1;
     }
-    c->unavailable = 0;
     st->nrows = status == PGRES_TUPLES_OK ? PQntuples(st->res) : 0;
     const char *n = PQcmdTuples(st->res);
     st->changes = n && *n ? strtoll(n, NULL, 10) : 0;
@@ -409,10 +397,6 @@ static const char *pg_errmsg(struct sql_conn *sc)
     return conn_of(sc)->err;
 }
 
-static int pg_unavailable(struct sql_conn *sc)
-{
-    return conn_of(sc)->unavailable;
-}
 
 static const struct sql_driver pg_driver = {
     .name = "postgresql",
@@ -439,7 +423,6 @@ static const struct sql_driver pg_driver = {
     .exec = pg_exec,
     .in_transaction = pg_in_transaction,
     .errmsg = pg_errmsg,
-    .unavailable = pg_unavailable,
 };
 
 /* The password of database.password (any secret reference), or none. */

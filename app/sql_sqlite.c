@@ -208,14 +208,6 @@ static const char *sq_errmsg(struct sql_conn *c)
     return sqlite3_errmsg(conn_of(c)->db);
 }
 
-/* A file that stays locked past the busy timeout is the one way SQLite is
- * "unavailable": the statement itself was fine. */
-static int sq_unavailable(struct sql_conn *c)
-{
-    int rc = sqlite3_errcode(conn_of(c)->db);
-    return rc == SQLITE_BUSY || rc == SQLITE_LOCKED;
-}
-
 static const struct sql_driver sqlite_driver = {
     .name = "sqlite",
     .close = sq_close,
@@ -241,7 +233,6 @@ static const struct sql_driver sqlite_driver = {
     .exec = sq_exec,
     .in_transaction = sq_in_transaction,
     .errmsg = sq_errmsg,
-    .unavailable = sq_unavailable,
 };
 
 struct sql_conn *sql_sqlite_open(const char *path, const char *synchronous, int busy_timeout_ms,

@@ -566,10 +566,6 @@ const char *store_errmsg(struct store *s)
     return sql_errmsg(s->conn);
 }
 
-int store_unavailable(struct store *s)
-{
-    return sql_unavailable(s->conn);
-}
 
 /* --- users and keys ------------------------------------------------------ */
 

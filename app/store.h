@@ -54,10 +54,6 @@ void store_rollback_to(struct store *s);
 /* 1 inside a transaction (for assertions). */
 int store_in_transaction(struct store *s);
 const char *store_errmsg(struct store *s);
-/* 1 when the last failure was the database being out of reach (PostgreSQL
- * down or failing over, SQLite locked past its busy timeout), not the
- * statement: the request may be retried later. */
-int store_unavailable(struct store *s);
 /* "sqlite" or "postgresql". */
 const char *store_engine(const struct store *s);
 

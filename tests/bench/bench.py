@@ -247,7 +247,8 @@ def postgres():
             import pgserver
             import psycopg2  # noqa: F401 -- pgserver creates the roles and databases through it
         except ImportError as e:
-            why = "%s: %s (install python3-psycopg2 for %s)" % (type(e).__name__, e, sys.executable)
+            why = "%s: %s in %s (Debian's python3-psycopg2 is for /usr/bin/python3)" % (
+                type(e).__name__, e, sys.executable)
         else:
             t = time.time()
             d = os.path.join(WORK, "postgresql")
