@@ -43,6 +43,11 @@ struct sql_driver {
     void (*bind_double)(struct sql_stmt *st, int i, double v);
     void (*bind_blob)(struct sql_stmt *st, int i, const void *v, int n);
     int (*step)(struct sql_stmt *st);
+    /* step for a statement that returns no rows and whose outcome may be
+     * told late: the engine may send it with the next statement stepped,
+     * which then fails if this one did; after such a failure every
+     * statement but ROLLBACK fails until the transaction ends. */
+    int (*step_deferred)(struct sql_stmt *st);
     /* Ends the statement's current run and clears its bindings. */
     void (*reset)(struct sql_stmt *st);
     /* Rows the statement's last run inserted, changed or deleted. */
@@ -115,6 +120,10 @@ static inline void sql_bind_blob(struct sql_stmt *st, int i, const void *v, int 
 static inline int sql_step(struct sql_stmt *st)
 {
     return st->drv->step(st);
+}
+static inline int sql_step_deferred(struct sql_stmt *st)
+{
+    return st->drv->step_deferred(st);
 }
 static inline void sql_reset(struct sql_stmt *st)
 {

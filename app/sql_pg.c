@@ -5,7 +5,10 @@
  * Statements are written as for SQLite, with numbered parameters ?N; they are
  * rewritten to PostgreSQL's $N once, and prepared on the server the first
  * time a connection runs them (again after a reconnection). Values travel as
- * text, blobs as binary. A connection that is lost is reopened by the next
+ * text, blobs as binary. Statements whose result nobody reads (BEGIN,
+ * savepoints, the batch's counters) are deferred: sent in pipeline mode with
+ * the next statement that is waited for, one round trip for all. A
+ * connection that is lost is reopened by the next
  * statement run outside a transaction, so a restarted or failed-over server
  * is picked up without the gateway being restarted. Every statement is
  * bounded by the server's statement_timeout, set when connecting.
@@ -28,17 +31,20 @@
 struct pg_conn {
     struct sql_conn base;
     PGconn *pg;
-    unsigned gen; /* bumped at each (re)connection: statements are prepared again */
-    int next_id;  /* names the prepared statements s1, s2, ... */
+    unsigned gen;        /* bumped at each (re)connection: statements are prepared again */
+    int next_id;         /* names the prepared statements s1, s2, ... */
+    int pending;         /* deferred statements sent in pipeline mode, their results unread */
+    int deferred_failed; /* one did fail: all but ROLLBACK fail until the transaction ends */
     char err[512];
 };
 
 struct pg_stmt {
     struct sql_stmt base;
     struct pg_conn *c;
-    char name[16]; /* "" for a statement used once (unnamed, not prepared ahead) */
-    char *sql;     /* with $N */
-    int nparams;   /* the highest N the statement names */
+    char name[16];        /* "" for a statement used once (unnamed, not prepared ahead) */
+    int ends_transaction; /* ROLLBACK: runs even after a deferred statement failed */
+    char *sql;            /* with $N */
+    int nparams;          /* the highest N the statement names */
     Oid types[PG_MAX_PARAMS];
     const char *values[PG_MAX_PARAMS];
     int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
@@ -89,6 +95,8 @@ static int ensure_connected(struct pg_conn *c)
     if (PQstatus(c->pg) == CONNECTION_OK)
         return 0;
     PQreset(c->pg);
+    c->pending = 0;
+    c->deferred_failed = 0;
     if (PQstatus(c->pg) != CONNECTION_OK) {
         set_error(c, NULL);
         return -1;
@@ -169,6 +177,7 @@ static struct sql_stmt *pg_prepare(struct sql_conn *sc, const char *sql, int onc
     }
     if (once)
         snprintf(st->name, sizeof st->name, "s%d", ++c->next_id);
+    st->ends_transaction = strcmp(sql, "ROLLBACK") == 0;
     return &st->base;
 }
 
@@ -229,40 +238,165 @@ static void pg_bind_blob(struct sql_stmt *s, int i, const void *v, int n)
     bind(stmt_of(s), i, v, n, 1);
 }
 
-/* Runs the statement with its bindings: 0, or -1 with the reason recorded. */
+/* Sends the statement in pipeline mode: 1 sent, 0 not. */
+static int send_stmt(struct pg_stmt *st)
+{
+    return st->name[0] ? PQsendQueryPrepared(st->c->pg, st->name, st->nparams, st->values,
+                                             st->lengths, st->formats, 0)
+                       : PQsendQueryParams(st->c->pg, st->sql, st->nparams, st->types, st->values,
+                                           st->lengths, st->formats, 0);
+}
+
+/*
+ * Ends the pipeline: a sync, then the results of the n statements sent since
+ * it began, in order. The last one's result goes to *last when last is set
+ * (the statement the caller waits for). The first failure is recorded; a
+ * failure of a deferred statement makes the connection refuse everything but
+ * ROLLBACK until the transaction ends. 0, or -1.
+ */
+static int drain_pipeline(struct pg_conn *c, int n, PGresult **last)
+{
+    int failed = -1; /* the index of the first failure */
+    int synced = PQpipelineSync(c->pg) == 1;
+    if (!synced) {
+        set_error(c, NULL);
+        failed = 0;
+    }
+    for (int i = 0; synced && i < n; i++) {
+        PGresult *r = PQgetResult(c->pg);
+        if (!r) { /* the connection is gone */
+            set_error(c, NULL);
+            if (failed < 0)
+                failed = i;
+            synced = 0;
+            break;
+        }
+        ExecStatusType s = PQresultStatus(r);
+        if (s != PGRES_COMMAND_OK && s != PGRES_TUPLES_OK && failed < 0) {
+            set_error(c, r);
+            failed = i;
+        }
+        if (last && i == n - 1)
+            *last = r;
+        else
+            PQclear(r);
+        PQclear(PQgetResult(c->pg)); /* the NULL that ends each statement's results */
+    }
+    if (synced) { /* up to and including the sync point */
+        PGresult *r;
+        while ((r = PQgetResult(c->pg)) && PQresultStatus(r) != PGRES_PIPELINE_SYNC)
+            PQclear(r);
+        PQclear(r);
+    }
+    PQexitPipelineMode(c->pg);
+    c->pending = 0;
+    if (failed >= 0 && (!last || failed < n - 1))
+        c->deferred_failed = 1;
+    return failed < 0 ? 0 : -1;
+}
+
+/* Prepares st on the server for this connection generation. 0 or -1. */
+static int prepare_on_server(struct pg_stmt *st)
+{
+    struct pg_conn *c = st->c;
+    if (!st->name[0] || st->gen == c->gen)
+        return 0;
+    PGresult *p = PQprepare(c->pg, st->name, st->sql, st->nparams, st->types);
+    int ok = PQresultStatus(p) == PGRES_COMMAND_OK;
+    if (!ok)
+        set_error(c, p);
+    PQclear(p);
+    if (!ok)
+        return -1;
+    st->gen = c->gen;
+    return 0;
+}
+
+/* A connection ready for a statement of st's kind: reopened when lost
+ * outside a transaction, and refusing when a deferred statement failed. */
+static int ready(struct pg_stmt *st)
+{
+    struct pg_conn *c = st->c;
+    PGTransactionStatusType t = PQtransactionStatus(c->pg);
+    if (!c->pending && (t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN))
+        c->deferred_failed = 0; /* no transaction: nothing left to refuse */
+    if (c->deferred_failed && !st->ends_transaction) {
+        snprintf(c->err, sizeof c->err, "an earlier statement of this transaction failed");
+        return -1;
+    }
+    int idle = !c->pending && t == PQTRANS_IDLE;
+    if ((idle || PQstatus(c->pg) != CONNECTION_OK) && ensure_connected(c) < 0)
+        return -1;
+    return 0;
+}
+
+/* Runs the statement with its bindings (after the deferred ones, in one
+ * round trip): 0, or -1 with the reason recorded. */
 static int run(struct pg_stmt *st)
 {
     struct pg_conn *c = st->c;
-    int idle = PQtransactionStatus(c->pg) == PQTRANS_IDLE;
-    if ((idle || PQstatus(c->pg) != CONNECTION_OK) && ensure_connected(c) < 0)
+    if (ready(st) < 0)
         return -1;
-    if (st->name[0] && st->gen != c->gen) {
-        PGresult *p = PQprepare(c->pg, st->name, st->sql, st->nparams, st->types);
-        int ok = PQresultStatus(p) == PGRES_COMMAND_OK;
-        if (!ok)
-            set_error(c, p);
-        PQclear(p);
-        if (!ok)
-            return -1;
-        st->gen = c->gen;
+    if (c->pending && st->name[0] && st->gen != c->gen && drain_pipeline(c, c->pending, NULL) < 0)
+        return -1;
+    if (prepare_on_server(st) < 0)
+        return -1;
+    int ok;
+    if (c->pending) {
+        ok = send_stmt(st) ? drain_pipeline(c, c->pending + 1, &st->res) == 0 : 0;
+        if (!st->res && !ok && !c->err[0])
+            set_error(c, NULL);
+    } else {
+        st->res = st->name[0] ? PQexecPrepared(c->pg, st->name, st->nparams, st->values,
+                                               st->lengths, st->formats, 0)
+                              : PQexecParams(c->pg, st->sql, st->nparams, st->types, st->values,
+                                             st->lengths, st->formats, 0);
+        ok = 1;
     }
-    st->res = st->name[0] ? PQexecPrepared(c->pg, st->name, st->nparams, st->values, st->lengths,
-                                           st->formats, 0)
-                          : PQexecParams(c->pg, st->sql, st->nparams, st->types, st->values,
-                                         st->lengths, st->formats, 0);
     ExecStatusType status = PQresultStatus(st->res);
-    if (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK) {
-        set_error(c, st->res);
+    if (!ok || (status != PGRES_TUPLES_OK && status != PGRES_COMMAND_OK)) {
+        if (ok)
+            set_error(c, st->res);
         /* A statement that failed on a connection reopened since it was
          * prepared here is prepared again next time. */
         if (PQstatus(c->pg) != CONNECTION_OK)
             st->gen = 0;
         return -1;
     }
+    if (PQtransactionStatus(c->pg) == PQTRANS_IDLE)
+        c->deferred_failed = 0;
     st->nrows = status == PGRES_TUPLES_OK ? PQntuples(st->res) : 0;
     const char *n = PQcmdTuples(st->res);
     st->changes = n && *n ? strtoll(n, NULL, 10) : 0;
     return 0;
+}
+
+/* Sends the statement without waiting for its result, which the next
+ * statement run reads (one round trip for both). */
+static int pg_step_deferred(struct sql_stmt *s)
+{
+    struct pg_stmt *st = stmt_of(s);
+    struct pg_conn *c = st->c;
+    st->ran = 1;
+    st->row = st->nrows = 0;
+    st->changes = 0;
+    if (ready(st) < 0)
+        return SQL_ERROR;
+    if (c->pending && st->name[0] && st->gen != c->gen && drain_pipeline(c, c->pending, NULL) < 0)
+        return SQL_ERROR;
+    if (prepare_on_server(st) < 0)
+        return SQL_ERROR;
+    if ((!c->pending && !PQenterPipelineMode(c->pg)) || !send_stmt(st)) {
+        set_error(c, NULL);
+        if (c->pending)
+            drain_pipeline(c, c->pending, NULL);
+        else
+            PQexitPipelineMode(c->pg);
+        c->deferred_failed = 1;
+        return SQL_ERROR;
+    }
+    c->pending++;
+    return SQL_DONE;
 }
 
 static int pg_step(struct sql_stmt *s)
@@ -369,6 +503,11 @@ static double pg_column_double(struct sql_stmt *s, int col)
 static int pg_exec(struct sql_conn *sc, const char *sql, struct buf *err)
 {
     struct pg_conn *c = conn_of(sc);
+    if (c->pending && drain_pipeline(c, c->pending, NULL) < 0) {
+        if (err)
+            buf_puts(err, c->err);
+        return -1;
+    }
     if (PQtransactionStatus(c->pg) == PQTRANS_IDLE && ensure_connected(c) < 0) {
         if (err)
             buf_puts(err, c->err);
@@ -397,7 +536,6 @@ static const char *pg_errmsg(struct sql_conn *sc)
     return conn_of(sc)->err;
 }
 
-
 static const struct sql_driver pg_driver = {
     .name = "postgresql",
     .close = pg_close,
@@ -409,6 +547,7 @@ static const struct sql_driver pg_driver = {
     .bind_double = pg_bind_double,
     .bind_blob = pg_bind_blob,
     .step = pg_step,
+    .step_deferred = pg_step_deferred,
     .reset = pg_reset,
     .changes = pg_changes,
     .column_count = pg_column_count,

@@ -219,6 +219,7 @@ static const struct sql_driver sqlite_driver = {
     .bind_double = sq_bind_double,
     .bind_blob = sq_bind_blob,
     .step = sq_step,
+    .step_deferred = sq_step, /* a local call: nothing to gain by waiting */
     .reset = sq_reset,
     .changes = sq_changes,
     .column_count = sq_column_count,

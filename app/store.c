@@ -304,6 +304,14 @@ static int run(struct sql_stmt *st)
     return rc == SQL_ERROR ? -1 : 0;
 }
 
+/* Runs a statement whose outcome may be told by the next one run (sql.h):
+ * transaction control and the batch's counters, where a failure fails the
+ * whole batch anyway. */
+static int run_deferred(struct sql_stmt *st)
+{
+    return sql_step_deferred(st) == SQL_ERROR ? -1 : 0;
+}
+
 /* Runs a statement that changes rows: how many, or -1. */
 static int64_t run_changes(struct sql_stmt *st)
 {
@@ -516,7 +524,7 @@ int store_checkpoint(struct store *s, int reset, int *wal_frames)
 
 int store_begin(struct store *s)
 {
-    if (run(stmt(s, ST_BEGIN)) < 0)
+    if (run_deferred(stmt(s, ST_BEGIN)) < 0)
         return -1;
     if (s->st[ST_WRITE_LOCK] && run(stmt(s, ST_WRITE_LOCK)) < 0) {
         store_rollback(s);
@@ -542,12 +550,12 @@ void store_rollback(struct store *s)
 
 int store_savepoint(struct store *s)
 {
-    return run(stmt(s, ST_SAVEPOINT));
+    return run_deferred(stmt(s, ST_SAVEPOINT));
 }
 
 int store_release(struct store *s)
 {
-    return run(stmt(s, ST_RELEASE));
+    return run_deferred(stmt(s, ST_RELEASE));
 }
 
 void store_rollback_to(struct store *s)
@@ -565,7 +573,6 @@ const char *store_errmsg(struct store *s)
 {
     return sql_errmsg(s->conn);
 }
-
 
 /* --- users and keys ------------------------------------------------------ */
 
@@ -928,7 +935,7 @@ int store_metric_add(struct store *s, const char *name, const char *labels, doub
     sql_bind_text(st, 1, name);
     sql_bind_text(st, 2, labels);
     sql_bind_double(st, 3, delta);
-    return run(st);
+    return run_deferred(st);
 }
 
 int store_metric_each(struct store *s,
@@ -953,7 +960,7 @@ int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const 
     sql_bind_text(st, 2, user_id);
     for (int i = 0; i < 7; i++)
         sql_bind_int64(st, 3 + i, v[i]);
-    return run(st);
+    return run_deferred(st);
 }
 
 int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
@@ -967,7 +974,7 @@ int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend
     sql_bind_int64(st, 4, failures);
     sql_bind_int64(st, 5, answered);
     sql_bind_int64(st, 6, failed_over);
-    return run(st);
+    return run_deferred(st);
 }
 
 int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, double bucket_ms,
@@ -979,7 +986,7 @@ int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, dou
     sql_bind_text(st, 2, backend);
     sql_bind_double(st, 3, bucket_ms);
     sql_bind_int64(st, 4, calls);
-    return run(st);
+    return run_deferred(st);
 }
 
 /* --- reports ------------------------------------------------------------------ */

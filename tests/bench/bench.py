@@ -1312,7 +1312,7 @@ def cpu_ticks(pids):
 
 def settle(s, timeout=10.0):
     """Before the next run: the system's slow mock idle and the system itself
-    quiet (under 5% of a CPU). An aigw still busy at its mock is restarted
+    quiet (under 5% of a CPU; aigw-pg-nginx with PostgreSQL's processes). An aigw still busy at its mock is restarted
     (see restart_aigw); anything else (Portkey working off what it had
     queued) is waited for, up to 20 s more. Returns the system to go on with."""
     st = s.model.wait_idle(timeout)
@@ -1326,6 +1326,8 @@ def settle(s, timeout=10.0):
     hz = os.sysconf("SC_CLK_TCK")
     while time.time() < deadline:
         pids = system_pids(s)
+        if s.gw is not None and s.gw.pg is not None:
+            pids += postgres_pids()     # its PostgreSQL too (autovacuum, a checkpoint)
         t = cpu_ticks(pids)
         time.sleep(0.5)
         if (cpu_ticks(pids) - t) / hz < 0.05 * 0.5:
