@@ -29,6 +29,28 @@ DROP VIEW IF EXISTS report_errors CASCADE;
 DROP VIEW IF EXISTS report_failovers CASCADE;
 DROP VIEW IF EXISTS report_refusals CASCADE;
 
+-- SQLite's round(x, n) (see the top), once for every view that rounds.
+CREATE OR REPLACE FUNCTION sqlite_round(x float8, n int) RETURNS float8
+LANGUAGE sql IMMUTABLE STRICT AS $$
+SELECT CASE WHEN x = 0 OR abs(x) > 4503599627370496 THEN x
+            WHEN abs(x) < 2::float8 ^ -60 THEN sign(x) * 0.0::float8
+            ELSE sign(x) * (div(y.m * (10::numeric ^ n)
+                                    * (10000000000000000 + CASE WHEN n + (y.e - 1023) / 3 < 15 THEN 3 ELSE 0 END)
+                                + 5000000000000000 * y.p2s,
+                                10000000000000000 * y.p2s) * (10::numeric ^ -n))::float8
+       END
+FROM (SELECT ('x' || encode(float8send(abs(x)), 'hex'))::bit(64)::bigint AS bits) b
+CROSS JOIN LATERAL (
+    -- x = m * 2^-s: e the biased exponent, m the 53-bit significand, p2s = 2^s
+    SELECT (b.bits >> 52)::int AS e,
+           ((b.bits & 4503599627370495) + 4503599627370496)::numeric AS m,
+           CASE WHEN abs(x) BETWEEN 2::float8 ^ -60 AND 4503599627370496 THEN
+               (1::bigint << ((1075 - (b.bits >> 52))::int / 2))::numeric
+             * (1::bigint << ((1075 - (b.bits >> 52))::int - (1075 - (b.bits >> 52))::int / 2))
+           END AS p2s
+) y
+$$;
+
 -- Usage per user per day: requests and tokens (refused requests used none).
 CREATE VIEW report_usage AS
 SELECT to_char(to_timestamp(day_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD') AS day,
@@ -45,28 +67,10 @@ SELECT b.user_id,
        coalesce(u.budget_period, 'default') AS period,
        b.used, b.reserved,
        u.token_budget AS budget,
-       -- round(100.0 * b.used / u.token_budget, 1) as SQLite computes it (see the top)
-       CASE WHEN x.q IS NULL OR x.q = 0 OR abs(x.q) > 4503599627370496 THEN x.q
-            WHEN abs(x.q) < 2::float8 ^ -60 THEN sign(x.q) * 0.0::float8
-            ELSE sign(x.q) * (div(y.m * 10 * (10000000000000000 + CASE WHEN 1 + (y.e - 1023) / 3 < 15 THEN 3 ELSE 0 END)
-                                  + 5000000000000000 * y.p2s,
-                                  10000000000000000 * y.p2s) * 0.1)::float8
-       END AS used_pct,
+       sqlite_round(CASE WHEN u.token_budget > 0 THEN 100.0::float8 * b.used / u.token_budget END, 1)
+           AS used_pct,
        b.period_start * 1000 AS first_ms
-FROM budget_usage b LEFT JOIN users u ON u.user_id = b.user_id
-CROSS JOIN LATERAL (
-    SELECT q, ('x' || encode(float8send(abs(q)), 'hex'))::bit(64)::bigint AS bits
-    FROM (SELECT CASE WHEN u.token_budget > 0 THEN 100.0::float8 * b.used / u.token_budget END AS q) q
-) x
-CROSS JOIN LATERAL (
-    -- x = m * 2^-s: e the biased exponent, m the 53-bit significand, p2s = 2^s
-    SELECT (x.bits >> 52)::int AS e,
-           ((x.bits & 4503599627370495) + 4503599627370496)::numeric AS m,
-           CASE WHEN abs(x.q) BETWEEN 2::float8 ^ -60 AND 4503599627370496 THEN
-               (1::bigint << ((1075 - (x.bits >> 52))::int / 2))::numeric
-             * (1::bigint << ((1075 - (x.bits >> 52))::int - (1075 - (x.bits >> 52))::int / 2))
-           END AS p2s
-) y;
+FROM budget_usage b LEFT JOIN users u ON u.user_id = b.user_id;
 
 -- Latency percentiles of backend calls per backend per hour: a running sum
 -- over the latency buckets (window functions), nearest rank. The thresholds
@@ -94,29 +98,10 @@ CREATE VIEW report_errors AS
 SELECT h.backend,
        to_char(to_timestamp(h.hour_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00') AS hour,
        h.attempts AS calls, h.failures,
-       -- round(1.0 * failures / attempts, 4) as SQLite computes it (see the top)
-       CASE WHEN x.q IS NULL OR x.q = 0 OR abs(x.q) > 4503599627370496 THEN x.q
-            WHEN abs(x.q) < 2::float8 ^ -60 THEN sign(x.q) * 0.0::float8
-            ELSE sign(x.q) * (div(y.m * 10000 * (10000000000000000 + CASE WHEN 4 + (y.e - 1023) / 3 < 15 THEN 3 ELSE 0 END)
-                                  + 5000000000000000 * y.p2s,
-                                  10000000000000000 * y.p2s) * 0.0001)::float8
-       END AS error_rate,
+       sqlite_round(1.0::float8 * h.failures / NULLIF(h.attempts, 0), 4) AS error_rate,
        h.answered, h.failed_over,
        h.hour_ms AS first_ms
-FROM backend_hourly h
-CROSS JOIN LATERAL (
-    SELECT q, ('x' || encode(float8send(abs(q)), 'hex'))::bit(64)::bigint AS bits
-    FROM (SELECT 1.0::float8 * h.failures / NULLIF(h.attempts, 0) AS q) q
-) x
-CROSS JOIN LATERAL (
-    -- x = m * 2^-s: e the biased exponent, m the 53-bit significand, p2s = 2^s
-    SELECT (x.bits >> 52)::int AS e,
-           ((x.bits & 4503599627370495) + 4503599627370496)::numeric AS m,
-           CASE WHEN abs(x.q) BETWEEN 2::float8 ^ -60 AND 4503599627370496 THEN
-               (1::bigint << ((1075 - (x.bits >> 52))::int / 2))::numeric
-             * (1::bigint << ((1075 - (x.bits >> 52))::int - (1075 - (x.bits >> 52))::int / 2))
-           END AS p2s
-) y;
+FROM backend_hourly h;
 
 -- Requests that needed more than one attempt, and from where to where.
 -- json_extract(attempts_detail, '$[0].backend') / '$[0].status': the first
