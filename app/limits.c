@@ -153,12 +153,16 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
     a->row.reserved_tokens = 0;
     a->row.budget_period_start = -1;
 
+    /* One question for everything the decision reads (one round trip). */
+    int64_t period = budget_period_start(c->budget_period, now / 1000);
+    struct admission_state state = {0};
+    if ((c->requests_per_window > 0 || c->tokens_per_minute > 0 || c->token_budget >= 0) &&
+        store_admission_state(st, subject, period, &state) < 0)
+        return -1;
     struct gcra_result rq = {.allowed = 1}, tk = {.allowed = 1};
     if (c->requests_per_window > 0) {
-        int64_t tat = store_rate_tat(st, subject, "requests");
-        if (tat < 0)
-            return -1;
-        rq = gcra_check(now_us, tat, c->requests_per_window, (int64_t)c->window_s * 1000000, 1);
+        rq = gcra_check(now_us, state.tat_requests_us, c->requests_per_window,
+                        (int64_t)c->window_s * 1000000, 1);
         req->rl.have_requests = 1;
         req->rl.limit_requests = c->requests_per_window;
         req->rl.remaining_requests = rq.remaining;
@@ -172,10 +176,8 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
         }
     }
     if (c->tokens_per_minute > 0) {
-        int64_t tat = store_rate_tat(st, subject, "tokens");
-        if (tat < 0)
-            return -1;
-        tk = gcra_check(now_us, tat, c->tokens_per_minute, 60 * 1000000LL, estimate);
+        tk =
+            gcra_check(now_us, state.tat_tokens_us, c->tokens_per_minute, 60 * 1000000LL, estimate);
         req->rl.have_tokens = 1;
         req->rl.limit_tokens = c->tokens_per_minute;
         req->rl.remaining_tokens = tk.remaining;
@@ -188,11 +190,8 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
                                  "max_tokens); retry after the time in Retry-After.");
         }
     }
-    int64_t period = budget_period_start(c->budget_period, now / 1000);
     if (c->token_budget >= 0) {
-        int64_t used, reserved;
-        if (store_budget_get(st, subject, period, &used, &reserved) < 0)
-            return -1;
+        int64_t used = state.budget_used, reserved = state.budget_reserved;
         if (used + reserved + estimate > c->token_budget) {
             int64_t end = budget_period_end(c->budget_period, now / 1000);
             char why[200];

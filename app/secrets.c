@@ -486,6 +486,8 @@ int secrets_check_all(const struct cfg *cfg, FILE *out)
     if (cfg->secrets.keyvault.client_secret_ref)
         failures += check_one(s, "secrets.keyvault.client_secret",
                               cfg->secrets.keyvault.client_secret_ref, out);
+    if (cfg->database.password_ref)
+        failures += check_one(s, "database.password", cfg->database.password_ref, out);
     secrets_free(s);
     return failures;
 }

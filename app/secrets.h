@@ -72,7 +72,7 @@ unsigned long secrets_token_requests(struct secrets *s);
 
 /*
  * For `aigw secrets check`: resolves every reference in cfg (backends[i].api_key,
- * auth.jwt.hs256_secret, secrets.keyvault.client_secret), bypassing any
+ * auth.jwt.hs256_secret, secrets.keyvault.client_secret, database.password), bypassing any
  * cache, and prints one line per reference to out:
  *     JSON.PATH <TAB> REFERENCE (${env} expanded; "(literal)" for a literal) <TAB> ok | error
  * never a value. Returns the number of references that did not resolve.

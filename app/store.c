@@ -36,7 +36,7 @@ enum stmt_id {
     ST_RATE_GET,
     ST_RATE_SET,
     ST_RATE_RESET,
-    ST_BUDGET_GET,
+    ST_ADMISSION_STATE,
     ST_BUDGET_ADD,
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
@@ -88,8 +88,11 @@ static const char *const stmt_sql[ST__COUNT] = {
     [ST_RATE_SET] = "INSERT INTO rate_state(user_id, kind, tat_us) VALUES (?1, ?2, ?3)"
                     " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us",
     [ST_RATE_RESET] = "DELETE FROM rate_state WHERE user_id = ?1",
-    [ST_BUDGET_GET] =
-        "SELECT used, reserved FROM budget_usage WHERE user_id = ?1 AND period_start = ?2",
+    [ST_ADMISSION_STATE] =
+        "SELECT (SELECT tat_us FROM rate_state WHERE user_id = ?1 AND kind = 'requests'),"
+        " (SELECT tat_us FROM rate_state WHERE user_id = ?1 AND kind = 'tokens'),"
+        " (SELECT used FROM budget_usage WHERE user_id = ?1 AND period_start = ?2),"
+        " (SELECT reserved FROM budget_usage WHERE user_id = ?1 AND period_start = ?2)",
     [ST_BUDGET_ADD] = "INSERT INTO budget_usage(user_id, period_start, used, reserved)"
                       " VALUES (?1, ?2, max(?3, 0), max(?4, 0))"
                       " ON CONFLICT(user_id, period_start) DO UPDATE SET"
@@ -715,7 +718,7 @@ int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, i
     sql_bind_text(st, 1, user_id);
     sql_bind_text(st, 2, kind);
     sql_bind_int64(st, 3, tat_us);
-    return run(st);
+    return run_deferred(st);
 }
 
 int store_rate_reset(struct store *s, const char *user_id)
@@ -725,17 +728,21 @@ int store_rate_reset(struct store *s, const char *user_id)
     return run(st);
 }
 
-int store_budget_get(struct store *s, const char *user_id, int64_t period_start, int64_t *used,
-                     int64_t *reserved)
+int store_admission_state(struct store *s, const char *user_id, int64_t period_start,
+                          struct admission_state *out)
 {
-    struct sql_stmt *st = stmt(s, ST_BUDGET_GET);
+    struct sql_stmt *st = stmt(s, ST_ADMISSION_STATE);
     sql_bind_text(st, 1, user_id);
     sql_bind_int64(st, 2, period_start);
     int rc = sql_step(st);
-    *used = rc == SQL_ROW ? sql_column_int64(st, 0) : 0;
-    *reserved = rc == SQL_ROW ? sql_column_int64(st, 1) : 0;
+    if (rc == SQL_ROW) {
+        out->tat_requests_us = col_int_or(st, 0, 0);
+        out->tat_tokens_us = col_int_or(st, 1, 0);
+        out->budget_used = col_int_or(st, 2, 0);
+        out->budget_reserved = col_int_or(st, 3, 0);
+    }
     sql_reset(st);
-    return rc == SQL_ROW || rc == SQL_DONE ? 0 : -1;
+    return rc == SQL_ROW ? 0 : -1;
 }
 
 int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
@@ -747,7 +754,7 @@ int store_budget_add(struct store *s, const char *user_id, int64_t period_start,
     sql_bind_int64(st, 2, period_start);
     sql_bind_int64(st, 3, used_delta);
     sql_bind_int64(st, 4, reserved_delta);
-    return run(st);
+    return run_deferred(st);
 }
 
 /* --- audit ---------------------------------------------------------------- */
@@ -807,7 +814,7 @@ int store_audit_insert(struct store *s, const struct audit_row *r)
     assert_in_transaction(s);
     struct sql_stmt *st = stmt(s, ST_AUDIT_INSERT);
     bind_audit(st, r);
-    return run(st);
+    return run_deferred(st);
 }
 
 int store_audit_complete(struct store *s, const struct audit_row *r)

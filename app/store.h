@@ -97,10 +97,18 @@ int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind);
 int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us);
 /* Forgets a user's rate state (after their limits change). */
 int store_rate_reset(struct store *s, const char *user_id);
-/* used and reserved for the period; both 0 when no row. Returns 0 or -1. */
-int store_budget_get(struct store *s, const char *user_id, int64_t period_start, int64_t *used,
-                     int64_t *reserved);
-/* Adds the deltas (may be negative) to the period's row, creating it. */
+/* What an admission decides on, in one question: both rate states (0 when
+ * none) and the period's budget row (0, 0 when none). 0 or -1. */
+struct admission_state {
+    int64_t tat_requests_us, tat_tokens_us;
+    int64_t budget_used, budget_reserved;
+};
+int store_admission_state(struct store *s, const char *user_id, int64_t period_start,
+                          struct admission_state *out);
+/* Adds the deltas (may be negative) to the period's row, creating it.
+ * Like store_rate_set_tat and store_audit_insert, its failure may be told by
+ * the next statement of the transaction (sql.h, deferred): the batch then
+ * fails as a whole. */
 int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
                      int64_t reserved_delta);
 

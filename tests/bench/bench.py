@@ -1312,9 +1312,10 @@ def cpu_ticks(pids):
 
 def settle(s, timeout=10.0):
     """Before the next run: the system's slow mock idle and the system itself
-    quiet (under 5% of a CPU; aigw-pg-nginx with PostgreSQL's processes). An aigw still busy at its mock is restarted
-    (see restart_aigw); anything else (Portkey working off what it had
-    queued) is waited for, up to 20 s more. Returns the system to go on with."""
+    quiet (under 5% of a CPU; aigw-pg-nginx with PostgreSQL's processes). An
+    aigw still busy at its mock is restarted (see restart_aigw); anything
+    else (Portkey working off what it had queued) is waited for, up to 20 s
+    more. Returns the system to go on with."""
     st = s.model.wait_idle(timeout)
     if st["active"] and s.gw is not None:
         log("slow: %s still has %d streams open at the mock (more queued) after its run: restarting it" % (
@@ -2008,8 +2009,8 @@ def print_slow(sl):
               "(target within %.0f%%): %s%s" % (
                   PG_NAME, c, fmt(r_ngx, "%.3f"), TARGET_SLOW_RPS_RATIO, "target met" if ok_ngx else "MISSED",
                   r_sq, TARGET_PG_SLOW_TOLERANCE * 100, "target met" if ok_sq else "MISSED",
-                  "; PostgreSQL's own %d processes %.0f MiB Pss" % (a["postgres_processes"], a["postgres_pss_kb"] / 1024)
-                  if "postgres_pss_kb" in a else ""))
+                  "; PostgreSQL's own %d processes %.0f MiB Pss" % (
+                      a["postgres_processes"], a["postgres_pss_kb"] / 1024) if "postgres_pss_kb" in a else ""))
     lp = sl.get("pg_log_problems")
     if lp and lp["lines"]:
         print("%-14s %d log lines of trouble (aigw serve, nginx, PostgreSQL), first: %s" % (

@@ -414,6 +414,16 @@ static const struct bad_case bad_cases[] = {
      "number"},
     {"\"secrets\": {\"keyvault\": {\"tenant\": \"t\"}},", "", "secrets.keyvault.tenant",
      "unknown key"},
+    {"\"database\": {\"path\": \"/tmp/a.db\", \"url\": \"postgresql://aigw@db/aigw\"},", "",
+     "database", "keep one"},
+    {"\"database\": {\"url\": \"mysql://aigw@db/aigw\"},", "", "database.url", "postgresql://"},
+    {"\"database\": {\"url\": \"postgresql://aigw:hunter2@db/aigw\"},", "", "database.url",
+     "database.password"},
+    {"\"database\": {\"password\": \"env:PGPASSWORD\"},", "", "database.password", "database.url"},
+    {"\"database\": {\"url\": \"postgresql://aigw@db/aigw\", \"password\": \"env:\"},", "",
+     "database.password", ""},
+    {"\"database\": {\"statement_timeout_ms\": 10},", "", "database.statement_timeout_ms",
+     "integer"},
     {"", ", \"priority\": -1", "backends[0].priority", "integer"},
     {"", ", \"priority\": 1001", "backends[0].priority", "integer"},
     {"", ", \"priority\": \"1\"", "backends[0].priority", "integer"},
@@ -439,6 +449,30 @@ static void test_each_bad_value_is_named_by_path(void **state)
             print_error("case %zu (%s): %s", i, k->path, buf_cstr(&problems));
         assert_int_equal(count_lines(&problems), 1);
     }
+}
+
+/* database: SQLite by default, PostgreSQL with url; host files beside either. */
+static void test_database_sqlite_or_postgresql(void **state)
+{
+    (void)state;
+    struct cfg *c = load_with("", "");
+    assert_non_null(c);
+    assert_null(c->database.url);
+    assert_string_equal(c->database.path, "/var/lib/aigw/aigw.db");
+    assert_string_equal(c->database.local_path, c->database.path);
+    cfg_free(c);
+    c = load_with(
+        "\"database\": {\"url\": \"postgresql://aigw@db.internal:5432/aigw?sslmode=verify-full\","
+        " \"password\": \"env:PGPASSWORD\"},",
+        "");
+    assert_non_null(c);
+    assert_string_equal(c->database.url,
+                        "postgresql://aigw@db.internal:5432/aigw?sslmode=verify-full");
+    assert_string_equal(c->database.password_ref, "env:PGPASSWORD");
+    assert_string_equal(c->database.local_path, "/var/lib/aigw/aigw-postgresql");
+    assert_int_equal(c->database.statement_timeout_ms, 5000);
+    assert_int_equal(c->database.connect_timeout_s, 5);
+    cfg_free(c);
 }
 
 /* Backend fields that are replaced in the whole object, not added to it. */
@@ -738,6 +772,7 @@ int main(void)
         T(test_budget_periods_and_names),
         T(test_each_bad_value_is_named_by_path),
         T(test_backend_shape_problems),
+        T(test_database_sqlite_or_postgresql),
         T(test_duplicate_backend_names),
         T(test_several_problems_reported_at_once),
         T(test_not_json),
