@@ -91,7 +91,63 @@ static int writer_lock(struct commit_queue *q, short how)
     return 0;
 }
 
-/* Runs the operations first..last in one transaction and sets each rc. */
+/* Sets the rc of every operation first..last. */
+static void set_rcs(struct commit_op *first, struct commit_op *last, int rc)
+{
+    for (struct commit_op *p = first;; p = p->next) {
+        p->rc = rc;
+        if (p == last)
+            break;
+    }
+}
+
+/* Writes the batch's counters and commits: 0, or -1 (rolled back). */
+static int commit_batch(struct store *s, struct counters *c, int n)
+{
+    if (counters_add_metric(c, "aigw_store_batches_total", "", 1) == 0 &&
+        counters_op_commit(c) == 0 && counters_flush(c, s) == 0 && store_commit(s) == 0)
+        return 0;
+    log_error("a batch of %d write(s) failed to commit: %s", n, store_errmsg(s));
+    store_rollback(s);
+    return -1;
+}
+
+/*
+ * The common case first: every operation of the batch in one transaction,
+ * without savepoints (each would cost two more statements per operation,
+ * and on PostgreSQL two round trips' worth of server work). 1 when all ran
+ * and the batch committed or failed to commit (rcs set), 0 when an operation
+ * failed: nothing was written, and the batch runs again with savepoints.
+ * Every operation sets all it tells its caller afresh each time it runs, so
+ * running it again is safe.
+ */
+static int run_without_savepoints(struct commit_queue *q, struct commit_op *first,
+                                  struct commit_op *last, int n)
+{
+    struct store *s = q->writer;
+    struct counters *c = &q->counters;
+    counters_reset(c);
+    if (store_begin(s) < 0) {
+        log_error("cannot begin a write transaction: %s", store_errmsg(s));
+        store_rollback(s);
+        set_rcs(first, last, -1);
+        return 1;
+    }
+    for (struct commit_op *p = first;; p = p->next) {
+        if (p->fn(s, c, p->arg) != 0) {
+            store_rollback(s);
+            return 0;
+        }
+        counters_op_commit(c);
+        if (p == last)
+            break;
+    }
+    set_rcs(first, last, commit_batch(s, c, n));
+    return 1;
+}
+
+/* Runs the operations first..last in one transaction and sets each rc: an
+ * operation that fails is undone to its savepoint and fails alone. */
 static void run_batch(struct commit_queue *q, struct commit_op *first, struct commit_op *last,
                       int n)
 {
@@ -100,41 +156,39 @@ static void run_batch(struct commit_queue *q, struct commit_op *first, struct co
         first->rc = first->exclusive(s, first->arg);
         return;
     }
+    if (n > 1 && run_without_savepoints(q, first, last, n))
+        return;
     struct counters *c = &q->counters;
     counters_reset(c);
     int ok = store_begin(s) == 0;
+    if (!ok) {
+        log_error("cannot begin a write transaction: %s", store_errmsg(s));
+        store_rollback(s);
+        set_rcs(first, last, -1);
+        return;
+    }
     int alone = n == 1; /* a lone operation needs no savepoint: failing, it rolls back all */
     for (struct commit_op *p = first;; p = p->next) {
         p->rc = -1;
-        if (ok && (alone || store_savepoint(s) == 0)) {
+        if (alone || store_savepoint(s) == 0) {
             if (p->fn(s, c, p->arg) == 0) {
                 if (alone || store_release(s) == 0) {
                     p->rc = 0;
                     counters_op_commit(c);
                 }
+            } else if (alone) { /* nothing of it may be written */
+                store_rollback(s);
+                return;
             } else {
                 counters_op_abort(c);
-                if (!alone)
-                    store_rollback_to(s);
+                store_rollback_to(s);
             }
         }
         if (p == last)
             break;
     }
-    int committed = ok && counters_add_metric(c, "aigw_store_batches_total", "", 1) == 0 &&
-                    counters_op_commit(c) == 0 && counters_flush(c, s) == 0 && store_commit(s) == 0;
-    if (!committed) {
-        if (ok)
-            log_error("a batch of %d write(s) failed to commit: %s", n, store_errmsg(s));
-        else
-            log_error("cannot begin a write transaction: %s", store_errmsg(s));
-        store_rollback(s);
-        for (struct commit_op *p = first;; p = p->next) {
-            p->rc = -1;
-            if (p == last)
-                break;
-        }
-    }
+    if (commit_batch(s, c, n) < 0)
+        set_rcs(first, last, -1);
 }
 
 /* Queues op and waits until it has run; the front op leads its batch. */

@@ -5,16 +5,20 @@
  * changes) is an operation handed to commit_run. Writers queue; the one at
  * the front becomes the leader: it takes the host-wide writer lock (an OFD
  * lock on a file beside the database, so the kernel wakes the next process
- * when it is free: nobody sleeps and polls), opens one BEGIN IMMEDIATE
- * transaction, runs every queued operation in queue order, each inside its
- * own savepoint, writes the batch's summed counters, commits once, and hands
- * each waiter its own result. This is LevelDB's DBImpl::Write.
+ * when it is free: nobody sleeps and polls), opens one write transaction
+ * (BEGIN IMMEDIATE; on PostgreSQL BEGIN and the hosts' advisory lock), runs
+ * every queued operation in queue order, writes the batch's summed counters,
+ * commits once, and hands each waiter its own result. This is LevelDB's
+ * DBImpl::Write.
  *
  * Exactness does not depend on the batching: operations run one after the
  * other inside the transaction and each sees the writes of those before it,
- * so a limit or a budget is decided exactly as if each ran alone. An
- * operation that fails is rolled back to its savepoint and fails alone; a
- * batch whose commit fails fails every operation in it, and nothing of it is
+ * so a limit or a budget is decided exactly as if each ran alone. The batch
+ * runs first without savepoints; when an operation fails, nothing is kept
+ * and the batch runs again with each operation inside its own savepoint,
+ * where a failing one is rolled back and fails alone. An operation must
+ * therefore set all it tells its caller afresh each time it runs. A batch
+ * whose commit fails fails every operation in it, and nothing of it is
  * written. No operation may do I/O other than SQL: the lock is held while it
  * runs.
  */

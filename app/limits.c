@@ -147,6 +147,10 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
     /* The clock is read in queue order: each decision sees time move forward. */
     int64_t now = now_ms();
     int64_t now_us = now * 1000;
+    /* All it tells the request is set afresh: the batch may run it twice. */
+    req->err = AIGW_OK;
+    req->retry_after_s = 0;
+    memset(&req->rl, 0, sizeof req->rl);
     a->refused = 0;
     req->reserved_tokens = 0;
     req->budget_period_start = -1;
