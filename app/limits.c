@@ -293,12 +293,8 @@ static int settle_in_batch(struct store *st, struct counters *cn, void *arg)
     struct settlement *a = arg;
     struct request *req = a->req;
     const struct caller *c = &req->caller;
-    if (store_audit_complete(st, &a->row) < 0 ||
+    if (store_settle(st, &a->row, req->subject, req->total_tokens, -req->reserved_tokens) < 0 ||
         metrics_collect(req, a->row.http_status, a->row.status, cn) < 0)
-        return -1;
-    if (req->budget_period_start >= 0 &&
-        store_budget_add(st, req->subject, req->budget_period_start, req->total_tokens,
-                         -req->reserved_tokens) < 0)
         return -1;
     if (c->tokens_per_minute > 0 && req->reserved_tokens > req->total_tokens) {
         /* Give back the part of the token-rate charge that was not used. */

@@ -40,6 +40,7 @@ enum stmt_id {
     ST_BUDGET_ADD,
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
+    ST_SETTLE, /* PostgreSQL: the completion and the budget in one statement */
     ST_RESPONSE_ORIGIN,
     ST_AUDIT_STALE,
     ST_AUDIT_ABANDON,
@@ -180,6 +181,23 @@ static const char *const stmt_sql[ST__COUNT] = {
 static const char *const pg_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN",
     [ST_WRITE_LOCK] = "SELECT pg_advisory_xact_lock(" PG_WRITER_LOCK ")",
+    /* A settlement in one statement, sent with the next one (sql.h): the
+     * budget changes only when the row was still pending, which is the
+     * check SQLite's two statements make in C. */
+    [ST_SETTLE] =
+        "WITH done AS (UPDATE audit_log SET model = coalesce(?6, model),"
+        " deployment = coalesce(?7, deployment), backend = ?8, attempts = ?9,"
+        " attempts_detail = ?10, prompt_tokens = ?14, completion_tokens = ?15,"
+        " total_tokens = ?16, latency_ms = ?17, status = ?18, http_status = ?19,"
+        " error_code = ?20, error = ?21, response_body = ?25, completed_ms = ?26,"
+        " response_id = coalesce(?27, response_id)"
+        " WHERE request_id = ?1 AND status = 'pending' RETURNING 1)"
+        " INSERT INTO budget_usage(user_id, period_start, used, reserved)"
+        " SELECT ?28::text, ?29::bigint, greatest(?30::bigint, 0), greatest(?31::bigint, 0)"
+        " FROM done WHERE ?29::bigint >= 0"
+        " ON CONFLICT(user_id, period_start) DO UPDATE SET"
+        " used = greatest(budget_usage.used + ?30::bigint, 0),"
+        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0)",
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1::text IS NULL OR user_id = ?1::text ORDER BY created_ms",
     [ST_BUDGET_ADD] = "INSERT INTO budget_usage(user_id, period_start, used, reserved)"
@@ -823,6 +841,26 @@ int store_audit_complete(struct store *s, const struct audit_row *r)
     struct sql_stmt *st = stmt(s, ST_AUDIT_COMPLETE);
     bind_audit(st, r);
     return run_changes(st) == 1 ? 0 : -1;
+}
+
+int store_settle(struct store *s, const struct audit_row *r, const char *budget_user, int64_t used,
+                 int64_t reserved_delta)
+{
+    assert_in_transaction(s);
+    if (!s->st[ST_SETTLE])
+        return store_audit_complete(s, r) < 0 ||
+                       (r->budget_period_start >= 0 &&
+                        store_budget_add(s, budget_user, r->budget_period_start, used,
+                                         reserved_delta) < 0)
+                   ? -1
+                   : 0;
+    struct sql_stmt *st = stmt(s, ST_SETTLE);
+    bind_audit(st, r);
+    sql_bind_text(st, 28, budget_user);
+    sql_bind_int64(st, 29, r->budget_period_start);
+    sql_bind_int64(st, 30, used);
+    sql_bind_int64(st, 31, reserved_delta);
+    return run_deferred(st);
 }
 
 int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *out, int limit)

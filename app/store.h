@@ -154,8 +154,15 @@ struct response_origin {
 int store_response_origin(struct store *s, const char *response_id, struct response_origin *out);
 
 int store_audit_insert(struct store *s, const struct audit_row *r);
-/* Completes the row of r->request_id with the outcome fields of r. */
+/* Completes the row of r->request_id with the outcome fields of r: 0, or -1
+ * when it failed or the row is no longer pending. */
 int store_audit_complete(struct store *s, const struct audit_row *r);
+/* A settlement: completes the row (store_audit_complete) and, when the row
+ * was pending and r->budget_period_start >= 0, adds used and reserved_delta
+ * to budget_user's row for that period (store_budget_add). On PostgreSQL one
+ * deferred statement (a row no longer pending changes nothing); 0 or -1. */
+int store_settle(struct store *s, const struct audit_row *r, const char *budget_user, int64_t used,
+                 int64_t reserved_delta);
 
 struct pending_row {
     char request_id[64];
