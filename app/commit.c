@@ -112,27 +112,36 @@ static int commit_batch(struct store *s, struct counters *c, int n)
     return -1;
 }
 
+/* Opens the batch's transaction with its counters cleared: 0, or -1 with
+ * every operation's rc set to -1. */
+static int begin_batch(struct commit_queue *q, struct commit_op *first, struct commit_op *last)
+{
+    struct store *s = q->writer;
+    counters_reset(&q->counters);
+    if (store_begin(s) == 0)
+        return 0;
+    log_error("cannot begin a write transaction: %s", store_errmsg(s));
+    store_rollback(s);
+    set_rcs(first, last, -1);
+    return -1;
+}
+
 /*
  * The common case first: every operation of the batch in one transaction,
  * without savepoints (each would cost two more statements per operation,
- * and on PostgreSQL two round trips' worth of server work). 1 when all ran
- * and the batch committed or failed to commit (rcs set), 0 when an operation
- * failed: nothing was written, and the batch runs again with savepoints.
- * Every operation sets all it tells its caller afresh each time it runs, so
- * running it again is safe.
+ * and on PostgreSQL two round trips' worth of server work). 1 when the rcs
+ * are set (all ran and the batch committed, or it could not begin or
+ * commit), 0 when an operation failed: nothing was written. Every operation
+ * sets all it tells its caller afresh each time it runs, so running it
+ * again is safe.
  */
 static int run_without_savepoints(struct commit_queue *q, struct commit_op *first,
                                   struct commit_op *last, int n)
 {
     struct store *s = q->writer;
     struct counters *c = &q->counters;
-    counters_reset(c);
-    if (store_begin(s) < 0) {
-        log_error("cannot begin a write transaction: %s", store_errmsg(s));
-        store_rollback(s);
-        set_rcs(first, last, -1);
+    if (begin_batch(q, first, last) < 0)
         return 1;
-    }
     for (struct commit_op *p = first;; p = p->next) {
         if (p->fn(s, c, p->arg) != 0) {
             store_rollback(s);
@@ -146,39 +155,23 @@ static int run_without_savepoints(struct commit_queue *q, struct commit_op *firs
     return 1;
 }
 
-/* Runs the operations first..last in one transaction and sets each rc: an
- * operation that fails is undone to its savepoint and fails alone. */
-static void run_batch(struct commit_queue *q, struct commit_op *first, struct commit_op *last,
-                      int n)
+/* The batch again, each operation inside its own savepoint: one that fails
+ * is undone to it and fails alone. */
+static void run_with_savepoints(struct commit_queue *q, struct commit_op *first,
+                                struct commit_op *last, int n)
 {
     struct store *s = q->writer;
-    if (first->exclusive) {
-        first->rc = first->exclusive(s, first->arg);
-        return;
-    }
-    if (n > 1 && run_without_savepoints(q, first, last, n))
-        return;
     struct counters *c = &q->counters;
-    counters_reset(c);
-    int ok = store_begin(s) == 0;
-    if (!ok) {
-        log_error("cannot begin a write transaction: %s", store_errmsg(s));
-        store_rollback(s);
-        set_rcs(first, last, -1);
+    if (begin_batch(q, first, last) < 0)
         return;
-    }
-    int alone = n == 1; /* a lone operation needs no savepoint: failing, it rolls back all */
     for (struct commit_op *p = first;; p = p->next) {
         p->rc = -1;
-        if (alone || store_savepoint(s) == 0) {
+        if (store_savepoint(s) == 0) {
             if (p->fn(s, c, p->arg) == 0) {
-                if (alone || store_release(s) == 0) {
+                if (store_release(s) == 0) {
                     p->rc = 0;
                     counters_op_commit(c);
                 }
-            } else if (alone) { /* nothing of it may be written */
-                store_rollback(s);
-                return;
             } else {
                 counters_op_abort(c);
                 store_rollback_to(s);
@@ -189,6 +182,22 @@ static void run_batch(struct commit_queue *q, struct commit_op *first, struct co
     }
     if (commit_batch(s, c, n) < 0)
         set_rcs(first, last, -1);
+}
+
+/* Runs the operations first..last and sets each rc. */
+static void run_batch(struct commit_queue *q, struct commit_op *first, struct commit_op *last,
+                      int n)
+{
+    if (first->exclusive) {
+        first->rc = first->exclusive(q->writer, first->arg);
+        return;
+    }
+    if (run_without_savepoints(q, first, last, n))
+        return;
+    if (n == 1) /* the one operation failed, and nothing of it was written */
+        first->rc = -1;
+    else
+        run_with_savepoints(q, first, last, n);
 }
 
 /* Queues op and waits until it has run; the front op leads its batch. */

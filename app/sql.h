@@ -79,7 +79,7 @@ struct sql_conn *sql_pg_open(const struct cfg *cfg, struct buf *err);
 
 /* SQLite's process-wide settings, before its first connection. */
 void sql_sqlite_global_init(void);
-/* The SQLite-only operations store.c needs (checkpoints); 0 on another engine. */
+/* The SQLite-only operation store.c needs: a checkpoint (store.h). */
 int sql_sqlite_checkpoint(struct sql_conn *c, int reset, int *wal_frames);
 
 static inline void sql_close(struct sql_conn *c)

@@ -284,10 +284,6 @@ void sql_sqlite_global_init(void)
 int sql_sqlite_checkpoint(struct sql_conn *c, int reset, int *wal_frames)
 {
     int log = 0, done = 0;
-    if (wal_frames)
-        *wal_frames = 0;
-    if (c->drv != &sqlite_driver)
-        return 0; /* nothing to copy back: the engine has no WAL of ours */
     int rc = sqlite3_wal_checkpoint_v2(
         conn_of(c)->db, NULL, reset ? SQLITE_CHECKPOINT_RESTART : SQLITE_CHECKPOINT_PASSIVE, &log,
         &done);

@@ -540,6 +540,11 @@ const char *store_engine(const struct store *s)
 
 int store_checkpoint(struct store *s, int reset, int *wal_frames)
 {
+    if (s->d != &sqlite_dialect) { /* PostgreSQL checkpoints by itself */
+        if (wal_frames)
+            *wal_frames = 0;
+        return 0;
+    }
     return sql_sqlite_checkpoint(s->conn, reset, wal_frames);
 }
 
@@ -847,13 +852,13 @@ int store_settle(struct store *s, const struct audit_row *r, const char *budget_
                  int64_t reserved_delta)
 {
     assert_in_transaction(s);
-    if (!s->st[ST_SETTLE])
-        return store_audit_complete(s, r) < 0 ||
-                       (r->budget_period_start >= 0 &&
-                        store_budget_add(s, budget_user, r->budget_period_start, used,
-                                         reserved_delta) < 0)
-                   ? -1
-                   : 0;
+    if (!s->st[ST_SETTLE]) { /* SQLite: two statements, the pending check in between */
+        if (store_audit_complete(s, r) < 0)
+            return -1;
+        if (r->budget_period_start < 0)
+            return 0;
+        return store_budget_add(s, budget_user, r->budget_period_start, used, reserved_delta);
+    }
     struct sql_stmt *st = stmt(s, ST_SETTLE);
     bind_audit(st, r);
     sql_bind_text(st, 28, budget_user);
