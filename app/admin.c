@@ -147,6 +147,12 @@ int admin_check_config(const char *config_path, int argc, char **argv)
     return bad;
 }
 
+/* The configured database as an operator names it (a URL holds no password). */
+static const char *database_name(const struct cfg *cfg)
+{
+    return cfg->database.url ? cfg->database.url : cfg->database.path;
+}
+
 static const char db_usage[] =
     "usage: aigw [--config PATH] db migrate\n"
     "       aigw [--config PATH] db copy --from SQLITE_PATH\n\n"
@@ -186,7 +192,7 @@ static int db_copy(const char *config_path, int argc, char **argv)
     if (admin_open(config_path, &ctx) < 0)
         return 1;
     /* The source as the configuration would name it, opened without
-     * migrating: an older schema is refused rather than changed. */
+     * migrating: it is only read. */
     struct cfg src_cfg = *ctx.cfg;
     src_cfg.database.url = NULL;
     src_cfg.database.path = (char *)from;
@@ -198,8 +204,7 @@ static int db_copy(const char *config_path, int argc, char **argv)
     else if (store_copy(src, ctx.s, print_copied, NULL, &err) < 0)
         fprintf(stderr, "aigw: db copy: %s; nothing was copied\n", buf_cstr(&err));
     else {
-        printf("copied %s into %s\n", from,
-               ctx.cfg->database.url ? ctx.cfg->database.url : ctx.cfg->database.path);
+        printf("copied %s into %s\n", from, database_name(ctx.cfg));
         rc = 0;
     }
     store_close(src);
@@ -219,8 +224,7 @@ int admin_db(const char *config_path, int argc, char **argv)
     struct admin_ctx ctx;
     if (admin_open(config_path, &ctx) < 0) /* store_open applies the migrations */
         return 1;
-    printf("database %s is up to date\n",
-           ctx.cfg->database.url ? ctx.cfg->database.url : ctx.cfg->database.path);
+    printf("database %s is up to date\n", database_name(ctx.cfg));
     admin_close(&ctx);
     return 0;
 }

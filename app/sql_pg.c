@@ -84,7 +84,7 @@ static void set_error(struct pg_conn *c, const PGresult *res)
     snprintf(c->err, sizeof c->err, "%s", msg && *msg ? msg : "unknown PostgreSQL error");
     c->err[strcspn(c->err, "\n")] = '\0'; /* the first line: the rest points into the SQL */
     size_t n = strlen(c->err);
-    while (n && (c->err[n - 1] == '\n' || c->err[n - 1] == ' '))
+    while (n && c->err[n - 1] == ' ')
         c->err[--n] = '\0';
 }
 
