@@ -14,6 +14,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "admin_api.h"
 #include "auth.h"
 #include "breaker.h"
 #include "config.h"
@@ -697,18 +698,8 @@ static void csv_field(const char *v)
 
 static void json_field(const char *v)
 {
-    if (!v) {
-        fputs("null", stdout);
-        return;
-    }
-    char *end;
-    strtod(v, &end);
-    if (*v && !*end && strcmp(v, "nan") && strcmp(v, "inf")) {
-        fputs(v, stdout); /* a number */
-        return;
-    }
     struct buf b = {0};
-    buf_put_json_string(&b, v, strlen(v));
+    admin_json_report_value(&b, v);
     fputs(buf_cstr(&b), stdout);
     buf_free(&b);
 }
@@ -754,6 +745,7 @@ int admin_report(const char *config_path, int argc, char **argv)
         "  latency    p50/p95/p99 latency per backend per hour\n"
         "  failovers  requests that needed more than one attempt, from where to where\n"
         "  refusals   the most frequent reasons requests were refused\n"
+        "  traffic    requests and tokens per hour, all users together\n"
         "--since defaults to 24h (e.g. 7d, 90m; 0 for everything).\n";
     if (argc < 2 || wants_help(argc, argv)) {
         fputs(usage, argc < 2 ? stderr : stdout);
@@ -794,7 +786,8 @@ int admin_report(const char *config_path, int argc, char **argv)
     int r = store_report(ctx.s, name, since_ms, report_row, &o);
     if (r == -2)
         fprintf(stderr,
-                "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals)\n",
+                "aigw: unknown report '%s' (usage, budget, errors, latency, failovers, refusals, "
+                "traffic)\n",
                 name);
     else if (r < 0)
         fprintf(stderr, "aigw: database error: %s\n", store_errmsg(ctx.s));

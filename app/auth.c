@@ -94,10 +94,8 @@ static int user_lookup(struct request *req, const char *id, struct user_row *u)
 }
 
 /* Fills the caller's limits from the user row (or the config's defaults). */
-static void apply_limits(struct request *req, const struct user_row *u)
+void auth_limits_in_force(const struct cfg *cfg, const struct user_row *u, struct caller *c)
 {
-    const struct cfg *cfg = req->w->cfg;
-    struct caller *c = &req->caller;
     c->requests_per_window = u && u->requests_per_window >= 0 ? (long)u->requests_per_window
                                                               : cfg->limits.requests_per_window;
     c->window_s = u && u->window_s > 0 ? (long)u->window_s : cfg->limits.window_s;
@@ -112,6 +110,11 @@ static void apply_limits(struct request *req, const struct user_row *u)
         c->budget_period = PERIOD_MONTH;
     else if (u && strcmp(u->budget_period, "total") == 0)
         c->budget_period = PERIOD_TOTAL;
+}
+
+static void apply_limits(struct request *req, const struct user_row *u)
+{
+    auth_limits_in_force(req->w->cfg, u, &req->caller);
 }
 
 static enum aigw_err auth_api_key(struct request *req, const char *key)

@@ -22,6 +22,11 @@ enum aigw_err auth_authenticate(struct request *req);
  * body's user on whose behalf a trusted application calls). */
 enum aigw_err auth_authorize_subject(struct request *req);
 
+/* The limits in force for a user: u's own, else the configuration's
+ * defaults (u NULL: all defaults). Fills the limit fields of c only. */
+struct user_row;
+void auth_limits_in_force(const struct cfg *cfg, const struct user_row *u, struct caller *c);
+
 /* 1 when the comma-separated roles list holds role. */
 int auth_has_role(const char *roles, const char *role);
 

@@ -319,6 +319,7 @@ static const struct key auth_keys[] = {
     CFG_KEY("enabled", KEY_BOOL, auth.enabled, .dflt = 1),
     CFG_KEY("api_keys", KEY_BOOL, auth.api_keys, .dflt = 1),
     CFG_KEY("on_behalf_of_role", KEY_STRING, auth.on_behalf_of_role, .sdflt = "AI.OnBehalfOf"),
+    CFG_KEY("admin_role", KEY_STRING, auth.admin_role, .sdflt = "AI.Admin"),
     CUSTOM_KEY("jwt"),
     {0}};
 static const struct key jwt_keys[] = {

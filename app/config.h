@@ -89,6 +89,7 @@ struct cfg {
         char **required_roles;
         size_t n_required_roles;
         char *on_behalf_of_role;
+        char *admin_role; /* who may call /admin/api/ */
     } auth;
     struct {
         long requests_per_window;

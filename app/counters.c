@@ -97,14 +97,18 @@ int counters_add_metric(struct counters *c, const char *name, const char *labels
     return 0;
 }
 
-int counters_add_usage(struct counters *c, int64_t day_ms, const char *user, int succeeded,
+int counters_add_usage(struct counters *c, int64_t at_ms, const char *user, int succeeded,
                        int failed, int refused, int64_t prompt, int64_t completion, int64_t total)
 {
-    struct counter *r = stage(c, COUNTER_USAGE, day_ms, user, NULL, 0);
-    if (!r)
-        return -1;
     int64_t v[COUNTER_VALUES] = {1, succeeded, failed, refused, prompt, completion, total};
-    memcpy(r->v, v, sizeof v);
+    struct counter *day = stage(c, COUNTER_USAGE, at_ms - at_ms % 86400000, user, NULL, 0);
+    if (!day)
+        return -1;
+    memcpy(day->v, v, sizeof v);
+    struct counter *hour = stage(c, COUNTER_TRAFFIC, at_ms - at_ms % 3600000, "", NULL, 0);
+    if (!hour)
+        return -1;
+    memcpy(hour->v, v, sizeof v);
     return 0;
 }
 
@@ -198,6 +202,7 @@ int counters_flush(struct counters *c, struct store *s)
         switch (r->kind) {
         case COUNTER_METRIC: rc = store_metric_add(s, r->k1, r->k2, r->metric); break;
         case COUNTER_USAGE: rc = store_usage_add(s, r->t, r->k1, r->v); break;
+        case COUNTER_TRAFFIC: rc = store_traffic_add(s, r->t, r->v); break;
         case COUNTER_BACKEND_HOUR:
             rc = store_backend_hour_add(s, r->t, r->k1, r->v[0], r->v[1], r->v[2], r->v[3]);
             break;

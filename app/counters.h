@@ -3,7 +3,7 @@
  * before they are written.
  *
  * Every settled request adds to the Prometheus counters (table metrics) and
- * to the rollups the reports read (usage_daily, backend_hourly,
+ * to the rollups the reports read (usage_daily, usage_hourly, backend_hourly,
  * latency_hourly). Written one upsert per addition, that is about ten writes
  * per request. Inside a batch most additions land on the same few rows (the
  * same route, backend, hour and often user), so the batch sums them here and
@@ -25,6 +25,7 @@ struct store;
 enum counter_kind {
     COUNTER_METRIC,       /* metrics(name, labels) += value */
     COUNTER_USAGE,        /* usage_daily(day, user): requests, succeeded, failed, refused, tokens */
+    COUNTER_TRAFFIC,      /* usage_hourly(hour): the same counts for all users */
     COUNTER_BACKEND_HOUR, /* backend_hourly(hour, backend): attempts, failures, answered,
                              failed_over */
     COUNTER_LATENCY,      /* latency_hourly(hour, backend, bucket): calls */
@@ -57,7 +58,9 @@ void counters_free(struct counters *c);
 
 /* Stage an addition for the current operation. Return 0, or -1 out of memory. */
 int counters_add_metric(struct counters *c, const char *name, const char *labels, double delta);
-int counters_add_usage(struct counters *c, int64_t day_ms, const char *user, int succeeded,
+/* One request started at at_ms: its user's day (usage_daily) and its hour
+ * (usage_hourly). */
+int counters_add_usage(struct counters *c, int64_t at_ms, const char *user, int succeeded,
                        int failed, int refused, int64_t prompt, int64_t completion, int64_t total);
 int counters_add_backend_call(struct counters *c, int64_t hour_ms, const char *backend, int failed,
                               int answered, int failed_over, double bucket_ms);

@@ -40,6 +40,8 @@ static const struct aigw_err_info err_table[AIGW_ERR__COUNT] = {
                                       "Tokens-per-minute limit exceeded; retry later."},
     [AIGW_ERR_BUDGET_EXCEEDED] = {403, "insufficient_quota", "budget_exceeded",
                                   "The token budget for this period is exhausted."},
+    [AIGW_ERR_ALREADY_EXISTS] = {409, "invalid_request_error", "already_exists",
+                                 "It exists already."},
     [AIGW_ERR_CLIENT_CLOSED] = {499, "invalid_request_error", "client_closed_request",
                                 "The client closed the connection before the answer was complete."},
     [AIGW_ERR_BACKEND_UNAVAILABLE] = {503, "server_error", "backend_unavailable",

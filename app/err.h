@@ -27,7 +27,8 @@ enum aigw_err {
     AIGW_ERR_RATE_LIMITED,
     AIGW_ERR_TOKENS_RATE_LIMITED,
     AIGW_ERR_BUDGET_EXCEEDED,
-    AIGW_ERR_CLIENT_CLOSED, /* never sent: the client left mid-stream (audit only) */
+    AIGW_ERR_ALREADY_EXISTS, /* the admin API: what is to be created exists */
+    AIGW_ERR_CLIENT_CLOSED,  /* never sent: the client left mid-stream (audit only) */
     AIGW_ERR_BACKEND_UNAVAILABLE,
     AIGW_ERR_BACKEND_ERROR,
     AIGW_ERR_DEADLINE,

@@ -233,6 +233,8 @@ int fcgi_send_headers(struct request *req, int status, const char *content_type)
         buf_printf(&h, "openai-processing-ms: %s\r\n", req->upstream_processing_ms);
     if (strncmp(content_type, "text/event-stream", 17) == 0)
         buf_puts(&h, "Cache-Control: no-cache\r\nX-Accel-Buffering: no\r\n");
+    if (req->extra_headers)
+        buf_puts(&h, req->extra_headers);
     buf_puts(&h, "\r\n");
     int rc = fcgi_write(req, h.data, h.len);
     buf_free(&h);

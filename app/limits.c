@@ -360,8 +360,9 @@ int limits_sweep_batch(struct store *st, int64_t cutoff_ms, int64_t now)
             store_budget_add(st, rows[i].user_id, rows[i].budget_period_start, t, -t) < 0)
             return -1;
         const int64_t usage[7] = {1, 0, 1, 0, 0, 0, t};
-        if (store_usage_add(st, rows[i].ts_ms - rows[i].ts_ms % 86400000, rows[i].user_id, usage) <
-            0)
+        int64_t at = rows[i].ts_ms;
+        if (store_usage_add(st, at - at % 86400000, rows[i].user_id, usage) < 0 ||
+            store_traffic_add(st, at - at % 3600000, usage) < 0)
             return -1;
         done++;
     }

@@ -102,10 +102,9 @@ int metrics_collect(struct request *req, int http_status, const char *status, st
         label(&l, "reason", aigw_err_info(req->err)->code);
         rc |= add(s, "aigw_refusals_total", &l, 1);
     }
-    rc |= counters_add_usage(s, req->start_ms - req->start_ms % 86400000, user ? user : "",
-                             strcmp(status, "success") == 0, strcmp(status, "error") == 0,
-                             strcmp(status, "refused") == 0, req->prompt_tokens,
-                             req->completion_tokens, req->total_tokens);
+    rc |= counters_add_usage(s, req->start_ms, user ? user : "", strcmp(status, "success") == 0,
+                             strcmp(status, "error") == 0, strcmp(status, "refused") == 0,
+                             req->prompt_tokens, req->completion_tokens, req->total_tokens);
     int64_t hour = req->start_ms - req->start_ms % 3600000;
     for (int i = 0; i < req->n_attempts && i < MAX_ATTEMPTS_RECORDED; i++) {
         const struct attempt *a = &req->attempts[i];

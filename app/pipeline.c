@@ -12,9 +12,11 @@
 #include <string.h>
 #include <strings.h>
 
+#include "admin_api.h"
 #include "auth.h"
 #include "breaker.h"
 #include "chat.h"
+#include "dashboard.h"
 #include "db.h"
 #include "dispatch.h"
 #include "fcgi_io.h"
@@ -223,6 +225,10 @@ void pipeline_handle(struct request *req)
     if (e == AIGW_OK && !router_info(req->route)->model_call) {
         if (req->route == ROUTE_MODELS)
             proxy_list_models(req);
+        else if (req->route == ROUTE_ADMIN_API)
+            admin_api_handle(req);
+        else if (req->route == ROUTE_DASHBOARD)
+            dashboard_serve(req);
         else if (req->route == ROUTE_METRICS)
             serve_metrics(req);
         else

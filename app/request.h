@@ -147,6 +147,9 @@ struct request {
     char err_param[128];
     char err_message[384];
     int retry_after_s; /* for 429 and 503 */
+    /* Static header lines (each ending in CRLF) added to the answer: the
+     * admin API's and the dashboard's no-store and security headers. */
+    const char *extra_headers;
     int http_status;
     int64_t end_ns; /* when the response was complete */
     struct buf out; /* the response body sent (for the audit) */

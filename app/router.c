@@ -30,6 +30,10 @@ static const struct route_entry fixed_routes[] = {
     {"/healthz", "GET", ROUTE_HEALTHZ},
     {"/readyz", "GET", ROUTE_READYZ},
     {"/metrics", "GET", ROUTE_METRICS},
+    {"/dashboard", "GET", ROUTE_DASHBOARD},
+    {"/dashboard/", "GET", ROUTE_DASHBOARD},
+    {"/dashboard/app.js", "GET", ROUTE_DASHBOARD},
+    {"/dashboard/app.css", "GET", ROUTE_DASHBOARD},
 };
 
 static int hexval(char c)
@@ -120,6 +124,10 @@ enum aigw_err router_match(const char *method, const char *path, enum route *rou
         *route = fixed_routes[i].route;
         return AIGW_OK;
     }
+    if (strncmp(path, "/admin/api/", 11) == 0) {
+        *route = ROUTE_ADMIN_API; /* admin_api.c matches the rest, after authentication */
+        return AIGW_OK;
+    }
     static const char prefix[] = "/openai/deployments/";
     if (strncmp(path, prefix, sizeof prefix - 1) == 0) {
         const char *name = path + sizeof prefix - 1;
@@ -155,6 +163,8 @@ static const struct route_info route_table[] = {
     [ROUTE_HEALTHZ] = {"healthz", 0, API_NONE, 0, 0, 0, 0},
     [ROUTE_READYZ] = {"readyz", 0, API_NONE, 0, 0, 0, 0},
     [ROUTE_METRICS] = {"metrics", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_ADMIN_API] = {"admin", 0, API_NONE, 0, 0, 0, 0},
+    [ROUTE_DASHBOARD] = {"dashboard", 0, API_NONE, 0, 0, 0, 0},
     [ROUTE_RESPONSES] = {"responses", 1, API_RESPONSES, 0, 0, 0, 1},
     [ROUTE_AZURE_RESPONSES] = {"responses", 1, API_RESPONSES, 1, 0, 0, 1},
     [ROUTE_RESPONSE_GET] = {"responses.get", 1, API_NONE, 0, 0, 1, 0},

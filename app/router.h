@@ -27,6 +27,8 @@ enum route {
     ROUTE_HEALTHZ,              /* GET /healthz */
     ROUTE_READYZ,               /* GET /readyz */
     ROUTE_METRICS,              /* GET /metrics */
+    ROUTE_ADMIN_API,            /* /admin/api/... (admin_api.c routes within) */
+    ROUTE_DASHBOARD,            /* GET /dashboard, /dashboard/app.js, /dashboard/app.css */
 };
 
 /* The body a route takes (validate.c checks it as this kind). */

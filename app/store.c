@@ -52,6 +52,7 @@ enum stmt_id {
     ST_METRIC_ADD,
     ST_METRIC_EACH,
     ST_USAGE_ADD,
+    ST_TRAFFIC_ADD,
     ST_BACKEND_HOUR_ADD,
     ST_LATENCY_ADD,
     ST_SAVEPOINT,
@@ -154,6 +155,14 @@ static const char *const stmt_sql[ST__COUNT] = {
         " prompt_tokens = usage_daily.prompt_tokens + ?7, completion_tokens = "
         "usage_daily.completion_tokens + ?8,"
         " total_tokens = usage_daily.total_tokens + ?9",
+    [ST_TRAFFIC_ADD] =
+        "INSERT INTO usage_hourly(hour_ms, requests, succeeded, failed, refused, prompt_tokens,"
+        " completion_tokens, total_tokens) VALUES (?1, ?3, ?4, ?5, ?6, ?7, ?8, ?9)"
+        " ON CONFLICT(hour_ms) DO UPDATE SET requests = usage_hourly.requests + ?3,"
+        " succeeded = usage_hourly.succeeded + ?4, failed = usage_hourly.failed + ?5,"
+        " refused = usage_hourly.refused + ?6, prompt_tokens = usage_hourly.prompt_tokens + ?7,"
+        " completion_tokens = usage_hourly.completion_tokens + ?8,"
+        " total_tokens = usage_hourly.total_tokens + ?9",
     [ST_BACKEND_HOUR_ADD] =
         "INSERT INTO backend_hourly(hour_ms, backend, attempts, failures, answered, failed_over)"
         " VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT(hour_ms, backend) DO UPDATE SET"
@@ -249,6 +258,10 @@ static const struct {
      " 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') AS last_seen FROM (SELECT error_code AS reason,"
      " count(*) AS refused, max(ts_ms) AS last_ms FROM audit_log WHERE status = 'refused'"
      " AND ts_ms >= ?1 GROUP BY error_code) AS r ORDER BY refused DESC"},
+    {"traffic",
+     "SELECT hour, requests, succeeded, failed, refused, prompt_tokens, completion_tokens,"
+     " total_tokens FROM report_traffic WHERE first_ms >= ?1 ORDER BY first_ms",
+     NULL},
 };
 
 /* What differs between the engines besides statements: their migrations,
@@ -1002,15 +1015,28 @@ int store_metric_each(struct store *s,
 
 /* --- rollups for the reports (inside the settling transaction) --------------- */
 
-int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7])
+/* usage_daily's and usage_hourly's upserts take the same parameters: the
+ * period's start, the user (unused per hour) and the seven counts. */
+static int usage_row_add(struct store *s, enum stmt_id id, int64_t t, const char *user_id,
+                         const int64_t v[7])
 {
     assert_in_transaction(s);
-    struct sql_stmt *st = stmt(s, ST_USAGE_ADD);
-    sql_bind_int64(st, 1, day_ms);
+    struct sql_stmt *st = stmt(s, id);
+    sql_bind_int64(st, 1, t);
     sql_bind_text(st, 2, user_id);
     for (int i = 0; i < 7; i++)
         sql_bind_int64(st, 3 + i, v[i]);
     return run_deferred(st);
+}
+
+int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7])
+{
+    return usage_row_add(s, ST_USAGE_ADD, day_ms, user_id, v);
+}
+
+int store_traffic_add(struct store *s, int64_t hour_ms, const int64_t v[7])
+{
+    return usage_row_add(s, ST_TRAFFIC_ADD, hour_ms, NULL, v);
 }
 
 int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
@@ -1073,13 +1099,63 @@ int store_report(struct store *s, const char *report, int64_t since_ms,
     return rc == SQL_DONE ? 0 : -1;
 }
 
+/* --- recent audit rows (the admin API) ----------------------------------------- */
+
+#define AUDIT_BRIEF_COLUMNS                                                                        \
+    "SELECT request_id, ts_ms, user_id, operation, model, backend, status, http_status,"           \
+    " total_tokens, latency_ms, error_code FROM audit_log"
+
+int store_audit_recent(struct store *s, int64_t since_ms, const char *user_id,
+                       const char *request_id, int limit,
+                       void (*fn)(const struct audit_brief *, void *), void *arg)
+{
+    /* Walks the time index from the newest row: the limit ends the walk. Not
+     * prepared with the others, as only the admin API asks. */
+    const char *sql = request_id ? AUDIT_BRIEF_COLUMNS " WHERE request_id = ?1"
+                      : user_id  ? AUDIT_BRIEF_COLUMNS " WHERE ts_ms >= ?1 AND user_id = ?2"
+                                                       " ORDER BY ts_ms DESC, id DESC LIMIT ?3"
+                                 : AUDIT_BRIEF_COLUMNS
+                          " WHERE ts_ms >= ?1 ORDER BY ts_ms DESC, id DESC LIMIT ?3";
+    struct sql_stmt *st = sql_prepare(s->conn, sql, 0, NULL);
+    if (!st)
+        return -1;
+    if (request_id) {
+        sql_bind_text(st, 1, request_id);
+    } else {
+        sql_bind_int64(st, 1, since_ms);
+        if (user_id)
+            sql_bind_text(st, 2, user_id);
+        sql_bind_int64(st, 3, limit);
+    }
+    int rc;
+    while ((rc = sql_step(st)) == SQL_ROW) {
+        struct audit_brief b = {
+            .request_id = sql_column_text(st, 0),
+            .ts_ms = sql_column_int64(st, 1),
+            .user_id = sql_column_text(st, 2),
+            .operation = sql_column_text(st, 3),
+            .model = sql_column_text(st, 4),
+            .backend = sql_column_text(st, 5),
+            .status = sql_column_text(st, 6),
+            .http_status = (int)sql_column_int64(st, 7),
+            .total_tokens = sql_column_int64(st, 8),
+            .latency_ms = sql_column_is_null(st, 9) ? -1 : sql_column_double(st, 9),
+            .error_code = sql_column_text(st, 10),
+        };
+        fn(&b, arg);
+    }
+    sql_finalize(st);
+    return rc == SQL_DONE ? 0 : -1;
+}
+
 /* --- copying a database (aigw db copy) ---------------------------------------- */
 
 /* Every table, parents before children; audit_log's id and timestamp are
  * made by the destination (ids in the same order). */
 static const char *const copied_tables[] = {
-    "users",   "api_keys",    "rate_state",     "budget_usage",   "backend_state", "jwks_cache",
-    "metrics", "usage_daily", "backend_hourly", "latency_hourly", "audit_log",     NULL};
+    "users",          "api_keys",  "rate_state",  "budget_usage", "backend_state",
+    "jwks_cache",     "metrics",   "usage_daily", "usage_hourly", "backend_hourly",
+    "latency_hourly", "audit_log", NULL};
 
 static int column_copied(const char *table, const char *col)
 {

@@ -210,6 +210,9 @@ int store_metric_each(struct store *s,
 /* Adds to user's row for the UTC day starting at day_ms: v is requests,
  * succeeded, failed, refused, prompt, completion and total tokens. */
 int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7]);
+/* Adds the same seven counts to the hour starting at hour_ms, for all users
+ * together (usage_hourly, the traffic report). */
+int store_traffic_add(struct store *s, int64_t hour_ms, const int64_t v[7]);
 /* Adds calls to backend in the hour starting at hour_ms: how many, how many
  * failed, answered the request, and did so after a failover. */
 int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend, int64_t attempts,
@@ -225,6 +228,28 @@ int store_report(struct store *s, const char *report, int64_t since_ms,
                  void (*row)(int ncol, const char *const *names, const char *const *values,
                              void *arg),
                  void *arg);
+
+/* --- recent audit rows (the admin API) ----------------------------------------- */
+struct audit_brief {
+    const char *request_id;
+    int64_t ts_ms;
+    const char *user_id; /* NULL when none */
+    const char *operation;
+    const char *model;
+    const char *backend;
+    const char *status;
+    int http_status; /* 0 = none yet */
+    int64_t total_tokens;
+    double latency_ms; /* < 0: none yet */
+    const char *error_code;
+};
+/* The newest audit rows begun at or after since_ms, newest first, at most
+ * limit: every user's, or only user_id's when it is not NULL; or, when
+ * request_id is not NULL, that one row whatever its age. Calls fn for each
+ * (the strings live until fn returns); 0 or -1. */
+int store_audit_recent(struct store *s, int64_t since_ms, const char *user_id,
+                       const char *request_id, int limit,
+                       void (*fn)(const struct audit_brief *, void *), void *arg);
 
 /* --- copying ------------------------------------------------------------------ */
 /* Copies every row of from (a SQLite database, say) into to, which must be

@@ -10,6 +10,7 @@ DROP VIEW IF EXISTS report_latency;
 DROP VIEW IF EXISTS report_errors;
 DROP VIEW IF EXISTS report_failovers;
 DROP VIEW IF EXISTS report_refusals;
+DROP VIEW IF EXISTS report_traffic;
 
 -- Usage per user per day: requests and tokens (refused requests used none).
 CREATE VIEW report_usage AS
@@ -78,3 +79,9 @@ SELECT error_code AS reason, count(*) AS refused, max(ts_ms) AS last_ms, min(ts_
 FROM audit_log
 WHERE status = 'refused'
 GROUP BY error_code;
+
+-- Requests and tokens per hour, all users together (the dashboard's charts).
+CREATE VIEW report_traffic AS
+SELECT strftime('%Y-%m-%d %H:00', hour_ms / 1000, 'unixepoch') AS hour, requests, succeeded,
+       failed, refused, prompt_tokens, completion_tokens, total_tokens, hour_ms AS first_ms
+FROM usage_hourly;

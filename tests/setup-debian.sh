@@ -10,6 +10,7 @@ apt-get install -y -qq --no-install-recommends \
     libcmocka-dev clang-format \
     lighttpd apache2 libapache2-mod-fcgid nginx-light \
     python3 python3-pytest curl procps ca-certificates valgrind \
+    chromium fonts-dejavu-core \
     >/dev/null
 # The client tests run the official openai SDK on Node.js 20 or newer (this
 # image ships one); Debian's own nodejs is the fallback.

@@ -28,6 +28,7 @@ DROP VIEW IF EXISTS report_latency CASCADE;
 DROP VIEW IF EXISTS report_errors CASCADE;
 DROP VIEW IF EXISTS report_failovers CASCADE;
 DROP VIEW IF EXISTS report_refusals CASCADE;
+DROP VIEW IF EXISTS report_traffic CASCADE;
 
 -- SQLite's round(x, n) (see the top), once for every view that rounds.
 CREATE OR REPLACE FUNCTION sqlite_round(x float8, n int) RETURNS float8
@@ -124,3 +125,10 @@ SELECT error_code AS reason, count(*) AS refused, max(ts_ms) AS last_ms, min(ts_
 FROM audit_log
 WHERE status = 'refused'
 GROUP BY error_code;
+
+-- Requests and tokens per hour, all users together (the dashboard's charts).
+CREATE VIEW report_traffic AS
+SELECT to_char(to_timestamp(hour_ms / 1000) AT TIME ZONE 'UTC', 'YYYY-MM-DD HH24:00') AS hour,
+       requests, succeeded, failed, refused, prompt_tokens, completion_tokens, total_tokens,
+       hour_ms AS first_ms
+FROM usage_hourly;

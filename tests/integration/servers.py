@@ -275,7 +275,7 @@ def grant_worker_access(gw, *paths):
 
 # --- Apache + mod_fcgid -------------------------------------------------------
 
-_APACHE_MODULES = ("mpm_event", "authz_core", "alias", "headers", "mime", "env", "setenvif", "rewrite", "fcgid")
+_APACHE_MODULES = ("mpm_event", "authz_core", "authz_host", "alias", "headers", "mime", "env", "setenvif", "rewrite", "fcgid")
 
 
 def _apache_main_conf(gw, body):

@@ -120,6 +120,8 @@ static void test_minimal_config_has_every_default(void **state)
     assert_int_equal(c->auth.leeway_s, 60); /* the README's defaults */
     assert_int_equal(c->auth.n_required_roles, 1);
     assert_string_equal(c->auth.required_roles[0], "AI.User");
+    assert_string_equal(c->auth.on_behalf_of_role, "AI.OnBehalfOf");
+    assert_string_equal(c->auth.admin_role, "AI.Admin");
 
     assert_int_equal(c->limits.requests_per_window, 100);
     assert_int_equal(c->limits.window_s, 60);
@@ -226,6 +228,7 @@ static void test_full_config_values_are_read(void **state)
         "  \"database\": {\"path\": \"/tmp/x.db\", \"synchronous\": \"full\", \"busy_timeout_ms\": "
         "250},\n"
         "  \"auth\": {\"enabled\": false, \"api_keys\": false, \"on_behalf_of_role\": \"Svc\",\n"
+        "    \"admin_role\": \"Gateway.Operator\",\n"
         "    \"jwt\": {\"issuer\": \"https://iss\", \"audience\": \"api://aigw\", \"jwks_file\": "
         "\"/etc/jwks.json\",\n"
         "      \"required_roles\": [\"A\", \"B\"], \"user_claim\": \"oid\", \"leeway_s\": 0}},\n"
@@ -268,6 +271,7 @@ static void test_full_config_values_are_read(void **state)
     assert_int_equal(c->auth.enabled, 0);
     assert_int_equal(c->auth.api_keys, 0);
     assert_string_equal(c->auth.on_behalf_of_role, "Svc");
+    assert_string_equal(c->auth.admin_role, "Gateway.Operator");
     assert_string_equal(c->auth.jwt_issuer, "https://iss");
     assert_string_equal(c->auth.jwt_jwks_file, "/etc/jwks.json");
     assert_int_equal(c->auth.n_required_roles, 2);

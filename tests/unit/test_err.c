@@ -24,9 +24,9 @@ struct expected {
 };
 
 /* The HTTP contract: 400 invalid request, 401 unauthenticated, 403 forbidden role or
- * budget exhausted, 404, 405, 413, 415, 429 rate limited, 502 backend failed,
- * 503 every breaker open or no OpenID keys to check a token with, 504
- * deadline. Types are OpenAI's. */
+ * budget exhausted, 404, 405, 409 exists (admin API), 413, 415, 429 rate limited, 502 backend
+ * failed, 503 every breaker open or no OpenID keys to check a token with, 504 deadline. Types are
+ * OpenAI's. */
 static const struct expected table[] = {
     {AIGW_ERR_INVALID_JSON, 400, "invalid_json", "invalid_request_error"},
     {AIGW_ERR_MISSING_FIELD, 400, "missing_field", "invalid_request_error"},
@@ -45,6 +45,7 @@ static const struct expected table[] = {
     {AIGW_ERR_RATE_LIMITED, 429, "rate_limit_exceeded", "rate_limit_error"},
     {AIGW_ERR_TOKENS_RATE_LIMITED, 429, "tokens_rate_limit_exceeded", "rate_limit_error"},
     {AIGW_ERR_BUDGET_EXCEEDED, 403, "budget_exceeded", NULL},
+    {AIGW_ERR_ALREADY_EXISTS, 409, "already_exists", "invalid_request_error"},
     {AIGW_ERR_CLIENT_CLOSED, 499, "client_closed_request", "invalid_request_error"},
     {AIGW_ERR_BACKEND_UNAVAILABLE, 503, "backend_unavailable", "server_error"},
     {AIGW_ERR_BACKEND_ERROR, 502, "backend_error", "server_error"},

@@ -318,8 +318,30 @@ static void test_operation_names(void **state)
     assert_string_equal(router_operation(ROUTE_HEALTHZ), "healthz");
     assert_string_equal(router_operation(ROUTE_READYZ), "readyz");
     assert_string_equal(router_operation(ROUTE_METRICS), "metrics");
+    assert_string_equal(router_operation(ROUTE_ADMIN_API), "admin");
+    assert_string_equal(router_operation(ROUTE_DASHBOARD), "dashboard");
     assert_string_equal(router_operation(ROUTE_NONE), "unknown");
     assert_string_equal(router_operation((enum route)999), "unknown");
+}
+
+/* The admin API takes every method and path under its prefix (admin_api.c
+ * matches them after authentication); the dashboard is three GET files. */
+static void test_admin_and_dashboard_routes(void **state)
+{
+    (void)state;
+    expect_route("GET", "/admin/api/users", ROUTE_ADMIN_API);
+    expect_route("PATCH", "/admin/api/users", ROUTE_ADMIN_API);
+    expect_route("DELETE", "/admin/api/keys/0123456789ab", ROUTE_ADMIN_API);
+    expect_route("GET", "/admin/api/no/such/thing", ROUTE_ADMIN_API);
+    expect_err("GET", "/admin/api", AIGW_ERR_NOT_FOUND);
+    expect_err("GET", "/admin/users", AIGW_ERR_NOT_FOUND);
+    expect_route("GET", "/dashboard", ROUTE_DASHBOARD);
+    expect_route("HEAD", "/dashboard/", ROUTE_DASHBOARD);
+    expect_route("GET", "/dashboard/app.js", ROUTE_DASHBOARD);
+    expect_route("GET", "/dashboard/app.css", ROUTE_DASHBOARD);
+    expect_err("POST", "/dashboard", AIGW_ERR_METHOD_NOT_ALLOWED);
+    expect_err("GET", "/dashboard/../etc/passwd", AIGW_ERR_NOT_FOUND);
+    expect_err("GET", "/dashboard/app.js.map", AIGW_ERR_NOT_FOUND);
 }
 
 int main(void)
@@ -337,6 +359,7 @@ int main(void)
         cmocka_unit_test(test_failed_match_leaves_no_deployment),
         cmocka_unit_test(test_operation_names),
         cmocka_unit_test(test_responses_routes),
+        cmocka_unit_test(test_admin_and_dashboard_routes),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -262,6 +262,51 @@ static void test_savepoints_undo_one_operation(void **state)
     assert_true(sum == 5);
 }
 
+struct seen_rows {
+    int n;
+    char ids[8][16];
+};
+
+static void on_brief(const struct audit_brief *b, void *arg)
+{
+    struct seen_rows *r = arg;
+    if (r->n < 8)
+        snprintf(r->ids[r->n], sizeof r->ids[0], "%s", b->request_id);
+    r->n++;
+}
+
+/* The admin API's recent rows: newest first, a user's only, one by id, the
+ * limit ending the walk and the period bounding it. */
+static void test_recent_audit_rows(void **state)
+{
+    (void)state;
+    static const char *const ids[] = {"n1", "n2", "n3", "n4"};
+    assert_int_equal(store_begin(st), 0);
+    for (int i = 0; i < 4; i++) {
+        struct audit_row a = row_for(ids[i], "refused", 100000 + i * 1000);
+        a.user_id = i % 2 ? "odd" : "even";
+        assert_int_equal(store_audit_insert(st, &a), 0);
+    }
+    assert_int_equal(store_commit(st), 0);
+    struct seen_rows r = {0};
+    assert_int_equal(store_audit_recent(st, 100000, NULL, NULL, 3, on_brief, &r), 0);
+    assert_int_equal(r.n, 3);
+    assert_string_equal(r.ids[0], "n4");
+    assert_string_equal(r.ids[2], "n2");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(store_audit_recent(st, 100000, "odd", NULL, 10, on_brief, &r), 0);
+    assert_int_equal(r.n, 2);
+    assert_string_equal(r.ids[0], "n4");
+    assert_string_equal(r.ids[1], "n2");
+    memset(&r, 0, sizeof r);
+    assert_int_equal(store_audit_recent(st, 102500, NULL, NULL, 10, on_brief, &r), 0);
+    assert_int_equal(r.n, 1); /* n4 only began within the period */
+    memset(&r, 0, sizeof r);
+    assert_int_equal(store_audit_recent(st, 999999, NULL, "n1", 10, on_brief, &r), 0);
+    assert_int_equal(r.n, 1); /* by id, whatever its age */
+    assert_string_equal(r.ids[0], "n1");
+}
+
 static int report_rows;
 
 static void on_report_row(int ncol, const char *const *names, const char *const *values, void *arg)
@@ -280,7 +325,15 @@ static void test_rollups_and_reports(void **state)
     assert_int_equal(store_usage_add(st, 0, "dana", v), 0);
     assert_int_equal(store_backend_hour_add(st, 0, "east", 3, 1, 2, 1), 0);
     assert_int_equal(store_latency_add(st, 0, "east", 12.5, 3), 0);
+    assert_int_equal(store_traffic_add(st, 0, v), 0);
+    assert_int_equal(store_traffic_add(st, 3600000, v), 0);
+    assert_int_equal(store_traffic_add(st, 3600000, v), 0);
     assert_int_equal(store_commit(st), 0);
+    report_rows = 0;
+    assert_int_equal(store_report(st, "traffic", 0, on_report_row, NULL), 0);
+    assert_int_equal(report_rows, 2); /* two hours, the second's adds summed */
+    assert_int_equal(store_report(st, "traffic", 3600000, on_report_row, NULL), 0);
+    assert_int_equal(report_rows, 3);
     report_rows = 0;
     assert_int_equal(store_report(st, "usage", 0, on_report_row, NULL), 0);
     assert_int_equal(report_rows, 1); /* one row: the two adds summed */
@@ -300,6 +353,7 @@ int main(void)
         cmocka_unit_test(test_audit_life_and_response_origin),
         cmocka_unit_test(test_savepoints_undo_one_operation),
         cmocka_unit_test(test_rollups_and_reports),
+        cmocka_unit_test(test_recent_audit_rows),
     };
     return cmocka_run_group_tests(tests, setup, teardown);
 }
