@@ -850,6 +850,9 @@ static enum aigw_err api_audit(struct request *req, const char *rest)
     enum aigw_err e = query_seconds(req, "since", 86400, 100LL * 365 * 86400, &since);
     if (e == AIGW_OK)
         e = query_seconds(req, "limit", 50, AUDIT_LIMIT_MAX, &limit);
+    if (e == AIGW_OK && limit == 0)
+        e = request_fail(req, AIGW_ERR_INVALID_VALUE, "limit",
+                         "limit must be a whole number from 1 to %d.", AUDIT_LIMIT_MAX);
     if (e != AIGW_OK)
         return e;
     char user[NAME_MAX_BYTES], rid[64];
@@ -866,7 +869,7 @@ static enum aigw_err api_audit(struct request *req, const char *rest)
     buf_reset(o);
     buf_puts(o, "{\"rows\":[");
     int rc = store_audit_recent(st, since ? now_ms() - since * 1000 : 0, has_user ? user : NULL,
-                                has_rid ? rid : NULL, limit ? (int)limit : 1, put_audit_brief, o);
+                                has_rid ? rid : NULL, (int)limit, put_audit_brief, o);
     db_reader_done(req->w->db, st);
     if (rc < 0)
         return request_store_unavailable(req);

@@ -315,6 +315,7 @@ def test_recent_audit_rows_newest_first_with_filters(gw, mocks):
     assert one == [rows[3]]
     assert len(api(gw, "GET", "audit?limit=2").json()["rows"]) == 2
     assert api(gw, "GET", "audit?limit=501").json()["error"]["param"] == "limit"
+    assert api(gw, "GET", "audit?limit=0").json()["error"]["param"] == "limit"
     r = api(gw, "GET", "audit?user=" + "x" * 300)
     assert r.status == 400 and r.json()["error"]["param"] == "user", r
     assert api(gw, "GET", "audit?user=nobody").json()["rows"] == []
