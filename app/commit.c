@@ -28,6 +28,8 @@ struct commit_op {
     commit_fn fn;
     int (*exclusive)(struct store *, void *); /* set: run alone, outside a transaction */
     void *arg;
+    const char *user; /* an admission's subject and budget period (commit_run_for) */
+    int64_t period;
     int rc;
     int done;
     pthread_cond_t cv;
@@ -101,12 +103,18 @@ static void set_rcs(struct commit_op *first, struct commit_op *last, int rc)
     }
 }
 
-/* Writes the batch's counters and commits: 0, or -1 (rolled back). */
-static int commit_batch(struct store *s, struct counters *c, int n)
+/* Writes the batch's counters and commits: 0, or -1 (rolled back). With
+ * undone set, a deferred statement's failure that undid the transaction
+ * (store_undone) is not logged but told in *undone: the batch may run again. */
+static int commit_batch(struct store *s, struct counters *c, int n, int *undone)
 {
     if (counters_add_metric(c, "aigw_store_batches_total", "", 1) == 0 &&
         counters_op_commit(c) == 0 && counters_flush(c, s) == 0 && store_commit(s) == 0)
         return 0;
+    if (undone && (*undone = store_undone(s)) == 1) {
+        store_rollback(s);
+        return -1;
+    }
     log_error("a batch of %d write(s) failed to commit: %s", n, store_errmsg(s));
     store_rollback(s);
     return -1;
@@ -126,6 +134,27 @@ static int begin_batch(struct commit_queue *q, struct commit_op *first, struct c
     return -1;
 }
 
+/* Reads the admission state of the batch's subjects in one question (on
+ * PostgreSQL; store_prefetch_admissions). 0, or -1 when it failed. */
+static int prefetch_subjects(struct store *s, struct commit_op *first, struct commit_op *last)
+{
+    const char *users[BATCH_MAX];
+    int64_t periods[BATCH_MAX];
+    int n = 0;
+    for (struct commit_op *p = first;; p = p->next) {
+        int seen = 0; /* the same subject is asked for once */
+        for (int i = 0; p->user && i < n && !seen; i++)
+            seen = periods[i] == p->period && strcmp(users[i], p->user) == 0;
+        if (p->user && !seen && n < BATCH_MAX) {
+            users[n] = p->user;
+            periods[n++] = p->period;
+        }
+        if (p == last)
+            break;
+    }
+    return n ? store_prefetch_admissions(s, users, periods, n) : 0;
+}
+
 /*
  * The common case first: every operation of the batch in one transaction,
  * without savepoints (each would cost two more statements per operation,
@@ -142,6 +171,12 @@ static int run_without_savepoints(struct commit_queue *q, struct commit_op *firs
     struct counters *c = &q->counters;
     if (begin_batch(q, first, last) < 0)
         return 1;
+    if (prefetch_subjects(s, first, last) < 0) {
+        log_error("cannot read a batch's admission state: %s", store_errmsg(s));
+        store_rollback(s);
+        set_rcs(first, last, -1);
+        return 1;
+    }
     for (struct commit_op *p = first;; p = p->next) {
         if (p->fn(s, c, p->arg) != 0) {
             store_rollback(s);
@@ -151,19 +186,29 @@ static int run_without_savepoints(struct commit_queue *q, struct commit_op *firs
         if (p == last)
             break;
     }
-    set_rcs(first, last, commit_batch(s, c, n));
+    /* A deferred write of one operation that failed (on PostgreSQL) shows
+     * only here: then nothing was written and the batch runs again. */
+    int undone = 0;
+    int rc = commit_batch(s, c, n, &undone);
+    if (rc < 0 && undone)
+        return 0;
+    set_rcs(first, last, rc);
     return 1;
 }
 
 /* The batch again, each operation inside its own savepoint: one that fails
- * is undone to it and fails alone. */
+ * is undone to it and fails alone. Every statement is waited for here (none
+ * deferred), so a failure shows in the operation that made it. */
 static void run_with_savepoints(struct commit_queue *q, struct commit_op *first,
                                 struct commit_op *last, int n)
 {
     struct store *s = q->writer;
     struct counters *c = &q->counters;
-    if (begin_batch(q, first, last) < 0)
+    store_set_immediate(s, 1);
+    if (begin_batch(q, first, last) < 0) {
+        store_set_immediate(s, 0);
         return;
+    }
     for (struct commit_op *p = first;; p = p->next) {
         p->rc = -1;
         if (store_savepoint(s) == 0) {
@@ -180,8 +225,9 @@ static void run_with_savepoints(struct commit_queue *q, struct commit_op *first,
         if (p == last)
             break;
     }
-    if (commit_batch(s, c, n) < 0)
+    if (commit_batch(s, c, n, NULL) < 0)
         set_rcs(first, last, -1);
+    store_set_immediate(s, 0);
 }
 
 /* Runs the operations first..last and sets each rc. */
@@ -263,6 +309,13 @@ static int submit(struct commit_queue *q, struct commit_op *op)
 int commit_run(struct commit_queue *q, commit_fn fn, void *arg)
 {
     struct commit_op op = {.fn = fn, .arg = arg};
+    return submit(q, &op);
+}
+
+int commit_run_for(struct commit_queue *q, commit_fn fn, void *arg, const char *user,
+                   int64_t period)
+{
+    struct commit_op op = {.fn = fn, .arg = arg, .user = user, .period = period};
     return submit(q, &op);
 }
 

@@ -14,9 +14,11 @@
  * Exactness does not depend on the batching: operations run one after the
  * other inside the transaction and each sees the writes of those before it,
  * so a limit or a budget is decided exactly as if each ran alone. The batch
- * runs first without savepoints; when an operation fails, nothing is kept
- * and the batch runs again with each operation inside its own savepoint,
- * where a failing one is rolled back and fails alone. An operation must
+ * runs first without savepoints; when an operation fails (or one of its
+ * deferred writes, which PostgreSQL tells at the commit), nothing is kept
+ * and the batch runs again with each operation inside its own savepoint and
+ * every statement waited for, where a failing one is rolled back and fails
+ * alone. An operation must
  * therefore set all it tells its caller afresh each time it runs. A batch
  * whose commit fails fails every operation in it, and nothing of it is
  * written. No operation may do I/O other than SQL: the lock is held while it
@@ -24,6 +26,8 @@
  */
 #ifndef AIGW_COMMIT_H
 #define AIGW_COMMIT_H
+
+#include <stdint.h>
 
 #include "buf.h"
 #include "counters.h"
@@ -43,6 +47,12 @@ void commit_queue_free(struct commit_queue *q);
 /* Runs fn(arg) in the next batch and waits for the batch's commit. Returns
  * fn's 0 when it ran and its batch committed, else -1. */
 int commit_run(struct commit_queue *q, commit_fn fn, void *arg);
+
+/* commit_run for an admission: user's rate states and budget row for period
+ * are read with the other subjects' in one question before the batch's
+ * operations run (store_prefetch_admissions). */
+int commit_run_for(struct commit_queue *q, commit_fn fn, void *arg, const char *user,
+                   int64_t period);
 
 /* Runs fn(s, arg) alone, outside any transaction, holding the writer lock:
  * for WAL checkpoints that must not race the writers. Returns fn's result. */

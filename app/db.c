@@ -189,6 +189,11 @@ int db_write(struct db *db, commit_fn fn, void *arg)
     return commit_run(db->commit, fn, arg);
 }
 
+int db_write_for(struct db *db, commit_fn fn, void *arg, const char *user, int64_t period)
+{
+    return commit_run_for(db->commit, fn, arg, user, period);
+}
+
 struct commit_queue *db_commit_queue(struct db *db)
 {
     return db->commit;

@@ -52,6 +52,9 @@ void db_rows_changed(struct db *db, enum epoch_kind kind);
 
 /* Runs fn in the next group-committed batch (commit_run). */
 int db_write(struct db *db, commit_fn fn, void *arg);
+/* db_write for a write that reads user's admission state for the budget
+ * period (commit_run_for: read with the batch's other subjects at once). */
+int db_write_for(struct db *db, commit_fn fn, void *arg, const char *user, int64_t period);
 
 /* The writer's commit queue (for checkpoints and the statistics). */
 struct commit_queue *db_commit_queue(struct db *db);

@@ -241,7 +241,8 @@ enum aigw_err limits_admit(struct request *req)
     /* The row, its redacted body included, is made before the batch: the
      * writer lock is held for SQL only. */
     audit_fill(req, "pending", &a.row, &req->t->audit_scratch);
-    if (db_write(req->w->db, admit_in_batch, &a) < 0) {
+    if (db_write_for(req->w->db, admit_in_batch, &a, req->subject,
+                     budget_period_start(req->caller.budget_period, now_ms() / 1000)) < 0) {
         log_error("request %s: admission could not be written", req->request_id);
         req->audited = 0;
         req->reserved_tokens = 0;
@@ -328,7 +329,9 @@ void limits_settle(struct request *req)
     int64_t start = now_ms();
     for (int attempt = 0, pause_ms = 50;;
          attempt++, pause_ms = pause_ms < 1000 ? pause_ms * 2 : 1000) {
-        if (db_write(req->w->db, settle_in_batch, &a) == 0) {
+        if ((req->budget_period_start >= 0 ? db_write_for(req->w->db, settle_in_batch, &a,
+                                                          req->subject, req->budget_period_start)
+                                           : db_write(req->w->db, settle_in_batch, &a)) == 0) {
             req->audited = 2;
             return;
         }

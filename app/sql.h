@@ -68,6 +68,10 @@ struct sql_driver {
     int (*in_transaction)(struct sql_conn *c);
     /* The engine's reason for the last failure. */
     const char *(*errmsg)(struct sql_conn *c);
+    /* 1 when the last failure was a deferred statement's, on a connection
+     * still up: the transaction did not commit, so running it again is
+     * safe (a lost connection leaves that unknown: 0). */
+    int (*undone)(struct sql_conn *c);
 };
 
 /* A SQLite connection to the file at path (created when missing). */
@@ -176,6 +180,10 @@ static inline int sql_exec(struct sql_conn *c, const char *sql, struct buf *err)
 static inline int sql_in_transaction(struct sql_conn *c)
 {
     return c->drv->in_transaction(c);
+}
+static inline int sql_undone(struct sql_conn *c)
+{
+    return c->drv->undone(c);
 }
 static inline const char *sql_errmsg(struct sql_conn *c)
 {

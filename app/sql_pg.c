@@ -35,6 +35,13 @@ struct pg_conn {
     int next_id;         /* names the prepared statements s1, s2, ... */
     int pending;         /* deferred statements sent in pipeline mode, their results unread */
     int deferred_failed; /* one did fail: all but ROLLBACK fail until the transaction ends */
+    int undone;          /* ... and the connection was up then (sql.h, undone) */
+    /* A BEGIN was sent and no COMMIT or ROLLBACK since. A connection lost
+     * meanwhile took the transaction with it: it is not reopened until the
+     * ROLLBACK, so no statement of the transaction can run, and commit, on
+     * a new session of its own. */
+    int in_txn;
+    int broken; /* the session's state is unknown: reopened before its next use */
     char err[512];
 };
 
@@ -43,6 +50,7 @@ struct pg_stmt {
     struct pg_conn *c;
     char name[16];        /* "" for a statement used once (unnamed, not prepared ahead) */
     int ends_transaction; /* ROLLBACK: runs even after a deferred statement failed */
+    int begins, commits;  /* BEGIN; COMMIT */
     char *sql;            /* with $N */
     int nparams;          /* the highest N the statement names */
     Oid types[PG_MAX_PARAMS];
@@ -55,6 +63,11 @@ struct pg_stmt {
     int row, nrows, ran;
     int64_t changes;
 };
+
+static int pg_undone(struct sql_conn *conn)
+{
+    return ((struct pg_conn *)conn)->undone;
+}
 
 static const struct sql_driver pg_driver;
 
@@ -92,8 +105,9 @@ static void set_error(struct pg_conn *c, const PGresult *res)
  * reopens a lost one. 0, or -1 with the reason recorded. */
 static int ensure_connected(struct pg_conn *c)
 {
-    if (PQstatus(c->pg) == CONNECTION_OK)
+    if (PQstatus(c->pg) == CONNECTION_OK && !c->broken)
         return 0;
+    c->broken = 0;
     PQreset(c->pg);
     c->pending = 0;
     c->deferred_failed = 0;
@@ -178,6 +192,8 @@ static struct sql_stmt *pg_prepare(struct sql_conn *sc, const char *sql, int onc
     if (once)
         snprintf(st->name, sizeof st->name, "s%d", ++c->next_id);
     st->ends_transaction = strcmp(sql, "ROLLBACK") == 0;
+    st->begins = strcmp(sql, "BEGIN") == 0;
+    st->commits = strcmp(sql, "COMMIT") == 0;
     return &st->base;
 }
 
@@ -288,10 +304,13 @@ static int drain_pipeline(struct pg_conn *c, int n, PGresult **last)
             PQclear(r);
         PQclear(r);
     }
-    PQexitPipelineMode(c->pg);
+    if (!PQexitPipelineMode(c->pg))
+        c->broken = 1; /* results left unread on a failed connection */
     c->pending = 0;
-    if (failed >= 0 && (!last || failed < n - 1))
+    int deferred = failed >= 0 && (!last || failed < n - 1);
+    if (deferred)
         c->deferred_failed = 1;
+    c->undone = deferred && PQstatus(c->pg) == CONNECTION_OK;
     return failed < 0 ? 0 : -1;
 }
 
@@ -317,16 +336,29 @@ static int prepare_on_server(struct pg_stmt *st)
 static int ready(struct pg_stmt *st)
 {
     struct pg_conn *c = st->c;
+    int lost = c->broken || PQstatus(c->pg) != CONNECTION_OK;
+    if (c->in_txn && lost) {
+        if (!st->ends_transaction) {
+            snprintf(c->err, sizeof c->err,
+                     "the connection to PostgreSQL was lost inside a transaction (rolled back)");
+            return -1;
+        }
+        c->in_txn = 0; /* the server rolled it back when the connection went */
+    }
     PGTransactionStatusType t = PQtransactionStatus(c->pg);
-    if (!c->pending && (t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN))
+    if (!c->pending && !c->in_txn && (t == PQTRANS_IDLE || t == PQTRANS_UNKNOWN))
         c->deferred_failed = 0; /* no transaction: nothing left to refuse */
     if (c->deferred_failed && !st->ends_transaction) {
         snprintf(c->err, sizeof c->err, "an earlier statement of this transaction failed");
         return -1;
     }
     int idle = !c->pending && t == PQTRANS_IDLE;
-    if ((idle || PQstatus(c->pg) != CONNECTION_OK) && ensure_connected(c) < 0)
+    if ((idle || lost) && ensure_connected(c) < 0)
         return -1;
+    if (st->begins)
+        c->in_txn = 1;
+    else if (st->commits || st->ends_transaction)
+        c->in_txn = 0;
     return 0;
 }
 
@@ -528,7 +560,8 @@ static int pg_exec(struct sql_conn *sc, const char *sql, struct buf *err)
 static int pg_in_transaction(struct sql_conn *sc)
 {
     PGTransactionStatusType t = PQtransactionStatus(conn_of(sc)->pg);
-    return t == PQTRANS_INTRANS || t == PQTRANS_INERROR || t == PQTRANS_ACTIVE;
+    return conn_of(sc)->in_txn || t == PQTRANS_INTRANS || t == PQTRANS_INERROR ||
+           t == PQTRANS_ACTIVE;
 }
 
 static const char *pg_errmsg(struct sql_conn *sc)
@@ -562,6 +595,7 @@ static const struct sql_driver pg_driver = {
     .exec = pg_exec,
     .in_transaction = pg_in_transaction,
     .errmsg = pg_errmsg,
+    .undone = pg_undone,
 };
 
 /* The password of database.password (any secret reference), or none. */

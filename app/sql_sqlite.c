@@ -27,6 +27,13 @@ struct sq_stmt {
     sqlite3 *db;
 };
 
+/* Nothing is deferred on SQLite: a failure shows where it happens. */
+static int sq_undone(struct sql_conn *conn)
+{
+    (void)conn;
+    return 0;
+}
+
 static const struct sql_driver sqlite_driver;
 
 /*
@@ -234,6 +241,7 @@ static const struct sql_driver sqlite_driver = {
     .exec = sq_exec,
     .in_transaction = sq_in_transaction,
     .errmsg = sq_errmsg,
+    .undone = sq_undone,
 };
 
 struct sql_conn *sql_sqlite_open(const char *path, const char *synchronous, int busy_timeout_ms,

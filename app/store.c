@@ -17,6 +17,7 @@
 #include <string.h>
 #include <time.h>
 
+#include "admission_cache.h"
 #include "config.h"
 #include "migrations.h"
 #include "sql.h"
@@ -58,7 +59,8 @@ enum stmt_id {
     ST_SAVEPOINT,
     ST_RELEASE,
     ST_ROLLBACK_TO,
-    ST_WRITE_LOCK, /* PostgreSQL: the hosts' writer lock, taken after BEGIN */
+    ST_WRITE_LOCK,         /* PostgreSQL: the hosts' writer lock, taken after BEGIN */
+    ST_ADMISSION_PREFETCH, /* PostgreSQL: the admission state of a batch's subjects */
     ST__COUNT
 };
 
@@ -200,15 +202,30 @@ static const char *const pg_sql[ST__COUNT] = {
         " total_tokens = ?16, latency_ms = ?17, status = ?18, http_status = ?19,"
         " error_code = ?20, error = ?21, response_body = ?25, completed_ms = ?26,"
         " response_id = coalesce(?27, response_id)"
-        " WHERE request_id = ?1 AND status = 'pending' RETURNING 1)"
-        " INSERT INTO budget_usage(user_id, period_start, used, reserved)"
+        " WHERE request_id = ?1 AND status = 'pending' RETURNING 1),"
+        " spent AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"
         " SELECT ?28::text, ?29::bigint, greatest(?30::bigint, 0), greatest(?31::bigint, 0)"
         " FROM done WHERE ?29::bigint >= 0"
         " ON CONFLICT(user_id, period_start) DO UPDATE SET"
         " used = greatest(budget_usage.used + ?30::bigint, 0),"
-        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0)",
+        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0))"
+        /* A row no longer pending fails the statement, as SQLite's check
+         * fails the settlement: the batch then runs again with this
+         * operation alone in its savepoint (and the admission cache, which
+         * counted the spend, is dropped). */
+        " SELECT CASE WHEN count(*) = 1 THEN 1"
+        " ELSE ('audit row no longer pending: ' || count(*))::int END FROM done",
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1::text IS NULL OR user_id = ?1::text ORDER BY created_ms",
+    /* store_admission_state for every subject of a batch at once: ?1 and ?2
+     * are arrays of user ids and budget periods, in step. */
+    [ST_ADMISSION_PREFETCH] =
+        "SELECT u.user_id,"
+        " (SELECT tat_us FROM rate_state r WHERE r.user_id = u.user_id AND r.kind = 'requests'),"
+        " (SELECT tat_us FROM rate_state r WHERE r.user_id = u.user_id AND r.kind = 'tokens'),"
+        " b.used, b.reserved, u.period"
+        " FROM unnest(?1::text[], ?2::bigint[]) AS u(user_id, period)"
+        " LEFT JOIN budget_usage b ON b.user_id = u.user_id AND b.period_start = u.period",
     [ST_BUDGET_ADD] = "INSERT INTO budget_usage(user_id, period_start, used, reserved)"
                       " VALUES (?1, ?2, greatest(?3::bigint, 0), greatest(?4::bigint, 0))"
                       " ON CONFLICT(user_id, period_start) DO UPDATE SET"
@@ -307,6 +324,10 @@ struct store {
     struct sql_conn *conn;
     const struct dialect *d;
     struct sql_stmt *st[ST__COUNT]; /* NULL: the engine needs no such statement */
+    /* The batch's subjects (store_prefetch_admissions), kept current by the
+     * batch's own writes; empty outside a transaction. */
+    struct admission_cache cache;
+    int immediate; /* store_set_immediate: no statement is deferred */
 };
 
 /* The writes that must be part of a batch (the group commit's transaction,
@@ -341,8 +362,10 @@ static int run(struct sql_stmt *st)
 /* Runs a statement whose outcome may be told by the next one run (sql.h):
  * transaction control and the batch's counters, where a failure fails the
  * whole batch anyway. */
-static int run_deferred(struct sql_stmt *st)
+static int run_deferred(struct store *s, struct sql_stmt *st)
 {
+    if (s->immediate)
+        return run(st);
     return sql_step_deferred(st) == SQL_ERROR ? -1 : 0;
 }
 
@@ -543,6 +566,7 @@ void store_close(struct store *s)
     for (int i = 0; i < ST__COUNT; i++)
         sql_finalize(s->st[i]);
     sql_close(s->conn);
+    admission_cache_free(&s->cache);
     free(s);
 }
 
@@ -563,17 +587,32 @@ int store_checkpoint(struct store *s, int reset, int *wal_frames)
 
 int store_begin(struct store *s)
 {
-    if (run_deferred(stmt(s, ST_BEGIN)) < 0)
+    admission_cache_clear(&s->cache);
+    /* On PostgreSQL both go with the batch's first question: the lock is
+     * taken before anything after it runs, and a failure to take it fails
+     * that question and the batch. */
+    if (run_deferred(s, stmt(s, ST_BEGIN)) < 0)
         return -1;
-    if (s->st[ST_WRITE_LOCK] && run(stmt(s, ST_WRITE_LOCK)) < 0) {
+    if (s->st[ST_WRITE_LOCK] && run_deferred(s, stmt(s, ST_WRITE_LOCK)) < 0) {
         store_rollback(s);
         return -1;
     }
     return 0;
 }
 
+int store_undone(struct store *s)
+{
+    return sql_undone(s->conn);
+}
+
+void store_set_immediate(struct store *s, int on)
+{
+    s->immediate = on;
+}
+
 int store_commit(struct store *s)
 {
+    admission_cache_clear(&s->cache);
     if (run(stmt(s, ST_COMMIT)) < 0) {
         store_rollback(s);
         return -1;
@@ -583,22 +622,24 @@ int store_commit(struct store *s)
 
 void store_rollback(struct store *s)
 {
+    admission_cache_clear(&s->cache);
     if (sql_in_transaction(s->conn))
         run(stmt(s, ST_ROLLBACK));
 }
 
 int store_savepoint(struct store *s)
 {
-    return run_deferred(stmt(s, ST_SAVEPOINT));
+    return run_deferred(s, stmt(s, ST_SAVEPOINT));
 }
 
 int store_release(struct store *s)
 {
-    return run_deferred(stmt(s, ST_RELEASE));
+    return run_deferred(s, stmt(s, ST_RELEASE));
 }
 
 void store_rollback_to(struct store *s)
 {
+    admission_cache_clear(&s->cache); /* it may hold what was just undone */
     run(stmt(s, ST_ROLLBACK_TO));
     run(stmt(s, ST_RELEASE));
 }
@@ -736,8 +777,17 @@ int store_key_each(struct store *s, const char *user_id, void (*fn)(const struct
 
 /* --- limits and budgets ---------------------------------------------------- */
 
+/* The cached tat of kind in e. */
+static int64_t *cached_tat(struct admission_entry *e, const char *kind)
+{
+    return strcmp(kind, "tokens") == 0 ? &e->st.tat_tokens_us : &e->st.tat_requests_us;
+}
+
 int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
 {
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (e)
+        return *cached_tat(e, kind);
     struct sql_stmt *st = stmt(s, ST_RATE_GET);
     sql_bind_text(st, 1, user_id);
     sql_bind_text(st, 2, kind);
@@ -750,23 +800,90 @@ int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
 int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
 {
     assert_in_transaction(s);
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (e)
+        *cached_tat(e, kind) = tat_us;
     struct sql_stmt *st = stmt(s, ST_RATE_SET);
     sql_bind_text(st, 1, user_id);
     sql_bind_text(st, 2, kind);
     sql_bind_int64(st, 3, tat_us);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_rate_reset(struct store *s, const char *user_id)
 {
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (e)
+        e->st.tat_requests_us = e->st.tat_tokens_us = 0;
     struct sql_stmt *st = stmt(s, ST_RATE_RESET);
     sql_bind_text(st, 1, user_id);
     return run(st);
 }
 
+/* What ST_BUDGET_ADD does to the row, done to its cached copy. */
+static void budget_cache_add(struct store *s, const char *user_id, int64_t period_start,
+                             int64_t used_delta, int64_t reserved_delta)
+{
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (!e || e->period != period_start)
+        return;
+    e->st.budget_used = e->st.budget_used + used_delta > 0 ? e->st.budget_used + used_delta : 0;
+    e->st.budget_reserved =
+        e->st.budget_reserved + reserved_delta > 0 ? e->st.budget_reserved + reserved_delta : 0;
+}
+
+int store_prefetch_admissions(struct store *s, const char *const *users, const int64_t *periods,
+                              int n)
+{
+    if (!s->st[ST_ADMISSION_PREFETCH] || n <= 0)
+        return 0; /* SQLite: each admission reads in microseconds */
+    /* Array literals: {"id","id"} with " and \ escaped; {p,p}. */
+    struct buf ids = {0}, ps = {0};
+    buf_putc(&ids, '{');
+    buf_putc(&ps, '{');
+    for (int i = 0; i < n; i++) {
+        buf_puts(&ids, i ? ",\"" : "\"");
+        for (const char *p = users[i]; *p; p++) {
+            if (*p == '"' || *p == '\\')
+                buf_putc(&ids, '\\');
+            buf_putc(&ids, *p);
+        }
+        buf_putc(&ids, '"');
+        buf_printf(&ps, i ? ",%lld" : "%lld", (long long)periods[i]);
+    }
+    buf_putc(&ids, '}');
+    buf_putc(&ps, '}');
+    struct sql_stmt *st = stmt(s, ST_ADMISSION_PREFETCH);
+    sql_bind_text(st, 1, buf_cstr(&ids));
+    sql_bind_text(st, 2, buf_cstr(&ps));
+    int rc;
+    while ((rc = sql_step(st)) == SQL_ROW) {
+        struct admission_state a = {col_int_or(st, 1, 0), col_int_or(st, 2, 0),
+                                    col_int_or(st, 3, 0), col_int_or(st, 4, 0)};
+        if (admission_cache_put(&s->cache, sql_column_text(st, 0), sql_column_int64(st, 5), &a) <
+            0) {
+            admission_cache_clear(&s->cache); /* out of memory: each reads for itself */
+            break;
+        }
+    }
+    sql_reset(st);
+    buf_free(&ids);
+    buf_free(&ps);
+    if (rc == SQL_ERROR) {
+        admission_cache_clear(&s->cache);
+        return -1;
+    }
+    return 0;
+}
+
 int store_admission_state(struct store *s, const char *user_id, int64_t period_start,
                           struct admission_state *out)
 {
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (e && e->period == period_start) {
+        *out = e->st;
+        return 0;
+    }
     struct sql_stmt *st = stmt(s, ST_ADMISSION_STATE);
     sql_bind_text(st, 1, user_id);
     sql_bind_int64(st, 2, period_start);
@@ -785,12 +902,13 @@ int store_budget_add(struct store *s, const char *user_id, int64_t period_start,
                      int64_t reserved_delta)
 {
     assert_in_transaction(s);
+    budget_cache_add(s, user_id, period_start, used_delta, reserved_delta);
     struct sql_stmt *st = stmt(s, ST_BUDGET_ADD);
     sql_bind_text(st, 1, user_id);
     sql_bind_int64(st, 2, period_start);
     sql_bind_int64(st, 3, used_delta);
     sql_bind_int64(st, 4, reserved_delta);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 /* --- audit ---------------------------------------------------------------- */
@@ -850,7 +968,7 @@ int store_audit_insert(struct store *s, const struct audit_row *r)
     assert_in_transaction(s);
     struct sql_stmt *st = stmt(s, ST_AUDIT_INSERT);
     bind_audit(st, r);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_audit_complete(struct store *s, const struct audit_row *r)
@@ -872,13 +990,17 @@ int store_settle(struct store *s, const struct audit_row *r, const char *budget_
             return 0;
         return store_budget_add(s, budget_user, r->budget_period_start, used, reserved_delta);
     }
+    /* The statement fails when the row is no longer pending, so the cache
+     * may count the spend as made. */
+    if (r->budget_period_start >= 0)
+        budget_cache_add(s, budget_user, r->budget_period_start, used, reserved_delta);
     struct sql_stmt *st = stmt(s, ST_SETTLE);
     bind_audit(st, r);
     sql_bind_text(st, 28, budget_user);
     sql_bind_int64(st, 29, r->budget_period_start);
     sql_bind_int64(st, 30, used);
     sql_bind_int64(st, 31, reserved_delta);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_audit_stale(struct store *s, int64_t cutoff_ms, struct pending_row *out, int limit)
@@ -998,7 +1120,7 @@ int store_metric_add(struct store *s, const char *name, const char *labels, doub
     sql_bind_text(st, 1, name);
     sql_bind_text(st, 2, labels);
     sql_bind_double(st, 3, delta);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_metric_each(struct store *s,
@@ -1026,7 +1148,7 @@ static int usage_row_add(struct store *s, enum stmt_id id, int64_t t, const char
     sql_bind_text(st, 2, user_id);
     for (int i = 0; i < 7; i++)
         sql_bind_int64(st, 3 + i, v[i]);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_usage_add(struct store *s, int64_t day_ms, const char *user_id, const int64_t v[7])
@@ -1050,7 +1172,7 @@ int store_backend_hour_add(struct store *s, int64_t hour_ms, const char *backend
     sql_bind_int64(st, 4, failures);
     sql_bind_int64(st, 5, answered);
     sql_bind_int64(st, 6, failed_over);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, double bucket_ms,
@@ -1062,7 +1184,7 @@ int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, dou
     sql_bind_text(st, 2, backend);
     sql_bind_double(st, 3, bucket_ms);
     sql_bind_int64(st, 4, calls);
-    return run_deferred(st);
+    return run_deferred(s, st);
 }
 
 /* --- reports ------------------------------------------------------------------ */

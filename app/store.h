@@ -51,6 +51,13 @@ void store_rollback(struct store *s);
 int store_savepoint(struct store *s);
 int store_release(struct store *s);
 void store_rollback_to(struct store *s);
+/* With on, every statement is run and waited for, none deferred (sql.h):
+ * a failing one then fails where it runs, so a savepoint can undo it alone
+ * (the group commit's second pass). */
+void store_set_immediate(struct store *s, int on);
+/* 1 when the last failure was a statement's that undid the transaction on
+ * a live connection (sql.h, sql_undone): the batch may run again. */
+int store_undone(struct store *s);
 /* 1 inside a transaction (for assertions). */
 int store_in_transaction(struct store *s);
 const char *store_errmsg(struct store *s);
@@ -105,6 +112,14 @@ struct admission_state {
 };
 int store_admission_state(struct store *s, const char *user_id, int64_t period_start,
                           struct admission_state *out);
+/* Inside a batch's transaction, before its operations: reads the
+ * admission state of every user (with the budget row of its period, in
+ * step) in one question, so that store_admission_state and store_rate_tat
+ * answer them without asking the database (PostgreSQL: no round trip per
+ * admission). The batch's writes keep the answers current; the transaction's
+ * end forgets them. Does nothing on SQLite. 0 or -1. */
+int store_prefetch_admissions(struct store *s, const char *const *users, const int64_t *periods,
+                              int n);
 /* Adds the deltas (may be negative) to the period's row, creating it.
  * Like store_rate_set_tat and store_audit_insert, its failure may be told by
  * the next statement of the transaction (sql.h, deferred): the batch then
