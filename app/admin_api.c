@@ -26,7 +26,10 @@
 
 #define API_PREFIX      "/admin/api/"
 #define AUDIT_LIMIT_MAX 500
-#define NAME_MAX_BYTES  257 /* a user id (256) and its NUL */
+/* A report's rows in one answer: the newest, by default and at most. */
+#define REPORT_ROWS_DEFAULT 1000
+#define REPORT_ROWS_MAX     100000
+#define NAME_MAX_BYTES      257 /* a user id (256) and its NUL */
 
 /* --- small helpers --------------------------------------------------------- */
 
@@ -184,9 +187,13 @@ static enum aigw_err api_me(struct request *req, const char *rest)
 
 /* --- reports ------------------------------------------------------------------ */
 
+/* A report's rows as JSON objects, keeping only the last limit of them (the
+ * newest: every report is in time order) in a ring. */
 struct report_json {
-    struct buf *out, columns;
-    int rows;
+    struct buf columns;
+    struct buf *ring;
+    long limit, rows;
+    int failed;
 };
 
 static void report_row_json(int ncol, const char *const *names, const char *const *values,
@@ -198,29 +205,45 @@ static void report_row_json(int ncol, const char *const *names, const char *cons
             buf_puts(&r->columns, i ? "," : "");
             buf_put_json_string(&r->columns, names[i], strlen(names[i]));
         }
-    buf_puts(r->out, r->rows++ ? ",{" : "{");
-    for (int i = 0; i < ncol; i++) {
-        buf_puts(r->out, i ? "," : "");
-        buf_put_json_string(r->out, names[i], strlen(names[i]));
-        buf_putc(r->out, ':');
-        admin_json_report_value(r->out, values[i]);
+    if (!r->ring && !(r->ring = calloc((size_t)r->limit, sizeof *r->ring))) {
+        r->failed = 1;
+        return;
     }
-    buf_putc(r->out, '}');
+    struct buf *b = &r->ring[r->rows++ % r->limit];
+    buf_reset(b);
+    buf_putc(b, '{');
+    for (int i = 0; i < ncol; i++) {
+        buf_puts(b, i ? "," : "");
+        buf_put_json_string(b, names[i], strlen(names[i]));
+        buf_putc(b, ':');
+        admin_json_report_value(b, values[i]);
+    }
+    buf_putc(b, '}');
 }
 
 static enum aigw_err api_report(struct request *req, const char *name)
 {
-    long long since;
+    long long since, limit;
     enum aigw_err e = query_seconds(req, "since", 86400, 100LL * 365 * 86400, &since);
+    if (e == AIGW_OK)
+        e = query_seconds(req, "limit", REPORT_ROWS_DEFAULT, REPORT_ROWS_MAX, &limit);
+    if (e == AIGW_OK && limit == 0)
+        e = request_fail(req, AIGW_ERR_INVALID_VALUE, "limit",
+                         "limit must be a whole number from 1 to %d.", REPORT_ROWS_MAX);
     if (e != AIGW_OK)
         return e;
     struct store *st = db_reader(req->w->db);
     if (!st)
         return request_store_unavailable(req);
-    struct buf rows = {0};
-    struct report_json r = {.out = &rows};
-    int rc = store_report(st, name, since ? now_ms() - since * 1000 : 0, report_row_json, &r);
+    struct report_json r = {.limit = limit};
+    long total;
+    int rc = store_report_newest(st, name, since ? now_ms() - since * 1000 : 0, limit,
+                                 report_row_json, &r, &total);
     db_reader_done(req->w->db, st);
+    if (total < 0)
+        total = r.rows;
+    if (r.failed)
+        rc = -1;
     if (rc == -2)
         e = request_fail(req, AIGW_ERR_NOT_FOUND, "",
                          "No report named '%.64s' (usage, budget, errors, latency, failovers, "
@@ -233,11 +256,21 @@ static enum aigw_err api_report(struct request *req, const char *name)
         buf_reset(o);
         buf_puts(o, "{\"report\":");
         buf_put_json_string(o, name, strlen(name));
-        buf_printf(o, ",\"since_s\":%lld,\"columns\":[%s],\"rows\":[%s]}", since,
-                   buf_cstr(&r.columns), buf_cstr(&rows));
+        buf_printf(o,
+                   ",\"since_s\":%lld,\"total_rows\":%ld,\"truncated\":%s,\"columns\":[%s],"
+                   "\"rows\":[",
+                   since, total, total > limit ? "true" : "false", buf_cstr(&r.columns));
+        long kept = r.rows < limit ? r.rows : limit;
+        for (long i = r.rows - kept; i < r.rows; i++) {
+            buf_puts(o, i > r.rows - kept ? "," : "");
+            buf_puts(o, buf_cstr(&r.ring[i % limit]));
+        }
+        buf_puts(o, "]}");
         send_out(req, 200);
     }
-    buf_free(&rows);
+    for (long i = 0; r.ring && i < limit && i < r.rows; i++)
+        buf_free(&r.ring[i]);
+    free(r.ring);
     buf_free(&r.columns);
     return e;
 }

@@ -26,6 +26,11 @@ struct sql_stmt {
     const struct sql_driver *drv;
 };
 
+/* A double as SQLite shows a REAL: 15 significant digits, and a whole
+ * number keeps its ".0", so reports read the same from either engine. */
+#define SQL_REAL_TEXT_MAX 32
+void sql_real_text(double v, char out[SQL_REAL_TEXT_MAX]);
+
 /* What sql_step returns. */
 enum { SQL_ERROR = -1, SQL_DONE = 0, SQL_ROW = 1 };
 

@@ -56,9 +56,10 @@ struct pg_stmt {
     Oid types[PG_MAX_PARAMS];
     const char *values[PG_MAX_PARAMS];
     int lengths[PG_MAX_PARAMS], formats[PG_MAX_PARAMS];
-    char num[PG_MAX_PARAMS][32];     /* the text of bound numbers */
-    unsigned gen;                    /* the connection generation it is prepared in; 0 none */
-    char real_text[PG_MAX_COLS][32]; /* double precision columns in SQLite's notation */
+    char num[PG_MAX_PARAMS][32]; /* the text of bound numbers */
+    unsigned gen;                /* the connection generation it is prepared in; 0 none */
+    char real_text[PG_MAX_COLS]
+                  [SQL_REAL_TEXT_MAX]; /* double precision columns, as SQLite shows them */
     PGresult *res;
     int row, nrows, ran;
     int64_t changes;
@@ -476,15 +477,17 @@ static int pg_column_is_null(struct sql_stmt *s, int col)
     return !st->res || st->row >= st->nrows || PQgetisnull(st->res, st->row, col);
 }
 
-/* A double as SQLite's text of a REAL: 15 significant digits, and a whole
- * number keeps its ".0", so reports read the same from either engine. */
-static const char *real_text(struct pg_stmt *st, int col, const char *v)
+void sql_real_text(double v, char out[SQL_REAL_TEXT_MAX])
 {
-    char *out = st->real_text[col];
-    snprintf(out, sizeof st->real_text[0], "%.15g", strtod(v, NULL));
+    snprintf(out, SQL_REAL_TEXT_MAX, "%.15g", v);
     if (!strpbrk(out, ".eni"))
         strcat(out, ".0");
-    return out;
+}
+
+static const char *real_text(struct pg_stmt *st, int col, const char *v)
+{
+    sql_real_text(strtod(v, NULL), st->real_text[col]);
+    return st->real_text[col];
 }
 
 static const char *pg_column_text(struct sql_stmt *s, int col)

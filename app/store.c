@@ -257,14 +257,9 @@ static const struct {
      " WHERE first_ms >= ?1 ORDER BY hour, backend",
      "SELECT backend, hour, calls, failures, error_rate, answered, failed_over FROM report_errors"
      " WHERE first_ms >= ?1 ORDER BY hour COLLATE \"C\", backend COLLATE \"C\""},
-    {"latency",
-     "SELECT backend, hour, calls, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
-     " WHERE first_ms >= ?1 ORDER BY hour, backend",
-     "SELECT backend, hour, calls, p50_ms, p95_ms, p99_ms, max_ms FROM report_latency"
-     " WHERE first_ms >= ?1 ORDER BY hour COLLATE \"C\", backend COLLATE \"C\""},
     {"failovers",
      "SELECT time, request_id, from_backend, from_status, to_backend, attempts, status"
-     " FROM report_failovers WHERE first_ms >= ?1 ORDER BY first_ms",
+     " FROM report_failovers WHERE first_ms >= ?1 ORDER BY first_ms, request_id",
      NULL},
     {"refusals",
      "SELECT reason, refused, strftime('%Y-%m-%dT%H:%M:%SZ', last_ms / 1000, 'unixepoch')"
@@ -1189,11 +1184,121 @@ int store_latency_add(struct store *s, int64_t hour_ms, const char *backend, dou
 
 /* --- reports ------------------------------------------------------------------ */
 
+/* One backend's hour of latency buckets, in bucket order (report_latency). */
+struct latency_group {
+    int64_t hour_ms;
+    char backend[128];
+    double *bucket; /* bucket_ms */
+    int64_t *calls;
+    size_t n, cap;
+};
+
+/* The row report_latency gives for g: nearest-rank percentiles over the
+ * running sum of calls, compared in doubles as the view compares them. */
+static void latency_row(const struct latency_group *g,
+                        void (*row)(int, const char *const *, const char *const *, void *),
+                        void *arg)
+{
+    static const char *const names[] = {"backend", "hour",   "calls", "p50_ms",
+                                        "p95_ms",  "p99_ms", "max_ms"};
+    static const double q[] = {0.50, 0.95, 0.99};
+    int64_t total = 0, cum = 0;
+    for (size_t i = 0; i < g->n; i++)
+        total += g->calls[i];
+    char pct[4][SQL_REAL_TEXT_MAX];
+    int found[3] = {0, 0, 0};
+    for (size_t i = 0; i < g->n; i++) {
+        cum += g->calls[i];
+        for (int k = 0; k < 3; k++)
+            if (!found[k] && (double)cum >= q[k] * (double)total) {
+                found[k] = 1;
+                sql_real_text(g->bucket[i], pct[k]);
+            }
+    }
+    sql_real_text(g->bucket[g->n - 1], pct[3]);
+    char hour[32], calls[24];
+    time_t t = (time_t)(g->hour_ms / 1000);
+    struct tm tm;
+    gmtime_r(&t, &tm);
+    strftime(hour, sizeof hour, "%Y-%m-%d %H:00", &tm);
+    snprintf(calls, sizeof calls, "%lld", (long long)total);
+    const char *values[] = {g->backend,
+                            hour,
+                            calls,
+                            found[0] ? pct[0] : NULL,
+                            found[1] ? pct[1] : NULL,
+                            found[2] ? pct[2] : NULL,
+                            pct[3]};
+    row(7, names, values, arg);
+}
+
+/*
+ * The latency report, computed here from one ordered scan of latency_hourly
+ * rather than through the view: SQLite cannot push the period into the
+ * view's window functions, which then sort every hour ever kept (seconds at
+ * a month of traffic). Same rows and text as report_latency.
+ */
+static int report_latency(struct store *s, int64_t since_ms,
+                          void (*row)(int, const char *const *, const char *const *, void *),
+                          void *arg)
+{
+    struct sql_stmt *st = sql_prepare(
+        s->conn,
+        s->d == &pg_dialect
+            ? "SELECT hour_ms, backend, bucket_ms, calls FROM latency_hourly WHERE hour_ms >= ?1"
+              " ORDER BY hour_ms, backend COLLATE \"C\", bucket_ms"
+            : "SELECT hour_ms, backend, bucket_ms, calls FROM latency_hourly WHERE hour_ms >= ?1"
+              " ORDER BY hour_ms, backend, bucket_ms",
+        0, NULL);
+    if (!st)
+        return -1;
+    sql_bind_int64(st, 1, since_ms);
+    struct latency_group g = {0};
+    int rc, failed = 0;
+    while ((rc = sql_step(st)) == SQL_ROW && !failed) {
+        int64_t hour = sql_column_int64(st, 0);
+        const char *backend = sql_column_text(st, 1);
+        if (!backend)
+            continue;
+        if (g.n && (hour != g.hour_ms || strcmp(backend, g.backend) != 0)) {
+            latency_row(&g, row, arg);
+            g.n = 0;
+        }
+        if (!g.n) {
+            g.hour_ms = hour;
+            snprintf(g.backend, sizeof g.backend, "%s", backend);
+        }
+        if (g.n == g.cap) {
+            size_t cap = g.cap ? g.cap * 2 : 256;
+            double *b = realloc(g.bucket, cap * sizeof *b);
+            int64_t *c = b ? realloc(g.calls, cap * sizeof *c) : NULL;
+            if (b)
+                g.bucket = b;
+            if (!c) {
+                failed = 1;
+                break;
+            }
+            g.calls = c;
+            g.cap = cap;
+        }
+        g.bucket[g.n] = sql_column_double(st, 2);
+        g.calls[g.n++] = sql_column_int64(st, 3);
+    }
+    if (rc == SQL_DONE && !failed && g.n)
+        latency_row(&g, row, arg);
+    sql_finalize(st);
+    free(g.bucket);
+    free(g.calls);
+    return rc == SQL_DONE && !failed ? 0 : -1;
+}
+
 int store_report(struct store *s, const char *report, int64_t since_ms,
                  void (*row)(int ncol, const char *const *names, const char *const *values,
                              void *arg),
                  void *arg)
 {
+    if (strcmp(report, "latency") == 0)
+        return report_latency(s, since_ms, row, arg);
     const char *sql = NULL;
     for (size_t i = 0; i < sizeof report_sql / sizeof report_sql[0]; i++)
         if (strcmp(report_sql[i].name, report) == 0)
@@ -1265,6 +1370,50 @@ int store_audit_recent(struct store *s, int64_t since_ms, const char *user_id,
             .error_code = sql_column_text(st, 10),
         };
         fn(&b, arg);
+    }
+    sql_finalize(st);
+    return rc == SQL_DONE ? 0 : -1;
+}
+
+int store_report_newest(struct store *s, const char *report, int64_t since_ms, long limit,
+                        void (*row)(int ncol, const char *const *names, const char *const *values,
+                                    void *arg),
+                        void *arg, long *total)
+{
+    *total = -1;
+    if (strcmp(report, "failovers") != 0)
+        return store_report(s, report, since_ms, row, arg);
+    /* Only the newest rows are read (the failovers index backwards), not a
+     * month of them to keep the last few hundred: each costs two JSON
+     * extractions. */
+    struct sql_stmt *st =
+        sql_prepare(s->conn, "SELECT count(*) FROM report_failovers WHERE first_ms >= ?1", 0, NULL);
+    if (!st)
+        return -1;
+    sql_bind_int64(st, 1, since_ms);
+    int rc = sql_step(st);
+    *total = rc == SQL_ROW ? (long)sql_column_int64(st, 0) : -1;
+    sql_finalize(st);
+    if (rc != SQL_ROW)
+        return -1;
+    st =
+        sql_prepare(s->conn,
+                    "SELECT * FROM (SELECT time, request_id, from_backend, from_status, to_backend,"
+                    " attempts, status, first_ms FROM report_failovers WHERE first_ms >= ?1"
+                    " ORDER BY first_ms DESC, request_id DESC LIMIT ?2) AS newest"
+                    " ORDER BY first_ms, request_id",
+                    0, NULL);
+    if (!st)
+        return -1;
+    sql_bind_int64(st, 1, since_ms);
+    sql_bind_int64(st, 2, limit);
+    const char *names[8], *values[8];
+    while ((rc = sql_step(st)) == SQL_ROW) {
+        for (int i = 0; i < 7; i++) {
+            names[i] = sql_column_name(st, i);
+            values[i] = sql_column_text(st, i);
+        }
+        row(7, names, values, arg); /* first_ms only orders them */
     }
     sql_finalize(st);
     return rc == SQL_DONE ? 0 : -1;

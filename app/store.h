@@ -266,6 +266,15 @@ int store_audit_recent(struct store *s, int64_t since_ms, const char *user_id,
                        const char *request_id, int limit,
                        void (*fn)(const struct audit_brief *, void *), void *arg);
 
+/* store_report for an answer that shows the newest rows: where a report
+ * can read only its newest limit rows (failovers), it does, in time order,
+ * and sets *total to how many the whole report has; otherwise *total is -1
+ * and every row is given, as store_report gives them. */
+int store_report_newest(struct store *s, const char *report, int64_t since_ms, long limit,
+                        void (*row)(int ncol, const char *const *names, const char *const *values,
+                                    void *arg),
+                        void *arg, long *total);
+
 /* --- copying ------------------------------------------------------------------ */
 /* Copies every row of from (a SQLite database, say) into to, which must be
  * migrated and hold no users, keys or audit rows, in one transaction; calls

@@ -310,8 +310,15 @@
         return q;
     }
 
+    // Lists show their newest rows; the tables the page adds up ask for all
+    // (the API's most), and say so if even that was not all.
+    const REPORT_LIMIT = { failovers: 500 };
+    const REPORT_LIMIT_MAX = 100000;
     const report = (name) =>
-        api(`reports/${encodeURIComponent(name)}?` + new URLSearchParams({ since: String(sinceFor(name)) }));
+        api(`reports/${encodeURIComponent(name)}?` + new URLSearchParams({
+            since: String(sinceFor(name)),
+            limit: String(REPORT_LIMIT[name] || REPORT_LIMIT_MAX),
+        }));
 
     // What each panel needs, and how it is drawn once everything has come.
     const PANELS = [
@@ -615,6 +622,8 @@
                 numCell('attempts', r.attempts),
                 badgeCell('status', r.status)));
         fillBody('failovers-table', rows, 7);
+        $('failovers-note').textContent = failovers.truncated
+            ? `the newest ${failovers.rows.length} of ${failovers.total_rows}` : '';
     }
 
     function drawRefusals({ refusals }) {

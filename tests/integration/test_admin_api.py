@@ -288,6 +288,7 @@ def test_reports_equal_the_cli_reports(gw, mocks):
         got = r.json()
         assert got["report"] == name and got["since_s"] == 86400
         assert got["rows"] == cli, name
+        assert got["total_rows"] == len(cli) and got["truncated"] is False
         if cli:
             assert got["columns"] == list(cli[0].keys())
     traffic = api(gw, "GET", "reports/traffic?since=3600").json()["rows"]
@@ -297,6 +298,10 @@ def test_reports_equal_the_cli_reports(gw, mocks):
     refusals = api(gw, "GET", "reports/refusals").json()["rows"]
     assert refusals == [{"reason": "rate_limit_exceeded", "refused": 2, "last_seen": refusals[0]["last_seen"]}]
     assert len(api(gw, "GET", "reports/failovers").json()["rows"]) == 1
+    # A long report keeps its newest rows, and says it was cut.
+    cut = api(gw, "GET", "reports/usage?since=86400&limit=1").json()
+    assert cut["rows"] == usage[-1:] and cut["total_rows"] == len(usage) and cut["truncated"] is True
+    assert api(gw, "GET", "reports/usage?limit=0").json()["error"]["param"] == "limit"
     assert api(gw, "GET", "reports/usage?since=-1").status == 400
     assert api(gw, "GET", "reports/usage?since=ten").json()["error"]["param"] == "since"
 
