@@ -330,17 +330,6 @@ static void print_user(const struct user_row *u, void *arg)
            u->disabled ? "disabled" : "enabled");
 }
 
-static int valid_user_id(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 256)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
 int admin_user(const char *config_path, int argc, char **argv)
 {
     if (argc < 2 || wants_help(argc, argv)) {
@@ -352,7 +341,7 @@ int admin_user(const char *config_path, int argc, char **argv)
         fprintf(stderr, "aigw: unknown user command '%s' (add, set, disable, list)\n", sub);
         return 1;
     }
-    if (strcmp(sub, "list") != 0 && (argc < 3 || !valid_user_id(argv[2]))) {
+    if (strcmp(sub, "list") != 0 && (argc < 3 || !auth_printable(argv[2], USER_ID_MAX))) {
         fprintf(stderr, "aigw: user %s needs a USER of 1 to 256 printable characters\n", sub);
         return 1;
     }

@@ -71,40 +71,6 @@ static void put_time(struct buf *b, int64_t ms)
     buf_puts(b, t);
 }
 
-static int hexval(char c)
-{
-    if (c >= '0' && c <= '9')
-        return c - '0';
-    if (c >= 'a' && c <= 'f')
-        return c - 'a' + 10;
-    if (c >= 'A' && c <= 'F')
-        return c - 'A' + 10;
-    return -1;
-}
-
-/* Percent-decodes [s, s+n) into out ('+' is a space when plus_is_space); the
- * result must be 1 to out_len-1 bytes with no control characters. 0 or -1. */
-static int percent_decode(const char *s, size_t n, int plus_is_space, char *out, size_t out_len)
-{
-    size_t k = 0;
-    for (size_t i = 0; i < n; i++) {
-        unsigned char c = (unsigned char)s[i];
-        if (c == '%') {
-            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
-                return -1;
-            c = (unsigned char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
-            i += 2;
-        } else if (c == '+' && plus_is_space) {
-            c = ' ';
-        }
-        if (c < 0x20 || c == 0x7f || k + 1 >= out_len)
-            return -1;
-        out[k++] = (char)c;
-    }
-    out[k] = '\0';
-    return k ? 0 : -1;
-}
-
 /* The query parameter name, decoded into out: 1 found, 0 absent, -1 not a
  * valid value (the caller says which parameter). */
 static int query_param(const char *query, const char *name, char *out, size_t out_len)
@@ -113,7 +79,7 @@ static int query_param(const char *query, const char *name, char *out, size_t ou
     for (const char *p = query; p && *p;) {
         size_t n = strcspn(p, "&");
         if (n > nl && strncmp(p, name, nl) == 0 && p[nl] == '=')
-            return percent_decode(p + nl + 1, n - nl - 1, 1, out, out_len) < 0 ? -1 : 1;
+            return router_percent_decode(p + nl + 1, n - nl - 1, 1, out, out_len) < 0 ? -1 : 1;
         p += n;
         if (*p == '&')
             p++;
@@ -143,6 +109,18 @@ static void send_out(struct request *req, int status)
 {
     buf_putc(&req->out, '\n');
     fcgi_send_json(req, status, req->out.data, req->out.len);
+}
+
+/* Gives the reading connection back and answers with the list made in
+ * req->out (its closing "]}" added), or 503 when reading it failed (rc < 0). */
+static enum aigw_err send_list(struct request *req, struct store *st, int rc)
+{
+    db_reader_done(req->w->db, st);
+    if (rc < 0)
+        return request_store_unavailable(req);
+    buf_puts(&req->out, "]}");
+    send_out(req, 200);
+    return AIGW_OK;
 }
 
 /* --- the caller -------------------------------------------------------------- */
@@ -415,17 +393,6 @@ static enum aigw_err run_change(struct admin_change *ch, enum epoch_kind changed
     return AIGW_OK;
 }
 
-static int valid_id(const char *id)
-{
-    size_t n = strlen(id);
-    if (n == 0 || n > 256)
-        return 0;
-    for (size_t i = 0; i < n; i++)
-        if ((unsigned char)id[i] < 0x20 || id[i] == 0x7f)
-            return 0;
-    return 1;
-}
-
 /* The request body as a JSON object; NULL with the error set. */
 static json_object *body_object(struct request *req)
 {
@@ -466,14 +433,15 @@ static enum aigw_err read_user_fields(struct request *req, json_object *body, in
     {
         enum aigw_err e = AIGW_OK;
         if (strcmp(key, "user_id") == 0) {
-            if (!json_object_is_type(v, json_type_string) || !valid_id(json_object_get_string(v)))
+            if (!json_object_is_type(v, json_type_string) ||
+                !auth_printable(json_object_get_string(v), USER_ID_MAX))
                 return request_fail(req, AIGW_ERR_INVALID_VALUE, "user_id",
                                     "user_id must be 1 to 256 printable characters.");
             *user_id = json_object_get_string(v);
         } else if (strcmp(key, "roles") == 0) {
             const char *r =
                 json_object_is_type(v, json_type_string) ? json_object_get_string(v) : NULL;
-            if (!r || !*r || strlen(r) >= sizeof u->roles || !valid_id(r))
+            if (!r || !*r || !auth_printable(r, sizeof u->roles - 1))
                 return request_fail(req, AIGW_ERR_INVALID_VALUE, "roles",
                                     "roles must be a comma-separated list such as "
                                     "\"AI.User,AI.Admin\" (1 to 511 printable characters).");
@@ -646,12 +614,7 @@ static enum aigw_err api_keys_list(struct request *req, const char *rest)
     buf_reset(o);
     buf_puts(o, "{\"keys\":[");
     int rc = store_key_each(st, has ? user : NULL, put_key, o);
-    db_reader_done(req->w->db, st);
-    if (rc < 0)
-        return request_store_unavailable(req);
-    buf_puts(o, "]}");
-    send_out(req, 200);
-    return AIGW_OK;
+    return send_list(req, st, rc);
 }
 
 static enum aigw_err apply_key_create(struct admin_change *ch, struct store *st)
@@ -685,7 +648,7 @@ static enum aigw_err api_key_create(struct request *req, const char *rest)
     json_object_object_foreach(body, key, v)
     {
         if (strcmp(key, "user_id") == 0 && json_object_is_type(v, json_type_string) &&
-            valid_id(json_object_get_string(v))) {
+            auth_printable(json_object_get_string(v), USER_ID_MAX)) {
             ch.target = json_object_get_string(v);
         } else if (strcmp(key, "expires_in") == 0 && v) {
             long long d = json_object_is_type(v, json_type_string)
@@ -750,7 +713,7 @@ static enum aigw_err apply_key_revoke(struct admin_change *ch, struct store *st)
 static enum aigw_err api_key_revoke(struct request *req, const char *rest)
 {
     char id[64];
-    if (percent_decode(rest, strlen(rest), 0, id, sizeof id) < 0 || strchr(id, '/'))
+    if (router_percent_decode(rest, strlen(rest), 0, id, sizeof id) < 0 || strchr(id, '/'))
         return request_fail(req, AIGW_ERR_NOT_FOUND, "", "No such key id.");
     struct admin_change ch = {
         .req = req, .action = "key.revoke", .target = id, .status = 200, .apply = apply_key_revoke};
@@ -793,12 +756,7 @@ static enum aigw_err api_breakers(struct request *req, const char *rest)
         put_string_or_null(o, row.last_error[0] ? row.last_error : NULL);
         buf_putc(o, '}');
     }
-    db_reader_done(req->w->db, st);
-    if (rc < 0)
-        return request_store_unavailable(req);
-    buf_puts(o, "]}");
-    send_out(req, 200);
-    return AIGW_OK;
+    return send_list(req, st, rc);
 }
 
 static enum aigw_err apply_breaker_reset(struct admin_change *ch, struct store *st)
@@ -816,7 +774,7 @@ static enum aigw_err api_breaker_reset(struct request *req, const char *rest)
                             "No endpoint at %s (POST /admin/api/breakers/NAME/reset).", req->path);
     size_t i = 0;
     const struct cfg *cfg = req->w->cfg;
-    if (percent_decode(rest, (size_t)(slash - rest), 0, name, sizeof name) == 0)
+    if (router_percent_decode(rest, (size_t)(slash - rest), 0, name, sizeof name) == 0)
         while (i < cfg->n_backends && strcmp(cfg->backends[i].name, name) != 0)
             i++;
     else
@@ -903,12 +861,7 @@ static enum aigw_err api_audit(struct request *req, const char *rest)
     buf_puts(o, "{\"rows\":[");
     int rc = store_audit_recent(st, since ? now_ms() - since * 1000 : 0, has_user ? user : NULL,
                                 has_rid ? rid : NULL, (int)limit, put_audit_brief, o);
-    db_reader_done(req->w->db, st);
-    if (rc < 0)
-        return request_store_unavailable(req);
-    buf_puts(o, "]}");
-    send_out(req, 200);
-    return AIGW_OK;
+    return send_list(req, st, rc);
 }
 
 /* --- routing ---------------------------------------------------------------------- */

@@ -18,6 +18,17 @@
 
 #define KEY_PREFIX "aigw_"
 
+int auth_printable(const char *s, size_t max)
+{
+    size_t n = strlen(s);
+    if (n == 0 || n > max)
+        return 0;
+    for (size_t i = 0; i < n; i++)
+        if ((unsigned char)s[i] < 0x20 || s[i] == 0x7f)
+            return 0;
+    return 1;
+}
+
 int auth_has_role(const char *roles, const char *role)
 {
     size_t n = strlen(role);

@@ -27,6 +27,11 @@ enum aigw_err auth_authorize_subject(struct request *req);
 struct user_row;
 void auth_limits_in_force(const struct cfg *cfg, const struct user_row *u, struct caller *c);
 
+/* 1 when s is 1 to max bytes with no control characters: what a user id
+ * (max 256) or a roles list may hold. */
+int auth_printable(const char *s, size_t max);
+#define USER_ID_MAX 256
+
 /* 1 when the comma-separated roles list holds role. */
 int auth_has_role(const char *roles, const char *role);
 

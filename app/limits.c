@@ -213,18 +213,14 @@ static int admit_in_batch(struct store *st, struct counters *cn, void *arg)
             a->refused = 1;
             return write_refusal(st, cn, req, &a->row, AIGW_ERR_BUDGET_EXCEEDED, 0, why);
         }
-        if (store_budget_add(st, subject, period, 0, estimate) < 0)
-            return -1;
         req->reserved_tokens = estimate;
         req->budget_period_start = period;
         a->row.reserved_tokens = estimate;
         a->row.budget_period_start = period;
     }
-    if ((rq.new_tat_us && c->requests_per_window > 0 &&
-         store_rate_set_tat(st, subject, "requests", rq.new_tat_us) < 0) ||
-        (c->tokens_per_minute > 0 && store_rate_set_tat(st, subject, "tokens", tk.new_tat_us) < 0))
-        return -1;
-    return store_audit_insert(st, &a->row);
+    return store_admit(st, &a->row, subject, req->budget_period_start, req->reserved_tokens,
+                       c->requests_per_window > 0 ? rq.new_tat_us : 0,
+                       c->tokens_per_minute > 0 ? tk.new_tat_us : 0);
 }
 
 enum aigw_err limits_admit(struct request *req)

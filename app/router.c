@@ -47,28 +47,37 @@ static int hexval(char c)
     return -1;
 }
 
+int router_percent_decode(const char *s, size_t n, int plus_is_space, char *out, size_t out_len)
+{
+    size_t k = 0;
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '%') {
+            if (i + 2 >= n || hexval(s[i + 1]) < 0 || hexval(s[i + 2]) < 0)
+                return -1;
+            c = (unsigned char)(hexval(s[i + 1]) * 16 + hexval(s[i + 2]));
+            i += 2;
+        } else if (c == '+' && plus_is_space) {
+            c = ' ';
+        }
+        if (c < 0x20 || c == 0x7f || k + 1 >= out_len)
+            return -1;
+        out[k++] = (char)c;
+    }
+    out[k] = '\0';
+    return k ? 0 : -1;
+}
+
 /* Decodes one path segment [s, e) into out; only [A-Za-z0-9._-] may result. */
 static int decode_name(const char *s, const char *e, char out[ROUTER_DEPLOYMENT_MAX])
 {
-    size_t n = 0;
-    while (s < e) {
-        char c = *s++;
-        if (c == '%') {
-            if (e - s < 2 || hexval(s[0]) < 0 || hexval(s[1]) < 0)
-                return -1;
-            c = (char)(hexval(s[0]) * 16 + hexval(s[1]));
-            s += 2;
-        }
-        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-              c == '-' || c == '_' || c == '.'))
-            return -1;
-        if (n + 1 >= ROUTER_DEPLOYMENT_MAX)
-            return -1;
-        out[n++] = c;
-    }
-    out[n] = '\0';
-    if (n == 0 || strcmp(out, ".") == 0 || strcmp(out, "..") == 0)
+    if (router_percent_decode(s, (size_t)(e - s), 0, out, ROUTER_DEPLOYMENT_MAX) < 0 ||
+        strspn(out, "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_.") !=
+            strlen(out) ||
+        strcmp(out, ".") == 0 || strcmp(out, "..") == 0) {
+        out[0] = '\0';
         return -1;
+    }
     return 0;
 }
 

@@ -65,6 +65,11 @@ const struct route_info *router_info(enum route route);
 enum aigw_err router_match(const char *method, const char *path, enum route *route,
                            char segment[ROUTER_DEPLOYMENT_MAX]);
 
+/* Percent-decodes the n bytes at s into out ('+' as a space when
+ * plus_is_space, as in a query string); the result must be 1 to out_len-1
+ * bytes with no control characters. 0, or -1 (out then holds nothing useful). */
+int router_percent_decode(const char *s, size_t n, int plus_is_space, char *out, size_t out_len);
+
 /* 1 for the routes of stored responses (an id in the path, no body). */
 int router_is_stored_response(enum route route);
 

@@ -42,6 +42,7 @@ enum stmt_id {
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
     ST_SETTLE, /* PostgreSQL: the completion and the budget in one statement */
+    ST_ADMIT,  /* PostgreSQL: an admission's three writes in one statement */
     ST_RESPONSE_ORIGIN,
     ST_AUDIT_STALE,
     ST_AUDIT_ABANDON,
@@ -215,6 +216,24 @@ static const char *const pg_sql[ST__COUNT] = {
          * counted the spend, is dropped). */
         " SELECT CASE WHEN count(*) = 1 THEN 1"
         " ELSE ('audit row no longer pending: ' || count(*))::int END FROM done",
+    /* An admission in one statement: the reservation (ST_BUDGET_ADD with
+     * nothing used), the rate states that moved, and the pending row. */
+    [ST_ADMIT] =
+        "WITH reserved AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"
+        " SELECT ?28::text, ?29::bigint, 0, greatest(?30::bigint, 0) WHERE ?29::bigint >= 0"
+        " ON CONFLICT(user_id, period_start) DO UPDATE SET"
+        " reserved = greatest(budget_usage.reserved + ?30::bigint, 0)),"
+        " rates AS (INSERT INTO rate_state(user_id, kind, tat_us)"
+        " SELECT ?28::text, v.kind, v.tat FROM (VALUES ('requests', ?31::bigint),"
+        " ('tokens', ?32::bigint)) AS v(kind, tat) WHERE v.tat > 0"
+        " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us)"
+        " INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"
+        " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"
+        " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"
+        " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"
+        " response_id)"
+        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
+        " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1::text IS NULL OR user_id = ?1::text ORDER BY created_ms",
     /* store_admission_state for every subject of a batch at once: ?1 and ?2
@@ -963,6 +982,35 @@ int store_audit_insert(struct store *s, const struct audit_row *r)
     assert_in_transaction(s);
     struct sql_stmt *st = stmt(s, ST_AUDIT_INSERT);
     bind_audit(st, r);
+    return run_deferred(s, st);
+}
+
+int store_admit(struct store *s, const struct audit_row *r, const char *subject, int64_t period,
+                int64_t reserve, int64_t tat_requests_us, int64_t tat_tokens_us)
+{
+    assert_in_transaction(s);
+    if (!s->st[ST_ADMIT]) /* SQLite: each write in microseconds */
+        return (period >= 0 && store_budget_add(s, subject, period, 0, reserve) < 0) ||
+                       (tat_requests_us > 0 &&
+                        store_rate_set_tat(s, subject, "requests", tat_requests_us) < 0) ||
+                       (tat_tokens_us > 0 &&
+                        store_rate_set_tat(s, subject, "tokens", tat_tokens_us) < 0)
+                   ? -1
+                   : store_audit_insert(s, r);
+    if (period >= 0)
+        budget_cache_add(s, subject, period, 0, reserve);
+    struct admission_entry *e = admission_cache_find(&s->cache, subject);
+    if (e && tat_requests_us > 0)
+        e->st.tat_requests_us = tat_requests_us;
+    if (e && tat_tokens_us > 0)
+        e->st.tat_tokens_us = tat_tokens_us;
+    struct sql_stmt *st = stmt(s, ST_ADMIT);
+    bind_audit(st, r);
+    sql_bind_text(st, 28, subject);
+    sql_bind_int64(st, 29, period);
+    sql_bind_int64(st, 30, reserve);
+    sql_bind_int64(st, 31, tat_requests_us);
+    sql_bind_int64(st, 32, tat_tokens_us);
     return run_deferred(s, st);
 }
 

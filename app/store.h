@@ -169,6 +169,11 @@ struct response_origin {
 int store_response_origin(struct store *s, const char *response_id, struct response_origin *out);
 
 int store_audit_insert(struct store *s, const struct audit_row *r);
+/* An admission's writes: the pending row r, the reservation of reserve
+ * tokens in subject's row for period (none when period < 0), and the new
+ * rate states (0: unchanged). On PostgreSQL one deferred statement; 0 or -1. */
+int store_admit(struct store *s, const struct audit_row *r, const char *subject, int64_t period,
+                int64_t reserve, int64_t tat_requests_us, int64_t tat_tokens_us);
 /* Completes the row of r->request_id with the outcome fields of r: 0, or -1
  * when it failed or the row is no longer pending. */
 int store_audit_complete(struct store *s, const struct audit_row *r);

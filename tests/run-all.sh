@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs the dependencies, builds aigw and runs every test (unit, integration
-# against real lighttpd/Apache/nginx, and the openai SDK client tests).
+# against real lighttpd/Apache/nginx, the openai SDK client tests, and the
+# dashboard in a headless Chromium).
 #   sudo tests/run-all.sh            # build and run make check
 #   SANITIZERS=1 tests/run-all.sh    # the same built with ASan+UBSan
 #   TSAN=1 tests/run-all.sh          # the same built with ThreadSanitizer

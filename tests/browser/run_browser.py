@@ -32,7 +32,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.abspath(os.path.join(HERE, "..", ".."))
@@ -46,59 +45,14 @@ SINCE = "86400s"  # the page's default period, "day"
 XSS_USER = '<script>window.__xss=1</script><img src=x onerror="window.__xss=2">'
 
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "integration"))
-try:
-    import pytest  # noqa: F401  (conftest imports it for its fixtures only)
-except ImportError:
-    # Not needed here: give conftest a stand-in so that only the stdlib is required.
-    stub = types.ModuleType("pytest")
-    stub.fixture = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))
-    sys.modules["pytest"] = stub
+import node_harness  # noqa: E402  (first: it lets conftest load without pytest)
+from node_harness import Interrupted, die, make_user, on_signal  # noqa: E402
 import conftest  # noqa: E402
 from conftest import Gateway, MockRegion, backend_config, base_config  # noqa: E402
 
 
-def die(msg, code=2):
-    print(f"run_browser.py: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def need_tool(name, why):
-    path = shutil.which(name)
-    if not path:
-        die(f"'{name}' is not installed or not on PATH; {why}. The browser test cannot run without it.")
-    return path
-
-
-class Interrupted(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
-def installed_version(package):
-    try:
-        with open(os.path.join(HERE, "node_modules", *package.split("/"), "package.json")) as f:
-            return json.load(f).get("version")
-    except (OSError, ValueError):
-        return None
-
-
-def ensure_node_modules(npm):
-    # Every dependency of package.json installed, at the exact version pinned there.
-    with open(os.path.join(HERE, "package.json")) as f:
-        deps = json.load(f).get("dependencies", {})
-    stale = [p for p, v in deps.items() if installed_version(p) != v]
-    if not stale:
-        return
-    lock = os.path.exists(os.path.join(HERE, "package-lock.json"))
-    cmd = [npm, "ci" if lock else "install", "--no-audit", "--no-fund"]
-    print(f"run_browser.py: node_modules lacks {', '.join(stale)}: {' '.join(cmd[1:])} in {HERE}", flush=True)
-    # puppeteer-core downloads no browser; say so anyway, Debian's Chromium is the one.
-    r = subprocess.run(cmd, cwd=HERE, env=dict(os.environ, PUPPETEER_SKIP_DOWNLOAD="1"))
-    if r.returncode != 0:
-        die(f"npm {cmd[1]} failed with exit status {r.returncode}")
+    return node_harness.need_tool(name, why, "The browser test")
 
 
 def stop_node(proc):
@@ -132,14 +86,6 @@ def wait_past_utc_midnight():
         print(f"run_browser.py: {left} s to UTC midnight; waiting for it to pass "
               "(usage is per UTC day)", flush=True)
         time.sleep(left + 2)
-
-
-def make_user(gw, user, *options):
-    gw.cli("user", "add", user, *options)
-    key = gw.cli("key", "create", user).stdout.strip()
-    if not key.startswith("aigw_"):
-        raise RuntimeError(f"unexpected output of 'aigw key create {user}': {key!r}")
-    return key
 
 
 def chat(gw, key, text):
@@ -187,7 +133,7 @@ def main():
     if not major.isdigit() or int(major) < 20:
         die(f"node {major or '?'} is too old: the test needs Node.js 20 or newer")
     test_file = os.path.join(HERE, "dashboard.test.mjs")
-    ensure_node_modules(npm)
+    node_harness.ensure_node_modules(HERE, npm, env=dict(os.environ, PUPPETEER_SKIP_DOWNLOAD="1"))
     artifacts = os.path.abspath(os.environ.get("ARTIFACT_DIR") or
                                 os.path.join(os.path.dirname(os.path.abspath(conftest.AIGW_BIN)),
                                              "tests", "browser", "artifacts"))

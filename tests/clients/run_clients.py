@@ -25,73 +25,20 @@ import subprocess
 import sys
 import tempfile
 import time
-import types
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SRCDIR = os.path.abspath(os.path.join(HERE, "..", ".."))
 NODE_TIMEOUT_S = 300  # the whole node run; normally well under a minute
 
 sys.path.insert(0, os.path.join(SRCDIR, "tests", "integration"))
-try:
-    import pytest  # noqa: F401  (conftest imports it for its fixtures only)
-except ImportError:
-    # Not needed here: give conftest a stand-in so that only the stdlib is required.
-    stub = types.ModuleType("pytest")
-    stub.fixture = lambda *a, **k: (a[0] if a and callable(a[0]) else (lambda f: f))
-    sys.modules["pytest"] = stub
+import node_harness  # noqa: E402  (first: it lets conftest load without pytest)
+from node_harness import Interrupted, die, make_user, on_signal  # noqa: E402
 import conftest  # noqa: E402
 from conftest import Gateway, MockRegion, backend_config, base_config  # noqa: E402
 
 
-def die(msg, code=2):
-    print(f"run_clients.py: {msg}", file=sys.stderr, flush=True)
-    sys.exit(code)
-
-
 def need_tool(name, why):
-    path = shutil.which(name)
-    if not path:
-        die(f"'{name}' is not installed or not on PATH; {why}. The client tests cannot run without it.")
-    return path
-
-
-class Interrupted(Exception):
-    pass
-
-
-def on_signal(signum, frame):
-    raise Interrupted(f"signal {signum}")
-
-
-def installed_version(package):
-    try:
-        with open(os.path.join(HERE, "node_modules", *package.split("/"), "package.json")) as f:
-            return json.load(f).get("version")
-    except (OSError, ValueError):
-        return None
-
-
-def ensure_node_modules(npm):
-    # Every dependency of package.json installed, at the exact version pinned there.
-    with open(os.path.join(HERE, "package.json")) as f:
-        deps = json.load(f).get("dependencies", {})
-    stale = [p for p, v in deps.items() if installed_version(p) != v]
-    if not stale:
-        return
-    lock = os.path.exists(os.path.join(HERE, "package-lock.json"))
-    cmd = [npm, "ci" if lock else "install", "--no-audit", "--no-fund"]
-    print(f"run_clients.py: node_modules lacks {', '.join(stale)}: {' '.join(cmd[1:])} in {HERE}", flush=True)
-    r = subprocess.run(cmd, cwd=HERE)
-    if r.returncode != 0:
-        die(f"npm {cmd[1]} failed with exit status {r.returncode}")
-
-
-def make_user(gw, user, *options):
-    gw.cli("user", "add", user, *options)
-    key = gw.cli("key", "create", user).stdout.strip()
-    if not key.startswith("aigw_"):
-        raise RuntimeError(f"unexpected output of 'aigw key create {user}': {key!r}")
-    return key
+    return node_harness.need_tool(name, why, "The client tests")
 
 
 def main():
@@ -112,7 +59,7 @@ def main():
     tests = picked or sorted(glob.glob(os.path.join(HERE, "*.test.mjs")))
     if not tests:
         die(f"no *.test.mjs files in {HERE}")
-    ensure_node_modules(npm)
+    node_harness.ensure_node_modules(HERE, npm)
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
