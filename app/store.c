@@ -65,6 +65,16 @@ enum stmt_id {
     ST__COUNT
 };
 
+/* An audit row's 27 columns, bound by bind_audit as ?1..?27. */
+#define AUDIT_INSERT_SQL                                                                           \
+    "INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"    \
+    " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"           \
+    " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"            \
+    " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"          \
+    " response_id)"                                                                                \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"         \
+    " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
+
 /* Written for SQLite; sql_pg.c rewrites ?N for PostgreSQL, and pg_sql below
  * replaces the few that must differ. */
 static const char *const stmt_sql[ST__COUNT] = {
@@ -103,14 +113,7 @@ static const char *const stmt_sql[ST__COUNT] = {
                       " ON CONFLICT(user_id, period_start) DO UPDATE SET"
                       " used = max(budget_usage.used + ?3, 0),"
                       " reserved = max(budget_usage.reserved + ?4, 0)",
-    [ST_AUDIT_INSERT] =
-        "INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"
-        " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"
-        " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"
-        " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"
-        " response_id)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-        " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+    [ST_AUDIT_INSERT] = AUDIT_INSERT_SQL,
     [ST_AUDIT_COMPLETE] =
         "UPDATE audit_log SET model = coalesce(?6, model), deployment = coalesce(?7, deployment),"
         " backend = ?8, attempts = ?9, attempts_detail = ?10, prompt_tokens = ?14,"
@@ -227,13 +230,7 @@ static const char *const pg_sql[ST__COUNT] = {
         " SELECT ?28::text, v.kind, v.tat FROM (VALUES ('requests', ?31::bigint),"
         " ('tokens', ?32::bigint)) AS v(kind, tat) WHERE v.tat > 0"
         " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us)"
-        " INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"
-        " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"
-        " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"
-        " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"
-        " response_id)"
-        " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"
-        " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)",
+        " " AUDIT_INSERT_SQL,
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1::text IS NULL OR user_id = ?1::text ORDER BY created_ms",
     /* store_admission_state for every subject of a batch at once: ?1 and ?2

@@ -55,23 +55,6 @@ def need_tool(name, why):
     return node_harness.need_tool(name, why, "The browser test")
 
 
-def stop_node(proc):
-    """Stops node, its test process and the Chromium it runs: SIGTERM to the
-    process group (puppeteer closes the browser on it), SIGKILL to what is
-    left after a few seconds."""
-    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(wait_s)
-        except subprocess.TimeoutExpired:
-            pass
-        time.sleep(0.5 if sig == signal.SIGTERM else 0)  # the group's other members
-    proc.wait()
-
-
 def find_chromium():
     path = os.environ.get("CHROMIUM") or "/usr/bin/chromium"
     if not os.access(path, os.X_OK):
@@ -142,7 +125,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     tmp = tempfile.mkdtemp(prefix="aigw-browser-")
-    mocks, gateways, node_proc = [], [], None
+    mocks, gateways, procs = [], [], []  # procs: node, once started
     rc = 1
     try:
         wait_past_utc_midnight()
@@ -197,18 +180,9 @@ def main():
         # TAP unless another reporter is asked for (node wants one destination per reporter).
         reporter = [] if any(a.startswith("--test-reporter") for a in sys.argv[1:]) else ["--test-reporter=tap"]
         cmd = [node, "--test", "--test-concurrency=1", *reporter, *sys.argv[1:], test_file]
-        t_node = time.monotonic()
         # In a process group of its own: node --test runs the file in a child
-        # process, which runs Chromium; stop_node() stops them all.
-        node_proc = subprocess.Popen(cmd, cwd=HERE, env=env, start_new_session=True)
-        try:
-            rc = node_proc.wait(NODE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"run_browser.py: node did not finish within {NODE_TIMEOUT_S} s; killing it",
-                  file=sys.stderr, flush=True)
-            stop_node(node_proc)
-            rc = 1
-        print(f"run_browser.py: node exited with {rc} after {time.monotonic() - t_node:.1f} s", flush=True)
+        # process, which runs Chromium; stopping the group stops them all.
+        rc = node_harness.run_node(cmd, HERE, env, NODE_TIMEOUT_S, procs.append)
     except Interrupted as e:
         print(f"run_browser.py: interrupted ({e}); cleaning up", file=sys.stderr, flush=True)
         rc = 130
@@ -218,23 +192,8 @@ def main():
             print(gw.error_log(), file=sys.stderr)
         rc = 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if node_proc and node_proc.poll() is None:
-            stop_node(node_proc)
-        problems = []
-        for gw in gateways:
-            try:
-                gw.stop()
-            except Exception as e:  # keep stopping the rest
-                print(f"run_browser.py: stopping the gateway: {e}", file=sys.stderr)
-            problems += gw.sanitizer_reports()
-        for m in mocks:
-            m.stop()
-        if problems:
-            print("run_browser.py: sanitizer reports in the worker logs:\n" + "\n".join(problems),
-                  file=sys.stderr)
-            rc = rc or 1
+        sanitizer_failed = node_harness.stop_everything(procs[0] if procs else None, gateways, mocks)
+        rc = rc or sanitizer_failed
         print(f"run_browser.py: artifacts (screenshot) in {artifacts}", flush=True)
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)

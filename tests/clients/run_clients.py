@@ -64,7 +64,7 @@ def main():
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     tmp = tempfile.mkdtemp(prefix="aigw-clients-")
-    mocks, gateways, node_proc = [], [], None
+    mocks, gateways, procs = [], [], []  # procs: node, once started
     rc = 1
     try:
         t_setup = time.monotonic()
@@ -108,17 +108,7 @@ def main():
 
         # One test file at a time: the mock regions' settings are shared state.
         cmd = [node, "--test", "--test-concurrency=1", "--test-reporter=tap", *node_opts, *tests]
-        t_node = time.monotonic()
-        node_proc = subprocess.Popen(cmd, cwd=HERE, env=env)
-        try:
-            rc = node_proc.wait(NODE_TIMEOUT_S)
-        except subprocess.TimeoutExpired:
-            print(f"run_clients.py: node did not finish within {NODE_TIMEOUT_S} s; killing it",
-                  file=sys.stderr, flush=True)
-            node_proc.kill()
-            node_proc.wait()
-            rc = 1
-        print(f"run_clients.py: node exited with {rc} after {time.monotonic() - t_node:.1f} s", flush=True)
+        rc = node_harness.run_node(cmd, HERE, env, NODE_TIMEOUT_S, procs.append)
     except Interrupted as e:
         print(f"run_clients.py: interrupted ({e}); cleaning up", file=sys.stderr, flush=True)
         rc = 130
@@ -128,24 +118,8 @@ def main():
             print(gw.error_log(), file=sys.stderr)
         rc = 1
     finally:
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)
-        signal.signal(signal.SIGINT, signal.SIG_IGN)
-        if node_proc and node_proc.poll() is None:
-            node_proc.kill()
-            node_proc.wait()
-        problems = []
-        for gw in gateways:
-            try:
-                gw.stop()
-            except Exception as e:  # keep stopping the rest
-                print(f"run_clients.py: stopping the gateway: {e}", file=sys.stderr)
-            problems += gw.sanitizer_reports()
-        for m in mocks:
-            m.stop()
-        if problems:
-            print("run_clients.py: sanitizer reports in the worker logs:\n" + "\n".join(problems),
-                  file=sys.stderr)
-            rc = rc or 1
+        sanitizer_failed = node_harness.stop_everything(procs[0] if procs else None, gateways, mocks)
+        rc = rc or sanitizer_failed
         if rc == 0:
             shutil.rmtree(tmp, ignore_errors=True)
         else:

@@ -9,8 +9,10 @@ everything they started is stopped on the way out. Standard library only.
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import types
 
 PROG = os.path.basename(sys.argv[0])
@@ -76,3 +78,60 @@ def make_user(gw, user, *options):
     if not key.startswith("aigw_"):
         raise RuntimeError(f"unexpected output of 'aigw key create {user}': {key!r}")
     return key
+
+
+def stop_node(proc):
+    """Stops node, its test processes and any browser they run: SIGTERM to
+    the process group (puppeteer closes the browser on it), SIGKILL to what
+    is left after a few seconds."""
+    for sig, wait_s in ((signal.SIGTERM, 5), (signal.SIGKILL, 5)):
+        try:
+            os.killpg(proc.pid, sig)
+        except ProcessLookupError:
+            break
+        try:
+            proc.wait(wait_s)
+        except subprocess.TimeoutExpired:
+            pass
+        time.sleep(0.5 if sig == signal.SIGTERM else 0)  # the group's other members
+    proc.wait()
+
+
+def run_node(cmd, cwd, env, timeout_s, started):
+    """Runs cmd (node --test ...) in a process group of its own and returns
+    its exit status (1 when it had to be stopped after timeout_s). started(proc)
+    is called at once, so that the caller can stop it if interrupted."""
+    t0 = time.monotonic()
+    proc = subprocess.Popen(cmd, cwd=cwd, env=env, start_new_session=True)
+    started(proc)
+    try:
+        rc = proc.wait(timeout_s)
+    except subprocess.TimeoutExpired:
+        print(f"{PROG}: node did not finish within {timeout_s} s; killing it", file=sys.stderr, flush=True)
+        stop_node(proc)
+        rc = 1
+    print(f"{PROG}: node exited with {rc} after {time.monotonic() - t0:.1f} s", flush=True)
+    return rc
+
+
+def stop_everything(node_proc, gateways, mocks):
+    """Stops node (if still running), the gateways and the mocks, whatever
+    fails on the way; returns 1 when a worker log holds a sanitizer report
+    (printed), else 0."""
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    if node_proc and node_proc.poll() is None:
+        stop_node(node_proc)
+    problems = []
+    for gw in gateways:
+        try:
+            gw.stop()
+        except Exception as e:  # keep stopping the rest
+            print(f"{PROG}: stopping the gateway: {e}", file=sys.stderr)
+        problems += gw.sanitizer_reports()
+    for m in mocks:
+        m.stop()
+    if problems:
+        print(f"{PROG}: sanitizer reports in the worker logs:\n" + "\n".join(problems), file=sys.stderr)
+        return 1
+    return 0
