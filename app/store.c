@@ -794,6 +794,14 @@ static int64_t *cached_tat(struct admission_entry *e, const char *kind)
     return strcmp(kind, "tokens") == 0 ? &e->st.tat_tokens_us : &e->st.tat_requests_us;
 }
 
+/* What ST_RATE_SET does to the row, done to its cached copy. */
+static void rate_cache_set(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
+{
+    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
+    if (e)
+        *cached_tat(e, kind) = tat_us;
+}
+
 int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
 {
     struct admission_entry *e = admission_cache_find(&s->cache, user_id);
@@ -811,9 +819,7 @@ int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
 int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
 {
     assert_in_transaction(s);
-    struct admission_entry *e = admission_cache_find(&s->cache, user_id);
-    if (e)
-        *cached_tat(e, kind) = tat_us;
+    rate_cache_set(s, user_id, kind, tat_us);
     struct sql_stmt *st = stmt(s, ST_RATE_SET);
     sql_bind_text(st, 1, user_id);
     sql_bind_text(st, 2, kind);
@@ -996,11 +1002,10 @@ int store_admit(struct store *s, const struct audit_row *r, const char *subject,
                    : store_audit_insert(s, r);
     if (period >= 0)
         budget_cache_add(s, subject, period, 0, reserve);
-    struct admission_entry *e = admission_cache_find(&s->cache, subject);
-    if (e && tat_requests_us > 0)
-        e->st.tat_requests_us = tat_requests_us;
-    if (e && tat_tokens_us > 0)
-        e->st.tat_tokens_us = tat_tokens_us;
+    if (tat_requests_us > 0)
+        rate_cache_set(s, subject, "requests", tat_requests_us);
+    if (tat_tokens_us > 0)
+        rate_cache_set(s, subject, "tokens", tat_tokens_us);
     struct sql_stmt *st = stmt(s, ST_ADMIT);
     bind_audit(st, r);
     sql_bind_text(st, 28, subject);
