@@ -17,6 +17,7 @@
 
 #include "log.h"
 #include "secrets.h"
+#include "transfers.h"
 
 struct backend_pool *backend_pool_new(const struct cfg *cfg)
 {
@@ -252,6 +253,8 @@ struct body_ctx {
 static size_t on_body_first(char *data, size_t size, size_t nmemb, void *arg)
 {
     struct body_ctx *ctx = arg;
+    if (ctx->call->is_sse && transfers_relay_blocked(ctx->curl))
+        return CURL_WRITEFUNC_PAUSE; /* the client reads slowly: wait for room */
     if (!ctx->decided) {
         /* The status and headers are complete once the body starts. */
         long code = 0;
@@ -328,7 +331,8 @@ int backend_perform(struct backend_conn *c, struct upstream_call *call)
     char errbuf[CURL_ERROR_SIZE] = "";
     curl_easy_setopt(curl, CURLOPT_ERRORBUFFER, errbuf);
 
-    CURLcode rc = curl_easy_perform(curl);
+    CURLcode rc = call->on_event && call->loop ? transfers_perform(call->loop, curl, call->relay_fd)
+                                               : curl_easy_perform(curl);
     curl_slist_free_all(hdrs);
     double total = 0;
     curl_easy_getinfo(curl, CURLINFO_TOTAL_TIME, &total);

@@ -15,6 +15,8 @@
 #include "buf.h"
 #include "config.h"
 
+struct transfers;
+
 struct backend_conn {
     const struct cfg_backend *cfg;
     size_t index;   /* in cfg->backends */
@@ -51,7 +53,9 @@ struct upstream_call {
     double timeout_s;
     sse_event_fn on_event; /* non-NULL: relay text/event-stream answers */
     void *arg;
-    struct buf *body_out; /* the whole answer when not relayed as events */
+    struct transfers *loop; /* non-NULL: a relayed call runs on this loop */
+    int relay_fd;           /* what on_event writes to, watched for room on the loop */
+    struct buf *body_out;   /* the whole answer when not relayed as events */
     size_t max_body;
     /* out */
     long status;            /* 0 when no HTTP answer */
@@ -74,7 +78,9 @@ struct upstream_call {
 void upstream_call_free(struct upstream_call *call);
 
 /* Performs one POST (or GET when body is NULL). Returns 0 when an HTTP answer
- * arrived completely, -1 otherwise (see the out fields). */
+ * arrived completely, -1 otherwise (see the out fields). A call with on_event
+ * and loop runs on the loop (transfers.h): on_event is then called on the
+ * loop's thread while the caller's waits. */
 int backend_perform(struct backend_conn *c, struct upstream_call *call);
 
 /* A libcurl write callback that appends to the struct buf passed as its data,

@@ -311,6 +311,8 @@ static enum attempt_verdict attempt_backend(struct request *req, struct dispatch
     call->timeout_s = remaining < b->timeout_s ? remaining : b->timeout_s;
     call->on_event = t->on_event;
     call->arg = t->arg;
+    call->loop = req->w->transfers;
+    call->relay_fd = req->fcgi ? req->fcgi->ipcFd : -1;
     call->body_out = &req->upstream;
     call->max_body = MAX_ANSWER_BYTES;
     buf_reset(&req->upstream);

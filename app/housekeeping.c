@@ -6,9 +6,11 @@
  * readers and writers, on the housekeeper's own connection. Under constant
  * load the WAL never restarts by itself (a writer restarts it only when every
  * frame has been copied, and new ones arrive during each copy), so past
- * WAL_RESET_FRAMES it is restarted (a RESTART checkpoint; journal_size_limit
- * then trims the file) while holding the writer lock, so writers wait in the
- * kernel rather than spin on SQLITE_BUSY.
+ * WAL_RESET_FRAMES it is restarted (a RESTART checkpoint) while holding the
+ * writer lock, so writers wait in the kernel rather than spin on SQLITE_BUSY.
+ * The restarted WAL is written over from its start: the file keeps its size
+ * (journal_size_limit in sql_sqlite.c is above it), so no commit truncates
+ * it or allocates its blocks again.
  */
 #include "housekeeping.h"
 
@@ -28,12 +30,14 @@
 #include "store.h"
 #include "worker.h"
 
-#define CHECKPOINT_EVERY_MS 1000 /* the WAL stays a second's writes long */
-#define ELECTION_RETRY_MS   5000 /* how soon another process takes over */
-#define SWEEP_EVERY_MS      60000
-#define PRUNE_BATCH_ROWS    500   /* rows one transaction deletes: a short one */
-#define PRUNE_BATCHES_MAX   20    /* per round, so pruning a backlog never hogs the lock */
-#define WAL_RESET_FRAMES    16384 /* 64 MiB of 4 KiB pages */
+#define CHECKPOINT_EVERY_MS   1000 /* the WAL stays a second's writes long */
+#define ELECTION_RETRY_MS     5000 /* how soon another process takes over */
+#define SWEEP_EVERY_MS        60000
+#define PRUNE_BATCH_ROWS      500   /* rows one transaction deletes: a short one */
+#define PRUNE_BATCHES_MAX     20    /* per round, so pruning a backlog never hogs the lock */
+#define WAL_RESET_FRAMES      16384 /* 64 MiB of 4 KiB pages */
+#define RESTART_LEFT_FRAMES   256   /* restart once a pass leaves at most this */
+#define CHECKPOINT_PASSES_MAX 4
 
 struct housekeeper {
     struct worker *w;
@@ -56,12 +60,24 @@ static int truncate_wal(struct store *s, void *arg)
     return store_checkpoint(s, 1, NULL);
 }
 
+/* Copies the WAL back beside the writers; when it has grown long, restarts
+ * it under the writer lock. Passive passes come first until little is left
+ * to copy (each pass copies what arrived during the one before), so the
+ * writers wait only for the last few frames and their fsync, not for a
+ * second's worth. */
 static void checkpoint(struct housekeeper *h)
 {
-    int frames = 0;
-    if (store_checkpoint(h->conn, 0, &frames) < 0)
-        log_warn("checkpoint failed: %s", store_errmsg(h->conn));
-    else if (frames > WAL_RESET_FRAMES)
+    int frames = 0, left = 0;
+    for (int pass = 0; pass < CHECKPOINT_PASSES_MAX; pass++) {
+        left = store_checkpoint(h->conn, 0, &frames);
+        if (left < 0) {
+            log_warn("checkpoint failed: %s", store_errmsg(h->conn));
+            return;
+        }
+        if (frames <= WAL_RESET_FRAMES || left <= RESTART_LEFT_FRAMES)
+            break;
+    }
+    if (frames > WAL_RESET_FRAMES)
         commit_exclusive(db_commit_queue(h->w->db), truncate_wal, NULL);
 }
 

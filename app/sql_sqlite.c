@@ -264,14 +264,16 @@ struct sql_conn *sql_sqlite_open(const char *path, const char *synchronous, int 
     c->busy_timeout_ms = busy_timeout_ms;
     sqlite3_busy_handler(c->db, busy_wait, c);
     /* mmap: pages are read from the shared mapping instead of one pread each.
-     * journal_size_limit: the WAL file is truncated back after checkpoints
-     * instead of keeping its high-water size forever. wal_autocheckpoint 0:
+     * journal_size_limit: the WAL file is truncated back only when it grew
+     * past 128 MiB, twice what the housekeeper lets it reach under load: a
+     * restarted WAL is written over in place, so no commit truncates it and
+     * its blocks are not allocated and zeroed again. wal_autocheckpoint 0:
      * no commit on the request path copies the WAL back; the elected
      * housekeeping thread checkpoints instead (housekeeping.c). */
     char pragmas[320];
     snprintf(pragmas, sizeof pragmas,
              "PRAGMA journal_mode = WAL; PRAGMA synchronous = %s; PRAGMA foreign_keys = ON;"
-             " PRAGMA mmap_size = 268435456; PRAGMA journal_size_limit = 67108864;"
+             " PRAGMA mmap_size = 268435456; PRAGMA journal_size_limit = 134217728;"
              " PRAGMA wal_autocheckpoint = 0;",
              synchronous && strcmp(synchronous, "full") == 0  ? "FULL"
              : synchronous && strcmp(synchronous, "off") == 0 ? "OFF"

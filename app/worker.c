@@ -40,6 +40,7 @@
 #include "sanitize.h"
 #include "secrets.h"
 #include "telemetry.h"
+#include "transfers.h"
 
 /* A request thread's stack: the deepest path (JSON, regex, TLS, SQLite) uses
  * well under this; sanitizers need several times more. Only touched pages
@@ -329,6 +330,12 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
         return 1;
     }
 
+    struct buf loop_err = {0};
+    w->transfers = transfers_start(&loop_err);
+    if (!w->transfers)
+        log_warn("streams run on their request threads: %s", buf_cstr(&loop_err));
+    buf_free(&loop_err);
+
     struct worker_thread *threads = calloc((size_t)w->threads, sizeof *threads);
     pthread_attr_t attr;
     pthread_attr_init(&attr);
@@ -375,6 +382,8 @@ int worker_run(struct worker *w, int listen_fd, unsigned long max_requests)
         worker_thread_cleanup(&threads[i]);
     }
     housekeeper_stop(hk);
+    transfers_stop(w->transfers); /* after the threads: no stream is in flight */
+    w->transfers = NULL;
     free(threads);
     close(sig_fd);
     close(s.stop_fd);

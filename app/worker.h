@@ -34,6 +34,7 @@ struct secrets;
 struct telemetry;
 struct backend_pool;
 struct server;
+struct transfers;
 
 struct worker {
     struct cfg *cfg;
@@ -42,8 +43,9 @@ struct worker {
     struct jwks *jwks;
     struct secrets *secrets;
     struct telemetry *telemetry;
-    int threads;         /* request threads */
-    atomic_ulong served; /* requests answered by this process */
+    struct transfers *transfers; /* runs the streamed backend calls; NULL: each thread its own */
+    int threads;                 /* request threads */
+    atomic_ulong served;         /* requests answered by this process */
 };
 
 struct worker_thread {

@@ -36,11 +36,8 @@ def connect(addr, timeout=30):
     return s
 
 
-def request(addr, method, uri, body=b"", headers=None, timeout=30, conn=None):
-    """Sends one request; returns (status, headers dict, body bytes). addr is (host, port) or a path.
-    With conn (from connect()) the request asks the application to keep the connection
-    open (FCGI_KEEP_CONN, as nginx's fastcgi_keep_conn does) and leaves it open."""
-    s = conn or connect(addr, timeout)
+def send_request(s, method, uri, body=b"", headers=None, keep_conn=False):
+    """Writes one request (id 1) to the open connection s."""
     path, _, query = uri.partition("?")
     params = {"REQUEST_METHOD": method, "REQUEST_URI": uri, "SCRIPT_NAME": path, "QUERY_STRING": query,
               "CONTENT_LENGTH": str(len(body)), "REMOTE_ADDR": "127.0.0.1", "SERVER_PROTOCOL": "HTTP/1.1"}
@@ -50,36 +47,51 @@ def request(addr, method, uri, body=b"", headers=None, timeout=30, conn=None):
         else:
             params["HTTP_" + k.upper().replace("-", "_")] = v
     pairs = b"".join(_pair(k, v) for k, v in params.items())
-    msg = _record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 1 if conn else 0))
+    msg = _record(FCGI_BEGIN_REQUEST, 1, struct.pack("!HB5x", 1, 1 if keep_conn else 0))
     msg += _record(FCGI_PARAMS, 1, pairs) + _record(FCGI_PARAMS, 1, b"")
     msg += (_record(FCGI_STDIN, 1, body) if body else b"") + _record(FCGI_STDIN, 1, b"")
     s.sendall(msg)
-    out = b""
-    buf = b""
-    while True:
+
+
+def read_response(s):
+    """Reads the answer to the request on s up to its FCGI_END_REQUEST; returns
+    (status, headers dict, body bytes)."""
+    out = bytearray()
+    buf = bytearray()
+    done = False
+    while not done:
         chunk = s.recv(65536)
         if not chunk:
             break
         buf += chunk
-        done = False
-        while len(buf) >= 8:
-            _, kind, _, clen, pad = struct.unpack("!BBHHBx", buf[:8])
-            if len(buf) < 8 + clen + pad:
+        pos = 0
+        while len(buf) - pos >= 8:
+            _, kind, _, clen, pad = struct.unpack_from("!BBHHBx", buf, pos)
+            if len(buf) - pos < 8 + clen + pad:
                 break
-            content = buf[8:8 + clen]
-            buf = buf[8 + clen + pad:]
             if kind == FCGI_STDOUT:
-                out += content
+                out += buf[pos + 8:pos + 8 + clen]
             elif kind == FCGI_END_REQUEST:
                 done = True
-        if done:
-            break
-    if not conn:
-        s.close()
-    head, _, payload = out.partition(b"\r\n\r\n")
+            pos += 8 + clen + pad
+        del buf[:pos]
+    head, _, payload = bytes(out).partition(b"\r\n\r\n")
     hdrs = {}
     for line in head.decode(errors="replace").split("\r\n"):
         k, _, v = line.partition(":")
         hdrs[k.strip().lower()] = v.strip()
     status = int(hdrs.get("status", "200").split()[0])
     return status, hdrs, payload
+
+
+def request(addr, method, uri, body=b"", headers=None, timeout=30, conn=None):
+    """Sends one request; returns (status, headers dict, body bytes). addr is (host, port) or a path.
+    With conn (from connect()) the request asks the application to keep the connection
+    open (FCGI_KEEP_CONN, as nginx's fastcgi_keep_conn does) and leaves it open."""
+    s = conn or connect(addr, timeout)
+    try:
+        send_request(s, method, uri, body, headers, keep_conn=conn is not None)
+        return read_response(s)
+    finally:
+        if not conn:
+            s.close()

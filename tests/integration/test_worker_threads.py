@@ -23,8 +23,11 @@ from conftest import AIGW_BIN, backend_config, base_config, chat_body  # noqa: E
 H = {"Content-Type": "application/json"}
 
 
-def start_serve(tmp_path, mocks, workers=1, threads=None, **overrides):
-    cfg = base_config(str(tmp_path), [backend_config(mocks["east"], 1)], **overrides)
+def start_serve(tmp_path, mocks, workers=1, threads=None, backend_timeout_s=None, **overrides):
+    backend = backend_config(mocks["east"], 1)
+    if backend_timeout_s:
+        backend["timeout_s"] = backend_timeout_s
+    cfg = base_config(str(tmp_path), [backend], **overrides)
     path = os.path.join(str(tmp_path), "aigw.json")
     with open(path, "w") as f:
         json.dump(cfg, f)
@@ -177,3 +180,57 @@ def test_stop_lets_in_flight_requests_finish(tmp_path, mocks):
     statuses = [r[0] for r in con.execute("SELECT status FROM audit_log WHERE operation = 'chat'")]
     con.close()
     assert statuses == ["success"] * 8
+
+
+AZ = "/openai/deployments/gpt-4o/chat/completions?api-version=2024-10-21"
+STREAM_BODY = json.dumps({"messages": [{"role": "user", "content": "Hello"}], "stream": True}).encode()
+
+
+def stream_text(payload):
+    """The content an SSE chat answer carries, and whether it ended with [DONE]."""
+    text, done = [], False
+    for line in payload.decode().split("\n"):
+        if not line.startswith("data: "):
+            continue
+        data = line[6:]
+        if data == "[DONE]":
+            done = True
+            continue
+        chunk = json.loads(data)
+        for c in chunk.get("choices", []):
+            text.append(c.get("delta", {}).get("content") or "")
+    return "".join(text), done
+
+
+def test_a_client_that_stops_reading_holds_up_no_other_stream(tmp_path, mocks):
+    # One process runs all its streams on one transfer loop. A client that
+    # stops reading fills the web server's socket; its stream must wait for
+    # room on its own while the process's other streams go on.
+    words = ["w%06d" % i for i in range(1_200_000)]  # about 9.6 MB of text
+    reply = " ".join(words)
+    mocks["east"].set(reply=reply, stream_chunks=600)
+    proc, addr, _, _ = start_serve(tmp_path, mocks, workers=1, threads=4, backend_timeout_s=60,
+                                   auth={"enabled": False}, retry={"deadline_s": 60})
+    stuck = fcgi_client.connect(addr, timeout=120)
+    try:
+        fcgi_client.send_request(stuck, "POST", AZ, STREAM_BODY, H)
+        # Let the stuck stream fill every buffer between the mock and the client.
+        deadline = time.time() + 20
+        while mocks["east"].stats()["in_flight"] == 0 and time.time() < deadline:
+            time.sleep(0.05)
+        time.sleep(2)
+        mocks["east"].set(reply="small answer", stream_chunks=None)
+        t0 = time.time()
+        status, _, payload = fcgi_client.request(addr, "POST", AZ, STREAM_BODY, H, timeout=10)
+        took = time.time() - t0
+        assert status == 200, payload[:500]
+        assert stream_text(payload) == ("small answer", True), payload[:500]
+        assert took < 5, f"a second stream took {took:.1f} s while another client did not read"
+        # The stuck client reads at last: its answer is whole and in order.
+        status, _, payload = fcgi_client.read_response(stuck)
+        assert status == 200
+        text, done = stream_text(payload)
+        assert done and text == reply, (len(text), len(reply))
+    finally:
+        stuck.close()
+        stop(proc)
