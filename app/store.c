@@ -75,6 +75,21 @@ enum stmt_id {
     " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"         \
     " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27)"
 
+/* The same on PostgreSQL, with the row's timestamp text made in the
+ * statement from ts_ms (SQLite's column computes it on read). As a stored
+ * generated column it cost every INSERT and UPDATE of audit_log a parse of
+ * its expression, a fifth of the server's time (sql/postgresql/008). */
+#define PG_AUDIT_INSERT_SQL                                                                        \
+    "INSERT INTO audit_log(request_id, ts_ms, user_id, end_user, operation, model, deployment,"    \
+    " backend, attempts, attempts_detail, stream, reserved_tokens, budget_period_start,"           \
+    " prompt_tokens, completion_tokens, total_tokens, latency_ms, status, http_status,"            \
+    " error_code, error, client_ip, trace_id, request_body, response_body, completed_ms,"          \
+    " response_id, timestamp)"                                                                     \
+    " VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17,"         \
+    " ?18, ?19, ?20, ?21, ?22, ?23, ?24, ?25, ?26, ?27,"                                           \
+    " to_char(TIMESTAMP 'epoch' + ?2::bigint * INTERVAL '1 millisecond',"                          \
+    " 'YYYY-MM-DD\"T\"HH24:MI:SS.MS\"Z\"'))"
+
 /* Written for SQLite; sql_pg.c rewrites ?N for PostgreSQL, and pg_sql below
  * replaces the few that must differ. */
 static const char *const stmt_sql[ST__COUNT] = {
@@ -230,7 +245,8 @@ static const char *const pg_sql[ST__COUNT] = {
         " SELECT ?28::text, v.kind, v.tat FROM (VALUES ('requests', ?31::bigint),"
         " ('tokens', ?32::bigint)) AS v(kind, tat) WHERE v.tat > 0"
         " ON CONFLICT(user_id, kind) DO UPDATE SET tat_us = excluded.tat_us)"
-        " " AUDIT_INSERT_SQL,
+        " " PG_AUDIT_INSERT_SQL,
+    [ST_AUDIT_INSERT] = PG_AUDIT_INSERT_SQL,
     [ST_KEY_EACH] = "SELECT key_id, user_id, created_ms, expires_ms, revoked_ms FROM api_keys"
                     " WHERE ?1::text IS NULL OR user_id = ?1::text ORDER BY created_ms",
     /* store_admission_state for every subject of a batch at once: ?1 and ?2
@@ -1471,17 +1487,18 @@ int store_report_newest(struct store *s, const char *report, int64_t since_ms, l
 
 /* --- copying a database (aigw db copy) ---------------------------------------- */
 
-/* Every table, parents before children; audit_log's id and timestamp are
- * made by the destination (ids in the same order). */
+/* Every table, parents before children; audit_log's id is made by the
+ * destination (ids in the same order), and so is its timestamp on SQLite,
+ * where it is computed. */
 static const char *const copied_tables[] = {
     "users",          "api_keys",  "rate_state",  "budget_usage", "backend_state",
     "jwks_cache",     "metrics",   "usage_daily", "usage_hourly", "backend_hourly",
     "latency_hourly", "audit_log", NULL};
 
-static int column_copied(const char *table, const char *col)
+static int column_copied(const char *table, const char *col, int to_sqlite)
 {
     return strcmp(table, "audit_log") != 0 ||
-           (strcmp(col, "id") != 0 && strcmp(col, "timestamp") != 0);
+           (strcmp(col, "id") != 0 && (!to_sqlite || strcmp(col, "timestamp") != 0));
 }
 
 /* Copies one table's rows; returns how many, or -1 with the reason in err. */
@@ -1503,7 +1520,7 @@ static long copy_table(struct store *from, struct store *to, const char *table, 
             buf_printf(&ins, "INSERT INTO %s(", table);
             for (int i = 0; i < ncol; i++) {
                 const char *name = sql_column_name(src, i);
-                if (!(keep[i] = column_copied(table, name)))
+                if (!(keep[i] = column_copied(table, name, to->d == &sqlite_dialect)))
                     continue;
                 buf_printf(&ins, "%s%s", n ? ", " : "", name);
                 buf_printf(&vals, "%s?%d", n ? ", " : "", n + 1);

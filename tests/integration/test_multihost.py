@@ -8,6 +8,7 @@ own workers, sharing nothing with the other but the database. The tests run
 on PostgreSQL whatever AIGW_TEST_STORE says.
 """
 import collections
+import datetime
 import concurrent.futures
 import itertools
 import os
@@ -270,6 +271,14 @@ def test_db_copy_moves_a_sqlite_gateway_to_postgresql_with_nothing_lost(tmp_path
             {"used": 180, "reserved": 0}
         ids = [row["id"] for row in new.audit_rows()]
         assert ids == sorted(ids) and len(ids) == 6
+        # The timestamp text is the same on both: copied as SQLite computed
+        # it, and written by PostgreSQL's INSERT for the new row.
+        q = "SELECT request_id, ts_ms, timestamp FROM audit_log ORDER BY id"
+        copied, written = new.query(q)[:5], new.query(q)[5]
+        assert copied == old.query(q)
+        t = datetime.datetime.fromtimestamp(written["ts_ms"] / 1000, datetime.timezone.utc)
+        assert written["timestamp"] == t.strftime("%Y-%m-%dT%H:%M:%S.") + \
+            "%03dZ" % (written["ts_ms"] % 1000), written
     finally:
         old.stop()
         if new:
