@@ -23,10 +23,10 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/eventfd.h>
-#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
+#include "request.h" /* mono_s */
 
 #define SOCKET_TAG (UINT64_C(1) << 63)
 
@@ -63,9 +63,7 @@ struct transfers {
 
 static int64_t mono_ms(void)
 {
-    struct timespec ts;
-    clock_gettime(CLOCK_MONOTONIC, &ts);
-    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+    return (int64_t)(mono_s() * 1000.0);
 }
 
 /* libcurl's CURLMOPT_SOCKETFUNCTION: keep the epoll set in step. */
@@ -309,32 +307,26 @@ void transfers_stop(struct transfers *loop)
 
 CURLcode transfers_perform(struct transfers *loop, CURL *curl, int relay_fd)
 {
+    pthread_mutex_lock(&loop->mu);
+    if (loop->stopping) {
+        pthread_mutex_unlock(&loop->mu);
+        return curl_easy_perform(curl); /* the loop is going away: run it here */
+    }
     struct transfer x = {.curl = curl, .relay_fd = relay_fd, .loop = loop};
     pthread_cond_init(&x.finished, NULL);
     curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *)&x);
-    pthread_mutex_lock(&loop->mu);
-    int stopped = loop->stopping;
-    if (!stopped) {
-        if (loop->queue_tail)
-            loop->queue_tail->next = &x;
-        else
-            loop->queue = &x;
-        loop->queue_tail = &x;
-    }
+    if (loop->queue_tail)
+        loop->queue_tail->next = &x;
+    else
+        loop->queue = &x;
+    loop->queue_tail = &x;
     pthread_mutex_unlock(&loop->mu);
-    CURLcode rc;
-    if (stopped) {
-        /* The loop is going away: run the transfer here. */
-        curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *)NULL);
-        rc = curl_easy_perform(curl);
-    } else {
-        wake(loop);
-        pthread_mutex_lock(&loop->mu);
-        while (!x.done)
-            pthread_cond_wait(&x.finished, &loop->mu);
-        rc = x.result;
-        pthread_mutex_unlock(&loop->mu);
-    }
+    wake(loop);
+    pthread_mutex_lock(&loop->mu);
+    while (!x.done)
+        pthread_cond_wait(&x.finished, &loop->mu);
+    CURLcode rc = x.result;
+    pthread_mutex_unlock(&loop->mu);
     curl_easy_setopt(curl, CURLOPT_PRIVATE, (char *)NULL);
     pthread_cond_destroy(&x.finished);
     return rc;

@@ -32,10 +32,11 @@ struct transfers *transfers_start(struct buf *err);
  * it. NULL is ignored. */
 void transfers_stop(struct transfers *loop);
 
-/* Runs curl (configured, not in any multi handle) to completion on the loop
- * and returns its result, as curl_easy_perform would. relay_fd is the
- * descriptor the write callback writes to (-1: none). Called from a request
- * thread, which waits meanwhile; the handle's CURLOPT_PRIVATE is the loop's. */
+/* Runs curl (configured, in no multi handle) to completion on the loop and
+ * returns its result, as curl_easy_perform would. relay_fd is the descriptor
+ * the write callback writes to (-1: none). Called from a request thread,
+ * which waits meanwhile; the handle's CURLOPT_PRIVATE is the loop's while it
+ * runs and unset after. */
 CURLcode transfers_perform(struct transfers *loop, CURL *curl, int relay_fd);
 
 /* From a write callback of curl: 1 when the transfer's relay descriptor
