@@ -82,6 +82,15 @@ int admission_cache_put(struct admission_cache *c, const char *user, int64_t per
         c->n++;
     }
     e->period = period;
-    e->st = *st;
+    e->st = e->read = *st;
+    e->dirty = 0;
     return 0;
+}
+
+struct admission_entry *admission_cache_next_dirty(const struct admission_cache *c, size_t *i)
+{
+    for (; c->n && *i < c->n_slots; (*i)++)
+        if (c->slots[*i].user && c->slots[*i].dirty)
+            return &c->slots[(*i)++];
+    return NULL;
 }

@@ -11,6 +11,13 @@
  * keeps them here; every write of those rows within the batch (rate_state,
  * budget_usage, the settlement) updates its entry, so each admission sees
  * exactly what it would have read. Rolling back empties the cache.
+ *
+ * The entry also stands in for the rows' writes: a batch's thirty
+ * admissions and settlements of one subject change its budget row and rate
+ * states thirty times, and on PostgreSQL each change is a new row version
+ * that the next one must step over. So the writes mark the entry dirty, and
+ * the commit writes each dirty row once (store.c, flush_admissions), as the
+ * difference from what was read: the same rows, exactly as durable.
  */
 #ifndef AIGW_ADMISSION_CACHE_H
 #define AIGW_ADMISSION_CACHE_H
@@ -20,10 +27,18 @@
 
 #include "store.h"
 
+enum {
+    ADMISSION_DIRTY_BUDGET = 1,        /* st's budget row differs from read's */
+    ADMISSION_DIRTY_TAT_REQUESTS = 2,  /* st.tat_requests_us is to be written */
+    ADMISSION_DIRTY_TAT_TOKENS = 4,    /* st.tat_tokens_us is to be written */
+};
+
 struct admission_entry {
     char *user;     /* owned; NULL: a free slot */
     int64_t period; /* the budget period whose row st holds */
-    struct admission_state st;
+    struct admission_state st;   /* the rows as the batch has them now */
+    struct admission_state read; /* ... and as they were read */
+    unsigned dirty;              /* ADMISSION_DIRTY_*: what the commit writes */
 };
 
 struct admission_cache {
@@ -39,5 +54,8 @@ int admission_cache_put(struct admission_cache *c, const char *user, int64_t per
                         const struct admission_state *st);
 /* user's entry, or NULL. */
 struct admission_entry *admission_cache_find(const struct admission_cache *c, const char *user);
+/* The next entry with something to write at or after slot *i, or NULL when
+ * none is left; *i then points past it. Start with *i = 0. */
+struct admission_entry *admission_cache_next_dirty(const struct admission_cache *c, size_t *i);
 
 #endif

@@ -42,6 +42,7 @@ enum stmt_id {
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
     ST_SETTLE, /* PostgreSQL: the completion and the budget in one statement */
+    ST_SETTLE_AUDIT, /* PostgreSQL: the completion alone, the budget left to the commit */
     ST_ADMIT,  /* PostgreSQL: an admission's three writes in one statement */
     ST_RESPONSE_ORIGIN,
     ST_AUDIT_STALE,
@@ -208,32 +209,37 @@ static const char *const stmt_sql[ST__COUNT] = {
  * commit or rollback, and held only for SQL: no batch does network I/O.
  */
 #define PG_WRITER_LOCK "7316431000001" /* any constant; "aigw" on a phone keypad */
+/* A settlement's completion of its audit row, the first part of ST_SETTLE
+ * and ST_SETTLE_AUDIT ... */
+#define PG_SETTLE_DONE_SQL                                                                         \
+    "WITH done AS (UPDATE audit_log SET model = coalesce(?6, model),"                              \
+    " deployment = coalesce(?7, deployment), backend = ?8, attempts = ?9,"                         \
+    " attempts_detail = ?10, prompt_tokens = ?14, completion_tokens = ?15,"                        \
+    " total_tokens = ?16, latency_ms = ?17, status = ?18, http_status = ?19,"                      \
+    " error_code = ?20, error = ?21, response_body = ?25, completed_ms = ?26,"                     \
+    " response_id = coalesce(?27, response_id)"                                                    \
+    " WHERE request_id = ?1 AND status = 'pending' RETURNING 1)"
+/* ... and its end. A row no longer pending fails the statement, as SQLite's
+ * check fails the settlement: the batch then runs again with this operation
+ * alone in its savepoint (and the admission cache, which counted the spend,
+ * is dropped). */
+#define PG_SETTLE_CHECK_SQL                                                                        \
+    " SELECT CASE WHEN count(*) = 1 THEN 1"                                                        \
+    " ELSE ('audit row no longer pending: ' || count(*))::int END FROM done"
 static const char *const pg_sql[ST__COUNT] = {
     [ST_BEGIN] = "BEGIN",
     [ST_WRITE_LOCK] = "SELECT pg_advisory_xact_lock(" PG_WRITER_LOCK ")",
     /* A settlement in one statement, sent with the next one (sql.h): the
      * budget changes only when the row was still pending, which is the
      * check SQLite's two statements make in C. */
-    [ST_SETTLE] =
-        "WITH done AS (UPDATE audit_log SET model = coalesce(?6, model),"
-        " deployment = coalesce(?7, deployment), backend = ?8, attempts = ?9,"
-        " attempts_detail = ?10, prompt_tokens = ?14, completion_tokens = ?15,"
-        " total_tokens = ?16, latency_ms = ?17, status = ?18, http_status = ?19,"
-        " error_code = ?20, error = ?21, response_body = ?25, completed_ms = ?26,"
-        " response_id = coalesce(?27, response_id)"
-        " WHERE request_id = ?1 AND status = 'pending' RETURNING 1),"
-        " spent AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"
+    [ST_SETTLE] = PG_SETTLE_DONE_SQL
+        ", spent AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"
         " SELECT ?28::text, ?29::bigint, greatest(?30::bigint, 0), greatest(?31::bigint, 0)"
         " FROM done WHERE ?29::bigint >= 0"
         " ON CONFLICT(user_id, period_start) DO UPDATE SET"
         " used = greatest(budget_usage.used + ?30::bigint, 0),"
-        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0))"
-        /* A row no longer pending fails the statement, as SQLite's check
-         * fails the settlement: the batch then runs again with this
-         * operation alone in its savepoint (and the admission cache, which
-         * counted the spend, is dropped). */
-        " SELECT CASE WHEN count(*) = 1 THEN 1"
-        " ELSE ('audit row no longer pending: ' || count(*))::int END FROM done",
+        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0))" PG_SETTLE_CHECK_SQL,
+    [ST_SETTLE_AUDIT] = PG_SETTLE_DONE_SQL PG_SETTLE_CHECK_SQL,
     /* An admission in one statement: the reservation (ST_BUDGET_ADD with
      * nothing used), the rate states that moved, and the pending row. */
     [ST_ADMIT] =
@@ -637,10 +643,13 @@ void store_set_immediate(struct store *s, int on)
     s->immediate = on;
 }
 
+static int flush_admissions(struct store *s);
+
 int store_commit(struct store *s)
 {
+    int flushed = flush_admissions(s);
     admission_cache_clear(&s->cache);
-    if (run(stmt(s, ST_COMMIT)) < 0) {
+    if (flushed < 0 || run(stmt(s, ST_COMMIT)) < 0) {
         store_rollback(s);
         return -1;
     }
@@ -810,12 +819,38 @@ static int64_t *cached_tat(struct admission_entry *e, const char *kind)
     return strcmp(kind, "tokens") == 0 ? &e->st.tat_tokens_us : &e->st.tat_requests_us;
 }
 
+/* The batch's cache entry that stands in for the writes of user_id's rows
+ * (the budget row of period, or with period -1 only its rate states) until
+ * the commit (flush_admissions); NULL when they are written at once: on
+ * SQLite, where the cache stays empty, for a subject or period the batch did
+ * not read, and while every statement is waited for (the savepoint pass). */
+static struct admission_entry *deferring_entry(struct store *s, const char *user_id,
+                                               int64_t period)
+{
+    struct admission_entry *e = s->immediate ? NULL : admission_cache_find(&s->cache, user_id);
+    return e && (period < 0 || e->period == period) ? e : NULL;
+}
+
+static unsigned tat_dirty_bit(const char *kind)
+{
+    return strcmp(kind, "tokens") == 0 ? ADMISSION_DIRTY_TAT_TOKENS : ADMISSION_DIRTY_TAT_REQUESTS;
+}
+
 /* What ST_RATE_SET does to the row, done to its cached copy. */
 static void rate_cache_set(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
 {
     struct admission_entry *e = admission_cache_find(&s->cache, user_id);
     if (e)
         *cached_tat(e, kind) = tat_us;
+}
+
+static int rate_write(struct store *s, const char *user_id, const char *kind, int64_t tat_us)
+{
+    struct sql_stmt *st = stmt(s, ST_RATE_SET);
+    sql_bind_text(st, 1, user_id);
+    sql_bind_text(st, 2, kind);
+    sql_bind_int64(st, 3, tat_us);
+    return run_deferred(s, st);
 }
 
 int64_t store_rate_tat(struct store *s, const char *user_id, const char *kind)
@@ -836,18 +871,21 @@ int store_rate_set_tat(struct store *s, const char *user_id, const char *kind, i
 {
     assert_in_transaction(s);
     rate_cache_set(s, user_id, kind, tat_us);
-    struct sql_stmt *st = stmt(s, ST_RATE_SET);
-    sql_bind_text(st, 1, user_id);
-    sql_bind_text(st, 2, kind);
-    sql_bind_int64(st, 3, tat_us);
-    return run_deferred(s, st);
+    struct admission_entry *e = deferring_entry(s, user_id, -1);
+    if (e) {
+        e->dirty |= tat_dirty_bit(kind);
+        return 0;
+    }
+    return rate_write(s, user_id, kind, tat_us);
 }
 
 int store_rate_reset(struct store *s, const char *user_id)
 {
     struct admission_entry *e = admission_cache_find(&s->cache, user_id);
-    if (e)
+    if (e) {
         e->st.tat_requests_us = e->st.tat_tokens_us = 0;
+        e->dirty &= ~(unsigned)(ADMISSION_DIRTY_TAT_REQUESTS | ADMISSION_DIRTY_TAT_TOKENS);
+    }
     struct sql_stmt *st = stmt(s, ST_RATE_RESET);
     sql_bind_text(st, 1, user_id);
     return run(st);
@@ -931,17 +969,51 @@ int store_admission_state(struct store *s, const char *user_id, int64_t period_s
     return rc == SQL_ROW ? 0 : -1;
 }
 
-int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
-                     int64_t reserved_delta)
+static int budget_write(struct store *s, const char *user_id, int64_t period_start,
+                        int64_t used_delta, int64_t reserved_delta)
 {
-    assert_in_transaction(s);
-    budget_cache_add(s, user_id, period_start, used_delta, reserved_delta);
     struct sql_stmt *st = stmt(s, ST_BUDGET_ADD);
     sql_bind_text(st, 1, user_id);
     sql_bind_int64(st, 2, period_start);
     sql_bind_int64(st, 3, used_delta);
     sql_bind_int64(st, 4, reserved_delta);
     return run_deferred(s, st);
+}
+
+int store_budget_add(struct store *s, const char *user_id, int64_t period_start, int64_t used_delta,
+                     int64_t reserved_delta)
+{
+    assert_in_transaction(s);
+    budget_cache_add(s, user_id, period_start, used_delta, reserved_delta);
+    struct admission_entry *e = deferring_entry(s, user_id, period_start);
+    if (e) {
+        e->dirty |= ADMISSION_DIRTY_BUDGET;
+        return 0;
+    }
+    return budget_write(s, user_id, period_start, used_delta, reserved_delta);
+}
+
+/* Writes what the batch's admissions and settlements left in the cache for
+ * the commit: each dirty budget row once, as the difference from what was
+ * read (nobody else writes it while the batch holds the writer lock, so the
+ * row ends exactly as the cache has it), and each dirty rate state. */
+static int flush_admissions(struct store *s)
+{
+    size_t i = 0;
+    struct admission_entry *e;
+    while ((e = admission_cache_next_dirty(&s->cache, &i))) {
+        if ((e->dirty & ADMISSION_DIRTY_BUDGET) &&
+            budget_write(s, e->user, e->period, e->st.budget_used - e->read.budget_used,
+                         e->st.budget_reserved - e->read.budget_reserved) < 0)
+            return -1;
+        if ((e->dirty & ADMISSION_DIRTY_TAT_REQUESTS) &&
+            rate_write(s, e->user, "requests", e->st.tat_requests_us) < 0)
+            return -1;
+        if ((e->dirty & ADMISSION_DIRTY_TAT_TOKENS) &&
+            rate_write(s, e->user, "tokens", e->st.tat_tokens_us) < 0)
+            return -1;
+    }
+    return 0;
 }
 
 /* --- audit ---------------------------------------------------------------- */
@@ -1022,6 +1094,15 @@ int store_admit(struct store *s, const struct audit_row *r, const char *subject,
         rate_cache_set(s, subject, "requests", tat_requests_us);
     if (tat_tokens_us > 0)
         rate_cache_set(s, subject, "tokens", tat_tokens_us);
+    /* With the subject's rows in the cache, the admission writes only the
+     * audit row now: the commit writes the rest (flush_admissions). */
+    struct admission_entry *e = deferring_entry(s, subject, period);
+    if (e) {
+        e->dirty |= (period >= 0 ? ADMISSION_DIRTY_BUDGET : 0) |
+                    (tat_requests_us > 0 ? ADMISSION_DIRTY_TAT_REQUESTS : 0) |
+                    (tat_tokens_us > 0 ? ADMISSION_DIRTY_TAT_TOKENS : 0);
+        return store_audit_insert(s, r);
+    }
     struct sql_stmt *st = stmt(s, ST_ADMIT);
     bind_audit(st, r);
     sql_bind_text(st, 28, subject);
@@ -1052,15 +1133,23 @@ int store_settle(struct store *s, const struct audit_row *r, const char *budget_
         return store_budget_add(s, budget_user, r->budget_period_start, used, reserved_delta);
     }
     /* The statement fails when the row is no longer pending, so the cache
-     * may count the spend as made. */
-    if (r->budget_period_start >= 0)
-        budget_cache_add(s, budget_user, r->budget_period_start, used, reserved_delta);
-    struct sql_stmt *st = stmt(s, ST_SETTLE);
+     * may count the spend as made; with the budget row in the cache the
+     * statement leaves it to the commit (period -1). */
+    int64_t period = r->budget_period_start;
+    struct admission_entry *e = NULL;
+    if (period >= 0) {
+        budget_cache_add(s, budget_user, period, used, reserved_delta);
+        if ((e = deferring_entry(s, budget_user, period)))
+            e->dirty |= ADMISSION_DIRTY_BUDGET;
+    }
+    struct sql_stmt *st = stmt(s, period < 0 || e ? ST_SETTLE_AUDIT : ST_SETTLE);
     bind_audit(st, r);
-    sql_bind_text(st, 28, budget_user);
-    sql_bind_int64(st, 29, r->budget_period_start);
-    sql_bind_int64(st, 30, used);
-    sql_bind_int64(st, 31, reserved_delta);
+    if (st == s->st[ST_SETTLE]) {
+        sql_bind_text(st, 28, budget_user);
+        sql_bind_int64(st, 29, period);
+        sql_bind_int64(st, 30, used);
+        sql_bind_int64(st, 31, reserved_delta);
+    }
     return run_deferred(s, st);
 }
 

@@ -283,3 +283,17 @@ def test_db_copy_moves_a_sqlite_gateway_to_postgresql_with_nothing_lost(tmp_path
         old.stop()
         if new:
             new.stop()
+
+
+def test_audit_bodies_written_to_postgresql_are_compressed_with_lz4(two_hosts, mocks):
+    """Migration 009: a response body large enough to be compressed is
+    compressed with lz4 (several times cheaper for the server than pglz)."""
+    a, _ = two_hosts()
+    reply = " ".join("word%d" % i for i in range(1500))  # ~12 kB, well over TOAST's 2 kB
+    mocks["east"].set(reply=reply)
+    r = a.post("/api/chat", chat_body())
+    assert r.status == 200, r
+    rows = a.query("SELECT length(response_body) AS n, pg_column_compression(response_body) AS c"
+                   " FROM audit_log WHERE status = 'success'")
+    assert len(rows) == 1 and rows[0]["n"] > len(reply), rows
+    assert rows[0]["c"] == "lz4", rows
