@@ -28,14 +28,14 @@
 #include "store.h"
 
 enum {
-    ADMISSION_DIRTY_BUDGET = 1,        /* st's budget row differs from read's */
-    ADMISSION_DIRTY_TAT_REQUESTS = 2,  /* st.tat_requests_us is to be written */
-    ADMISSION_DIRTY_TAT_TOKENS = 4,    /* st.tat_tokens_us is to be written */
+    ADMISSION_DIRTY_BUDGET = 1,       /* st's budget row differs from read's */
+    ADMISSION_DIRTY_TAT_REQUESTS = 2, /* st.tat_requests_us is to be written */
+    ADMISSION_DIRTY_TAT_TOKENS = 4,   /* st.tat_tokens_us is to be written */
 };
 
 struct admission_entry {
-    char *user;     /* owned; NULL: a free slot */
-    int64_t period; /* the budget period whose row st holds */
+    char *user;                  /* owned; NULL: a free slot */
+    int64_t period;              /* the budget period whose row st holds */
     struct admission_state st;   /* the rows as the batch has them now */
     struct admission_state read; /* ... and as they were read */
     unsigned dirty;              /* ADMISSION_DIRTY_*: what the commit writes */

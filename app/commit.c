@@ -42,6 +42,7 @@ struct commit_queue {
     struct store *writer;     /* used only by the leader */
     struct counters counters; /* the leader's batch sums */
     int lock_fd;
+    int lock_held;   /* the leader holds the host's writer lock; touched by the leader only */
     int lock_warned; /* touched by the leader only */
     unsigned long batches, ops;
 };
@@ -91,6 +92,23 @@ static int writer_lock(struct commit_queue *q, short how)
         }
     }
     return 0;
+}
+
+/* Lets the host's next writer in as soon as this batch's COMMIT is on its
+ * way to PostgreSQL (store_on_commit_sent): that writer's BEGIN and lock
+ * then wait in the server, which hands it the lock the moment the commit
+ * is done, instead of after this leader has read the outcome, released the
+ * lock, and the next one has woken and sent its BEGIN. Exactness rests on
+ * the server's lock, taken by every batch's BEGIN (store.c); this one only
+ * keeps a host's processes queueing in the kernel, not in the server. A
+ * commit that then fails runs its batch again, behind whoever is next. */
+static void release_writer_lock(void *arg)
+{
+    struct commit_queue *q = arg;
+    if (q->lock_held) {
+        writer_lock(q, F_UNLCK);
+        q->lock_held = 0;
+    }
 }
 
 /* Sets the rc of every operation first..last. */
@@ -280,9 +298,11 @@ static int submit(struct commit_queue *q, struct commit_op *op)
      * (appends change only the tail, which we do not follow past last). */
     /* Without the lock (a file system without OFD locks) the batch still runs:
      * SQLite's own locking keeps it exact; only the waiting is by polling. */
+    q->lock_held = locked;
+    store_on_commit_sent(q->writer, release_writer_lock, q);
     run_batch(q, op, last, n);
-    if (locked)
-        writer_lock(q, F_UNLCK);
+    store_on_commit_sent(q->writer, NULL, NULL);
+    release_writer_lock(q);
     pthread_mutex_lock(&q->mu);
     if (!op->exclusive) {
         q->batches++;

@@ -21,6 +21,11 @@ struct sql_driver;
 /* Every driver's connection and statement begin with these. */
 struct sql_conn {
     const struct sql_driver *drv;
+    /* When set: called once a COMMIT is on its way to the server and before
+     * its outcome is known, by an engine where the two are apart
+     * (PostgreSQL); never by SQLite, whose commit is a local call. */
+    void (*commit_sent)(void *arg);
+    void *commit_sent_arg;
 };
 struct sql_stmt {
     const struct sql_driver *drv;

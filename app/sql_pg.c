@@ -41,7 +41,8 @@ struct pg_conn {
      * ROLLBACK, so no statement of the transaction can run, and commit, on
      * a new session of its own. */
     int in_txn;
-    int broken; /* the session's state is unknown: reopened before its next use */
+    int broken;         /* the session's state is unknown: reopened before its next use */
+    int commit_pending; /* the pipeline drain_pipeline ends holds a COMMIT */
     char err[512];
 };
 
@@ -279,6 +280,9 @@ static int drain_pipeline(struct pg_conn *c, int n, PGresult **last)
         set_error(c, NULL);
         failed = 0;
     }
+    if (synced && c->commit_pending && c->base.commit_sent)
+        c->base.commit_sent(c->base.commit_sent_arg); /* the COMMIT is sent: sql.h */
+    c->commit_pending = 0;
     for (int i = 0; synced && i < n; i++) {
         PGresult *r = PQgetResult(c->pg);
         if (!r) { /* the connection is gone */
@@ -376,6 +380,7 @@ static int run(struct pg_stmt *st)
         return -1;
     int ok;
     if (c->pending) {
+        c->commit_pending = st->commits;
         ok = send_stmt(st) ? drain_pipeline(c, c->pending + 1, &st->res) == 0 : 0;
         if (!st->res && !ok && !c->err[0])
             set_error(c, NULL);

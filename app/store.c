@@ -41,9 +41,9 @@ enum stmt_id {
     ST_BUDGET_ADD,
     ST_AUDIT_INSERT,
     ST_AUDIT_COMPLETE,
-    ST_SETTLE, /* PostgreSQL: the completion and the budget in one statement */
+    ST_SETTLE,       /* PostgreSQL: the completion and the budget in one statement */
     ST_SETTLE_AUDIT, /* PostgreSQL: the completion alone, the budget left to the commit */
-    ST_ADMIT,  /* PostgreSQL: an admission's three writes in one statement */
+    ST_ADMIT,        /* PostgreSQL: an admission's three writes in one statement */
     ST_RESPONSE_ORIGIN,
     ST_AUDIT_STALE,
     ST_AUDIT_ABANDON,
@@ -210,7 +210,7 @@ static const char *const stmt_sql[ST__COUNT] = {
  */
 #define PG_WRITER_LOCK "7316431000001" /* any constant; "aigw" on a phone keypad */
 /* A settlement's completion of its audit row, the first part of ST_SETTLE
- * and ST_SETTLE_AUDIT ... */
+ * and ST_SETTLE_AUDIT, ... */
 #define PG_SETTLE_DONE_SQL                                                                         \
     "WITH done AS (UPDATE audit_log SET model = coalesce(?6, model),"                              \
     " deployment = coalesce(?7, deployment), backend = ?8, attempts = ?9,"                         \
@@ -219,6 +219,14 @@ static const char *const stmt_sql[ST__COUNT] = {
     " error_code = ?20, error = ?21, response_body = ?25, completed_ms = ?26,"                     \
     " response_id = coalesce(?27, response_id)"                                                    \
     " WHERE request_id = ?1 AND status = 'pending' RETURNING 1)"
+/* ST_SETTLE's spend, made only when the row was still pending (FROM done). */
+#define PG_SETTLE_SPENT_SQL                                                                        \
+    ", spent AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"                  \
+    " SELECT ?28::text, ?29::bigint, greatest(?30::bigint, 0), greatest(?31::bigint, 0)"           \
+    " FROM done WHERE ?29::bigint >= 0"                                                            \
+    " ON CONFLICT(user_id, period_start) DO UPDATE SET"                                            \
+    " used = greatest(budget_usage.used + ?30::bigint, 0),"                                        \
+    " reserved = greatest(budget_usage.reserved + ?31::bigint, 0))"
 /* ... and its end. A row no longer pending fails the statement, as SQLite's
  * check fails the settlement: the batch then runs again with this operation
  * alone in its savepoint (and the admission cache, which counted the spend,
@@ -232,13 +240,7 @@ static const char *const pg_sql[ST__COUNT] = {
     /* A settlement in one statement, sent with the next one (sql.h): the
      * budget changes only when the row was still pending, which is the
      * check SQLite's two statements make in C. */
-    [ST_SETTLE] = PG_SETTLE_DONE_SQL
-        ", spent AS (INSERT INTO budget_usage(user_id, period_start, used, reserved)"
-        " SELECT ?28::text, ?29::bigint, greatest(?30::bigint, 0), greatest(?31::bigint, 0)"
-        " FROM done WHERE ?29::bigint >= 0"
-        " ON CONFLICT(user_id, period_start) DO UPDATE SET"
-        " used = greatest(budget_usage.used + ?30::bigint, 0),"
-        " reserved = greatest(budget_usage.reserved + ?31::bigint, 0))" PG_SETTLE_CHECK_SQL,
+    [ST_SETTLE] = PG_SETTLE_DONE_SQL PG_SETTLE_SPENT_SQL PG_SETTLE_CHECK_SQL,
     [ST_SETTLE_AUDIT] = PG_SETTLE_DONE_SQL PG_SETTLE_CHECK_SQL,
     /* An admission in one statement: the reservation (ST_BUDGET_ADD with
      * nothing used), the rate states that moved, and the pending row. */
@@ -656,6 +658,12 @@ int store_commit(struct store *s)
     return 0;
 }
 
+void store_on_commit_sent(struct store *s, void (*fn)(void *arg), void *arg)
+{
+    s->conn->commit_sent = fn;
+    s->conn->commit_sent_arg = arg;
+}
+
 void store_rollback(struct store *s)
 {
     admission_cache_clear(&s->cache);
@@ -824,8 +832,7 @@ static int64_t *cached_tat(struct admission_entry *e, const char *kind)
  * the commit (flush_admissions); NULL when they are written at once: on
  * SQLite, where the cache stays empty, for a subject or period the batch did
  * not read, and while every statement is waited for (the savepoint pass). */
-static struct admission_entry *deferring_entry(struct store *s, const char *user_id,
-                                               int64_t period)
+static struct admission_entry *deferring_entry(struct store *s, const char *user_id, int64_t period)
 {
     struct admission_entry *e = s->immediate ? NULL : admission_cache_find(&s->cache, user_id);
     return e && (period < 0 || e->period == period) ? e : NULL;

@@ -46,6 +46,9 @@ int store_checkpoint(struct store *s, int reset, int *wal_frames);
 int store_begin(struct store *s);
 int store_commit(struct store *s);
 void store_rollback(struct store *s);
+/* fn(arg) runs when a COMMIT of s has been sent and before its outcome is
+ * known (PostgreSQL; never on SQLite: sql.h, commit_sent); fn NULL: not. */
+void store_on_commit_sent(struct store *s, void (*fn)(void *arg), void *arg);
 /* SAVEPOINT op / RELEASE op; rollback_to undoes everything since the
  * savepoint and releases it. For one operation of a group-committed batch. */
 int store_savepoint(struct store *s);
