@@ -107,6 +107,52 @@ def test_spend_of_calls_whose_workers_died_is_never_uncounted(make_gateway, mock
     assert [r["status"] for r in gw.audit_rows()] == ["abandoned"] * n
 
 
+def test_a_settlement_after_the_sweep_abandoned_its_row_changes_nothing(make_gateway, mocks):
+    """The sweep may mark a slow request abandoned (and charge its
+    reservation) while its backend is still answering. Its settlement then
+    finds the row no longer pending: it must fail alone, leave the row and
+    the budget as the sweep left them (no second charge), and not take the
+    settlements batched with it down too."""
+    gw, h = keyed_gateway(make_gateway, workers=2, limits={"default_token_budget": 100000,
+                                                            "budget_period": "day"})
+    gw.cli("user", "add", "frank")
+    hf = {"api-key": gw.cli("key", "create", "frank").stdout.strip()}
+    mocks["east"].set(latency_s=1.5, prompt_tokens=40, completion_tokens=60)
+    n = 4
+    answers = []
+    def send(headers, user):
+        answers.append((user, gw.post("/api/chat", chat_body(user_id=user, max_tokens=200),
+                                      headers=headers, timeout=40)))
+    slow = [threading.Thread(target=send, args=(h, "erin"), daemon=True) for _ in range(n)]
+    for t in slow:
+        t.start()
+    deadline = time.time() + 10
+    while time.time() < deadline and mocks["east"].stats()["in_flight"] < n:
+        time.sleep(0.02)
+    assert mocks["east"].stats()["in_flight"] == n
+    out = gw.cli("audit", "sweep", "--older-than", "0s").stdout
+    assert "marked %d request(s) abandoned" % n in out, out
+    swept = gw.query("SELECT used, reserved FROM budget_usage WHERE user_id = 'erin'")[0]
+    assert swept["reserved"] == 0 and swept["used"] > 0, swept
+    # Others' requests settle beside the abandoned ones meanwhile.
+    others = [threading.Thread(target=send, args=(hf, "frank"), daemon=True) for _ in range(n)]
+    for t in others:
+        t.start()
+    for t in slow + others:
+        t.join(40)
+    assert len(answers) == 2 * n and all(r.status == 200 for _, r in answers), answers
+    rows = gw.audit_rows()
+    assert sorted(r["status"] for r in rows if r["user_id"] == "erin") == ["abandoned"] * n
+    assert sorted(r["status"] for r in rows if r["user_id"] == "frank") == ["success"] * n
+    assert gw.query("SELECT used, reserved FROM budget_usage WHERE user_id = 'erin'")[0] == swept
+    assert gw.query("SELECT used, reserved FROM budget_usage WHERE user_id = 'frank'")[0] == \
+        {"used": n * 100, "reserved": 0}
+    log = gw.error_log()
+    assert log.count("cannot settle") == n, log
+    # Failed alone: not as a batch that could not read its admission state.
+    assert "admission state" not in log and "batch of" not in log, log
+
+
 def test_killed_worker_leaves_abandoned_row_and_charges_reservation(make_gateway, mocks):
     gw, h = keyed_gateway(make_gateway, workers=2, retry={"deadline_s": 60})
     mocks["east"].set(mode="hang", hang_s=30)
