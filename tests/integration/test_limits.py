@@ -16,6 +16,14 @@ def keyed_gateway(make_gateway, workers=8, **overrides):
     return gw, {"api-key": key}
 
 
+def wait_in_flight(mock, n):
+    """Waits (up to 10 s) until the mock holds n calls open at once."""
+    deadline = time.time() + 10
+    while time.time() < deadline and mock.stats()["in_flight"] < n:
+        time.sleep(0.02)
+    assert mock.stats()["in_flight"] == n
+
+
 def test_exactly_the_limit_is_admitted_by_many_workers(make_gateway, mocks):
     # 100 per hour: GCRA gives back one request every 36 s, so none refills during the test.
     gw, h = keyed_gateway(make_gateway, limits={"requests_per_window": 100, "window_s": 3600})
@@ -93,10 +101,7 @@ def test_spend_of_calls_whose_workers_died_is_never_uncounted(make_gateway, mock
                for _ in range(n)]
     for t in threads:
         t.start()
-    deadline = time.time() + 10
-    while time.time() < deadline and mocks["east"].stats()["in_flight"] < n:
-        time.sleep(0.02)
-    assert mocks["east"].stats()["in_flight"] == n
+    wait_in_flight(mocks["east"], n)
     for pid in gw.worker_pids():
         os.kill(pid, signal.SIGKILL)
     time.sleep(1.5)  # the backend finishes (and bills) every call
@@ -126,10 +131,7 @@ def test_a_settlement_after_the_sweep_abandoned_its_row_changes_nothing(make_gat
     slow = [threading.Thread(target=send, args=(h, "erin"), daemon=True) for _ in range(n)]
     for t in slow:
         t.start()
-    deadline = time.time() + 10
-    while time.time() < deadline and mocks["east"].stats()["in_flight"] < n:
-        time.sleep(0.02)
-    assert mocks["east"].stats()["in_flight"] == n
+    wait_in_flight(mocks["east"], n)
     out = gw.cli("audit", "sweep", "--older-than", "0s").stdout
     assert "marked %d request(s) abandoned" % n in out, out
     swept = gw.query("SELECT used, reserved FROM budget_usage WHERE user_id = 'erin'")[0]
