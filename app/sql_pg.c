@@ -382,6 +382,7 @@ static int run(struct pg_stmt *st)
     if (c->pending) {
         c->commit_pending = st->commits;
         ok = send_stmt(st) ? drain_pipeline(c, c->pending + 1, &st->res) == 0 : 0;
+        c->commit_pending = 0; /* also when the COMMIT could not be sent */
         if (!st->res && !ok && !c->err[0])
             set_error(c, NULL);
     } else {
