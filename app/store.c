@@ -1087,7 +1087,10 @@ int store_admit(struct store *s, const struct audit_row *r, const char *subject,
                 int64_t reserve, int64_t tat_requests_us, int64_t tat_tokens_us)
 {
     assert_in_transaction(s);
-    if (!s->st[ST_ADMIT]) /* SQLite: each write in microseconds */
+    /* SQLite, each write in microseconds; or PostgreSQL with the subject's
+     * rows in the batch's cache, where the first three only mark them for
+     * the commit (flush_admissions) and the audit row is all that is sent. */
+    if (!s->st[ST_ADMIT] || deferring_entry(s, subject, period))
         return (period >= 0 && store_budget_add(s, subject, period, 0, reserve) < 0) ||
                        (tat_requests_us > 0 &&
                         store_rate_set_tat(s, subject, "requests", tat_requests_us) < 0) ||
@@ -1101,15 +1104,6 @@ int store_admit(struct store *s, const struct audit_row *r, const char *subject,
         rate_cache_set(s, subject, "requests", tat_requests_us);
     if (tat_tokens_us > 0)
         rate_cache_set(s, subject, "tokens", tat_tokens_us);
-    /* With the subject's rows in the cache, the admission writes only the
-     * audit row now: the commit writes the rest (flush_admissions). */
-    struct admission_entry *e = deferring_entry(s, subject, period);
-    if (e) {
-        e->dirty |= (period >= 0 ? ADMISSION_DIRTY_BUDGET : 0) |
-                    (tat_requests_us > 0 ? ADMISSION_DIRTY_TAT_REQUESTS : 0) |
-                    (tat_tokens_us > 0 ? ADMISSION_DIRTY_TAT_TOKENS : 0);
-        return store_audit_insert(s, r);
-    }
     struct sql_stmt *st = stmt(s, ST_ADMIT);
     bind_audit(st, r);
     sql_bind_text(st, 28, subject);
@@ -1139,24 +1133,25 @@ int store_settle(struct store *s, const struct audit_row *r, const char *budget_
             return 0;
         return store_budget_add(s, budget_user, r->budget_period_start, used, reserved_delta);
     }
-    /* The statement fails when the row is no longer pending, so the cache
-     * may count the spend as made; with the budget row in the cache the
-     * statement leaves it to the commit (period -1). */
     int64_t period = r->budget_period_start;
-    struct admission_entry *e = NULL;
-    if (period >= 0) {
-        budget_cache_add(s, budget_user, period, used, reserved_delta);
-        if ((e = deferring_entry(s, budget_user, period)))
-            e->dirty |= ADMISSION_DIRTY_BUDGET;
+    /* The budget row in the batch's cache (or no budget): the statement
+     * completes the row alone, and store_budget_add marks the spend for the
+     * commit. The statement fails when the row is no longer pending, so the
+     * cache may count the spend as made. */
+    if (period < 0 || deferring_entry(s, budget_user, period)) {
+        struct sql_stmt *st = stmt(s, ST_SETTLE_AUDIT);
+        bind_audit(st, r);
+        if (run_deferred(s, st) < 0)
+            return -1;
+        return period < 0 ? 0 : store_budget_add(s, budget_user, period, used, reserved_delta);
     }
-    struct sql_stmt *st = stmt(s, period < 0 || e ? ST_SETTLE_AUDIT : ST_SETTLE);
+    budget_cache_add(s, budget_user, period, used, reserved_delta);
+    struct sql_stmt *st = stmt(s, ST_SETTLE);
     bind_audit(st, r);
-    if (st == s->st[ST_SETTLE]) {
-        sql_bind_text(st, 28, budget_user);
-        sql_bind_int64(st, 29, period);
-        sql_bind_int64(st, 30, used);
-        sql_bind_int64(st, 31, reserved_delta);
-    }
+    sql_bind_text(st, 28, budget_user);
+    sql_bind_int64(st, 29, period);
+    sql_bind_int64(st, 30, used);
+    sql_bind_int64(st, 31, reserved_delta);
     return run_deferred(s, st);
 }
 
